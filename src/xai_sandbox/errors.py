@@ -1,0 +1,78 @@
+"""The one exception hierarchy of XAI-Sandbox.
+
+Every error raised at a public boundary subclasses both :class:`XaiSandboxError` and the
+built-in a caller would expect (``ValueError`` for bad values, ``TypeError`` for an
+unsuitable model), and its message names the parameter, the rule and the value::
+
+    inputs: must be finite (no NaN or infinity); got NaN at row 0, column 3
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ExplanationError",
+    "InvalidInputError",
+    "InvalidTargetError",
+    "NotDifferentiableError",
+    "SchemaError",
+    "UnknownMethodError",
+    "UnsupportedModelError",
+    "XaiSandboxError",
+]
+
+
+def _show(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class XaiSandboxError(Exception):
+    """Base class of every error XAI-Sandbox raises on purpose."""
+
+
+class InvalidInputError(XaiSandboxError, ValueError):
+    """A value passed to a public function breaks a rule.
+
+    Attributes
+    ----------
+    parameter, rule, value:
+        Which parameter, what it must be, and what it got.
+    """
+
+    def __init__(self, parameter: str, rule: str, value: Any) -> None:
+        self.parameter = parameter
+        self.rule = rule
+        self.value = value
+        super().__init__(f"{parameter}: {rule}; got {_show(value)}")
+
+
+class InvalidTargetError(InvalidInputError):
+    """The target (or foil) class is not an output of the model."""
+
+
+class SchemaError(InvalidInputError):
+    """A feature schema, or a row checked against one, breaks a rule of the schema."""
+
+
+class UnknownMethodError(InvalidInputError):
+    """No explainer of that name is registered; the message lists the registered ones."""
+
+
+class UnsupportedModelError(XaiSandboxError, TypeError):
+    """The model cannot be wrapped, or the method cannot run on this kind of model."""
+
+    def __init__(self, parameter: str, rule: str, value: Any) -> None:
+        self.parameter = parameter
+        self.rule = rule
+        self.value = value
+        super().__init__(f"{parameter}: {rule}; got {_show(value)}")
+
+
+class NotDifferentiableError(UnsupportedModelError):
+    """A gradient method was asked of a model that has no gradients."""
+
+
+class ExplanationError(XaiSandboxError, RuntimeError):
+    """A method ran but its result failed its own check (for example LRP conservation)."""

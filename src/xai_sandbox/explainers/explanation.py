@@ -1,0 +1,230 @@
+"""`Explanation`: the one result type every explainer returns.
+
+It is immutable (its arrays are read-only copies), carries its own provenance (method,
+parameters, library versions, seed, model fingerprint, wall time) and round-trips through
+canonical JSON. It is never pickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from xai_sandbox.audit.canonical import canonical_json, canonical_loads
+from xai_sandbox.errors import InvalidInputError
+
+__all__ = ["SCHEMA_VERSION", "Explanation", "library_versions"]
+
+SCHEMA_VERSION = "xai-sandbox.explanation/1"
+
+_ARRAY_FIELDS = ("values", "target", "prediction", "baseline", "expected_value", "delta")
+_LIBRARIES = ("xai-sandbox", "torch", "captum", "shap", "numpy", "scikit-learn", "lightgbm",
+              "xgboost", "lime")
+
+
+def library_versions(*names: str) -> dict[str, str]:
+    """Installed versions of the named distributions (all the relevant ones by default)."""
+    found: dict[str, str] = {}
+    for name in names or _LIBRARIES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _frozen(array: Any, dtype: Any = None) -> np.ndarray | None:
+    if array is None:
+        return None
+    copy = np.array(array, dtype=dtype, copy=True)
+    copy.setflags(write=False)
+    return copy
+
+
+def _encode_array(array: np.ndarray | None) -> dict[str, Any] | None:
+    if array is None:
+        return None
+    # float32 -> float64 is exact and RFC 8785 prints the shortest round-tripping form.
+    data = array.astype(np.float64).ravel().tolist() if array.dtype.kind == "f" else (
+        array.ravel().tolist())
+    return {"dtype": array.dtype.str.lstrip("<>=|"), "shape": list(array.shape), "data": data}
+
+
+def _decode_array(blob: Mapping[str, Any] | None) -> np.ndarray | None:
+    if blob is None:
+        return None
+    return np.asarray(blob["data"], dtype=np.dtype(blob["dtype"])).reshape(blob["shape"])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Explanation:
+    """Attributions of one batch of inputs with everything needed to reproduce them.
+
+    Attributes
+    ----------
+    method:
+        Registered name of the explainer (``"integrated_gradients"``, ...).
+    values:
+        Attributions. Their shape is the input's shape at the level the method works at:
+        ``(n, n_columns)`` for column methods on tabular data, ``(n, n_features)`` for methods
+        that play whole features (Shapley values over one-hot groups), ``(n, C, H, W)`` for
+        pixel methods, ``(n, 1, H, W)`` for class-activation maps, ``(n, T)`` for tokens.
+    target:
+        The explained output index, one per row.
+    prediction:
+        The model's outputs for each row, in ``output_space``.
+    baseline:
+        The reference input(s) the attributions are relative to, where the method has one.
+    expected_value:
+        The output the attributions start from, per row: f(baseline) or the mean output
+        over the background (Shapley methods).
+    delta:
+        Per row, ``sum(values) - (prediction[target] - expected_value)``: the completeness
+        (IG, DeepLift, LRP) or additivity (Shapley) error. ``None`` where the method has none.
+    feature_names:
+        Names of the last axis of ``values`` for tabular data.
+    output_space:
+        What the explained number is: ``"logit"``, ``"probability"``, ``"margin"``,
+        ``"output"``, or ``"contrast"`` (a difference of two outputs).
+    parameters:
+        The method's parameters, JSON-safe.
+    seed:
+        The ``random_state`` used, for methods that sample.
+    """
+
+    method: str
+    values: np.ndarray
+    target: np.ndarray
+    prediction: np.ndarray
+    output_space: str
+    parameters: Mapping[str, Any]
+    library_versions: Mapping[str, str]
+    wall_time_s: float
+    baseline: np.ndarray | None = None
+    expected_value: np.ndarray | None = None
+    delta: np.ndarray | None = None
+    feature_names: tuple[str, ...] | None = None
+    seed: int | None = None
+    model: Mapping[str, str] | None = None
+    schema_version: str = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        for name in _ARRAY_FIELDS:
+            set_(self, name, _frozen(getattr(self, name)))
+        set_(self, "parameters", MappingProxyType(dict(self.parameters)))
+        set_(self, "library_versions", MappingProxyType(dict(self.library_versions)))
+        if self.model is not None:
+            set_(self, "model", MappingProxyType(dict(self.model)))
+        if self.feature_names is not None:
+            set_(self, "feature_names", tuple(self.feature_names))
+            if self.values.shape[-1] != len(self.feature_names):
+                raise InvalidInputError(
+                    "feature_names", f"needs one name per column of values "
+                    f"({self.values.shape[-1]})", len(self.feature_names))
+
+    # ------------------------------------------------------------------ derived views
+    @property
+    def n_rows(self) -> int:
+        return int(self.values.shape[0])
+
+    def explained_output(self) -> np.ndarray:
+        """The explained output of each row: ``prediction[i, target[i]]``."""
+        rows = np.arange(self.prediction.shape[0])
+        return np.asarray(self.prediction[rows, self.target], dtype=np.float64)
+
+    @property
+    def completeness_error(self) -> float | None:
+        """Largest relative completeness or additivity error over the rows, or ``None``.
+
+        ``|delta| / |f(x) - expected_value|``, with the gap floored at 1e-12.
+        """
+        if self.delta is None or self.expected_value is None:
+            return None
+        gap = np.abs(self.explained_output() - self.expected_value)
+        return float(np.max(np.abs(self.delta) / np.maximum(gap, 1e-12)))
+
+    def ranked(self, row: int = 0, k: int | None = None) -> list[tuple[str, float]]:
+        """Features of one row by decreasing absolute attribution (tabular values only)."""
+        if self.values.ndim != 2 or self.feature_names is None:
+            raise InvalidInputError("self", "ranked() needs tabular values with feature names",
+                                    self.values.shape)
+        if not 0 <= row < self.n_rows:
+            raise InvalidInputError("row", f"must be in [0, {self.n_rows})", row)
+        order = np.argsort(-np.abs(self.values[row]), kind="stable")
+        pairs = [(self.feature_names[j], float(self.values[row, j])) for j in order]
+        return pairs if k is None else pairs[:k]
+
+    def grouped(self, groups: Sequence[Sequence[int]], names: Sequence[str]) -> Explanation:
+        """Sum column attributions into feature groups (one-hot columns into their feature).
+
+        Sums preserve completeness, so ``delta`` carries over unchanged.
+        """
+        if self.values.ndim != 2:
+            raise InvalidInputError("self", "grouped() needs (rows, columns) values",
+                                    self.values.shape)
+        if len(groups) != len(names):
+            raise InvalidInputError("names", f"needs one name per group ({len(groups)})",
+                                    len(names))
+        n_cols = self.values.shape[1]
+        covered = sorted(c for g in groups for c in g)
+        if covered != list(range(n_cols)):
+            raise InvalidInputError("groups", f"must cover columns 0..{n_cols - 1} once each",
+                                    covered)
+        values = np.stack([self.values[:, list(g)].sum(axis=1) for g in groups], axis=1)
+        params = dict(self.parameters, grouped=True)
+        return dataclasses.replace(self, values=values, feature_names=tuple(names),
+                                   parameters=params)
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dictionary; :meth:`from_dict` inverts it exactly."""
+        out: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "method": self.method,
+            "output_space": self.output_space,
+            "parameters": dict(self.parameters),
+            "library_versions": dict(self.library_versions),
+            "wall_time_s": self.wall_time_s,
+            "feature_names": list(self.feature_names) if self.feature_names else None,
+            "seed": self.seed,
+            "model": dict(self.model) if self.model is not None else None,
+        }
+        for name in _ARRAY_FIELDS:
+            out[name] = _encode_array(getattr(self, name))
+        return out
+
+    def to_json(self) -> bytes:
+        """RFC 8785 canonical JSON bytes."""
+        return canonical_json(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Explanation:
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise InvalidInputError("data.schema_version", f"must be {SCHEMA_VERSION!r}",
+                                    data.get("schema_version"))
+        arrays = {name: _decode_array(data[name]) for name in _ARRAY_FIELDS}
+        names = data.get("feature_names")
+        return cls(
+            method=data["method"],
+            output_space=data["output_space"],
+            parameters=data["parameters"],
+            library_versions=data["library_versions"],
+            wall_time_s=float(data["wall_time_s"]),
+            feature_names=tuple(names) if names is not None else None,
+            seed=data.get("seed"),
+            model=data.get("model"),
+            **arrays,  # type: ignore[arg-type]
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Explanation:
+        return cls.from_dict(canonical_loads(data))
+
+    def __reduce__(self) -> Any:
+        raise TypeError("Explanation is never pickled: use to_json() / from_json()")

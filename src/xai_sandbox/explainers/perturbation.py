@@ -1,0 +1,139 @@
+"""Perturbation methods through Captum: Occlusion (feature ablation) and LIME.
+
+They need no gradients, so they run on every adapter: torch modules and scikit-learn,
+LightGBM or XGBoost estimators alike. On tabular data with a schema, the columns of one
+feature are switched together, so each feature gets one value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from captum._utils.models.linear_model import SkLearnLasso
+from captum.attr import FeatureAblation, Lime, Occlusion
+from captum.attr._core.lime import get_exp_kernel_similarity_function
+
+from xai_sandbox.errors import InvalidInputError
+from xai_sandbox.explainers.base import Explainer, Problem, Result, register_explainer
+from xai_sandbox.models.adapters import model_errors
+
+__all__ = ["LimeExplainer", "OcclusionExplainer", "feature_mask"]
+
+
+def feature_mask(problem: Problem, patch: int) -> tuple[torch.Tensor, tuple[str, ...] | None]:
+    """Integer mask of one sample's shape: players for tabular data, square patches
+    (shared across channels) for images."""
+    shape = problem.inputs.shape[1:]
+    if problem.adapter.input_kind == "image":
+        if len(shape) != 3:
+            raise InvalidInputError("inputs", "images must be (n, channels, height, width)",
+                                    problem.inputs.shape)
+        _, h, w = shape
+        cols = -(-w // patch)
+        rows = torch.arange(h)[:, None] // patch
+        ids = rows * cols + torch.arange(w)[None, :] // patch
+        return ids.expand(shape).clone()[None], None
+    players, names = problem.players()
+    mask = torch.empty(int(np.prod(shape)), dtype=torch.long)
+    for k, cols_ in enumerate(players):
+        mask[list(cols_)] = k
+    return mask.reshape(shape)[None], names
+
+
+def _positive_int(value: object, name: str, minimum: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise InvalidInputError(name, f"must be an integer >= {minimum}", value)
+    return value
+
+
+@register_explainer
+class OcclusionExplainer(Explainer):
+    """Occlusion: the output change when a patch (image) or a feature (tabular) is
+    replaced by the baseline. Captum's ``Occlusion`` for images, ``FeatureAblation`` for
+    tabular features."""
+
+    name = "occlusion"
+    summary = "output drop when a patch or feature is replaced by the baseline"
+    input_kinds = ("tabular", "image")
+
+    def __init__(self, window: int = 16, stride: int | None = None) -> None:
+        self.window = window
+        self.stride = stride
+
+    def run(self, problem: Problem) -> Result:
+        window = _positive_int(self.window, "window")
+        stride = _positive_int(self.stride if self.stride is not None else window, "stride")
+        x = problem.tensor(problem.inputs)
+        b = problem.tensor(problem.baseline_rows())
+        target = torch.as_tensor(problem.target)
+        forward = problem.adapter.forward_tensor
+        with model_errors(problem.inputs.shape), torch.no_grad():
+            if problem.adapter.input_kind == "image":
+                c = x.shape[1]
+                attr = Occlusion(forward).attribute(
+                    x, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
+                    baselines=b, target=target)
+                return Result(values=attr.double().numpy(), baseline=problem.baselines)
+            mask, names = feature_mask(problem, window)
+            attr = FeatureAblation(forward).attribute(x, baselines=b, target=target,
+                                                      feature_mask=mask.to(x.device))
+        values = attr.double().numpy()
+        if problem.groups is not None:
+            # Each column of a group carries the group's value: keep one per group.
+            values = values[:, [g[0] for g in problem.groups]]
+        return Result(values=values, baseline=problem.baselines, feature_names=names)
+
+
+@register_explainer
+class LimeExplainer(Explainer):
+    """LIME (Ribeiro et al. 2016) through Captum: a sparse linear surrogate fitted to
+    random on/off perturbations of features (tabular) or square patches (images).
+
+    Parameters
+    ----------
+    n_samples:
+        Perturbations per input.
+    alpha:
+        Lasso penalty of the surrogate.
+    kernel_width:
+        Width of the exponential similarity kernel (cosine distance).
+    patch:
+        Side of the square image patches in pixels.
+    """
+
+    name = "lime"
+    summary = "local sparse linear surrogate fitted to random perturbations (Captum Lime)"
+    input_kinds = ("tabular", "image")
+    samples = True
+
+    def __init__(self, n_samples: int = 1000, alpha: float = 0.01, kernel_width: float = 1.0,
+                 patch: int = 32) -> None:
+        self.n_samples = n_samples
+        self.alpha = alpha
+        self.kernel_width = kernel_width
+        self.patch = patch
+
+    def run(self, problem: Problem) -> Result:
+        n_samples = _positive_int(self.n_samples, "n_samples", 10)
+        patch = _positive_int(self.patch, "patch")
+        for name in ("alpha", "kernel_width"):
+            v = getattr(self, name)
+            if not isinstance(v, int | float) or v <= 0:
+                raise InvalidInputError(name, "must be a positive number", v)
+        mask, names = feature_mask(problem, patch)
+        lime = Lime(problem.adapter.forward_tensor,
+                    interpretable_model=SkLearnLasso(alpha=float(self.alpha)),
+                    similarity_func=get_exp_kernel_similarity_function(
+                        "cosine", float(self.kernel_width)))
+        image = problem.adapter.input_kind == "image"
+        rows = []
+        b_rows = problem.baseline_rows()
+        with model_errors(problem.inputs.shape):
+            for i in range(problem.n):
+                attr = lime.attribute(
+                    problem.tensor(problem.inputs[i : i + 1]),
+                    baselines=problem.tensor(b_rows[i : i + 1]),
+                    target=int(problem.target[i]), feature_mask=mask,
+                    n_samples=n_samples, return_input_shape=image, show_progress=False)
+                rows.append(attr.detach().double().numpy()[0])
+        return Result(values=np.stack(rows), baseline=problem.baselines, feature_names=names)

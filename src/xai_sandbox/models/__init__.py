@@ -1,0 +1,24 @@
+"""Model adapters, feature schemas, fingerprints and the hook sandbox."""
+
+from xai_sandbox.models.adapters import ModelAdapter, SklearnAdapter, TorchAdapter, wrap
+from xai_sandbox.models.fingerprint import fingerprint_estimator, fingerprint_module
+from xai_sandbox.models.registry import ModelRegistry, RegisteredModel, register
+from xai_sandbox.models.sandbox import HookSandbox, LayerRecord, select_layers
+from xai_sandbox.models.schema import Category, FeatureSchema, FeatureSpec
+
+__all__ = [
+    "Category",
+    "FeatureSchema",
+    "FeatureSpec",
+    "HookSandbox",
+    "LayerRecord",
+    "ModelAdapter",
+    "ModelRegistry",
+    "RegisteredModel",
+    "SklearnAdapter",
+    "TorchAdapter",
+    "fingerprint_estimator",
+    "fingerprint_module",
+    "register",
+    "select_layers",
+]

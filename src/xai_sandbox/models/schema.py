@@ -1,0 +1,314 @@
+"""Feature schemas: what each column of a tabular model means.
+
+A schema names every feature with display names per locale, says whether it is numeric or
+categorical (with its categories), its unit and bounds, whether the person can change it,
+the direction its effect is expected to take, whether it is protected, and the reason code
+used when it is a principal reason for a decision. It loads from YAML or JSON, validates
+itself with errors that name the offending path, and encodes rows into the model's columns
+(one-hot for categoricals), keeping the columns of one feature together as a group.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+
+from xai_sandbox.errors import SchemaError
+
+__all__ = ["LOCALES", "Category", "FeatureSchema", "FeatureSpec"]
+
+LOCALES = ("en", "zh")
+Kind = Literal["numeric", "categorical"]
+Monotone = Literal["increasing", "decreasing"]
+_FEATURE_KEYS = {"name", "display", "kind", "categories", "unit", "bounds", "mutable",
+                 "monotone", "protected", "reason_code", "description"}
+
+
+def _display(raw: Any, path: str, fallback: str) -> dict[str, str]:
+    if raw is None:
+        return {locale: fallback for locale in LOCALES}
+    if isinstance(raw, str):
+        return {locale: raw for locale in LOCALES}
+    if not isinstance(raw, Mapping):
+        raise SchemaError(path, "must be a mapping of locale to text", raw)
+    missing = [loc for loc in LOCALES if not isinstance(raw.get(loc), str) or not raw.get(loc)]
+    if missing:
+        raise SchemaError(path, f"needs a non-empty text for every locale {list(LOCALES)}",
+                          raw)
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+@dataclass(frozen=True)
+class Category:
+    code: str
+    display: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One feature of a tabular model."""
+
+    name: str
+    kind: Kind
+    display: Mapping[str, str]
+    categories: tuple[Category, ...] = ()
+    unit: str | None = None
+    bounds: tuple[float, float] | None = None
+    mutable: bool = False
+    monotone: Monotone | None = None
+    protected: bool = False
+    reason_code: str | None = None
+    description: str | None = None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        if self.kind == "numeric":
+            return (self.name,)
+        return tuple(f"{self.name}={c.code}" for c in self.categories)
+
+    def category_codes(self) -> tuple[str, ...]:
+        return tuple(c.code for c in self.categories)
+
+    @classmethod
+    def from_dict(cls, raw: Any, path: str) -> FeatureSpec:
+        if not isinstance(raw, Mapping):
+            raise SchemaError(path, "must be a mapping", raw)
+        unknown = sorted(set(raw) - _FEATURE_KEYS)
+        if unknown:
+            raise SchemaError(path, f"unknown keys (allowed: {sorted(_FEATURE_KEYS)})", unknown)
+        name = raw.get("name")
+        if not isinstance(name, str) or not name.isidentifier():
+            raise SchemaError(f"{path}.name", "must be an identifier (letters, digits, _)",
+                              name)
+        kind = raw.get("kind")
+        if kind not in ("numeric", "categorical"):
+            raise SchemaError(f"{path}.kind", "must be 'numeric' or 'categorical'", kind)
+        categories: tuple[Category, ...] = ()
+        bounds = None
+        if kind == "categorical":
+            raw_cats = raw.get("categories")
+            if not isinstance(raw_cats, Sequence) or isinstance(raw_cats, str) or not raw_cats:
+                raise SchemaError(f"{path}.categories",
+                                  "a categorical feature needs a non-empty list", raw_cats)
+            cats = []
+            for j, item in enumerate(raw_cats):
+                cpath = f"{path}.categories[{j}]"
+                code = item.get("code") if isinstance(item, Mapping) else item
+                if not isinstance(code, str) or not code:
+                    raise SchemaError(cpath, "needs a non-empty string code", item)
+                shown = item.get("display") if isinstance(item, Mapping) else None
+                cats.append(Category(code, _display(shown, f"{cpath}.display", code)))
+            codes = [c.code for c in cats]
+            if len(set(codes)) != len(codes):
+                raise SchemaError(f"{path}.categories", "codes must be unique", codes)
+            categories = tuple(cats)
+            if raw.get("bounds") is not None:
+                raise SchemaError(f"{path}.bounds", "only numeric features have bounds",
+                                  raw.get("bounds"))
+        elif raw.get("bounds") is not None:
+            b = raw["bounds"]
+            ok = (isinstance(b, Sequence) and len(b) == 2
+                  and all(isinstance(v, int | float) and math.isfinite(v) for v in b))
+            if not ok or b[0] > b[1]:
+                raise SchemaError(f"{path}.bounds", "must be [low, high] finite with low <= high",
+                                  b)
+            bounds = (float(b[0]), float(b[1]))
+        monotone = raw.get("monotone")
+        if monotone not in (None, "increasing", "decreasing"):
+            raise SchemaError(f"{path}.monotone", "must be 'increasing', 'decreasing' or null",
+                              monotone)
+        for flag in ("mutable", "protected"):
+            if not isinstance(raw.get(flag, False), bool):
+                raise SchemaError(f"{path}.{flag}", "must be true or false", raw.get(flag))
+        for text in ("unit", "reason_code", "description"):
+            if raw.get(text) is not None and not isinstance(raw.get(text), str):
+                raise SchemaError(f"{path}.{text}", "must be a string", raw.get(text))
+        return cls(name=name, kind=kind, display=_display(raw.get("display"), f"{path}.display",
+                                                          name),
+                   categories=categories, unit=raw.get("unit"), bounds=bounds,
+                   mutable=raw.get("mutable", False), monotone=monotone,
+                   protected=raw.get("protected", False), reason_code=raw.get("reason_code"),
+                   description=raw.get("description"))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind,
+                               "display": dict(self.display), "mutable": self.mutable,
+                               "protected": self.protected}
+        if self.categories:
+            out["categories"] = [{"code": c.code, "display": dict(c.display)}
+                                 for c in self.categories]
+        for key in ("unit", "monotone", "reason_code", "description"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.bounds is not None:
+            out["bounds"] = list(self.bounds)
+        return out
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """The ordered features of a tabular model and how they map to its input columns."""
+
+    version: str
+    features: tuple[FeatureSpec, ...]
+    _index: Mapping[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {f.name: i for i, f in enumerate(self.features)})
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_dict(cls, raw: Any) -> FeatureSchema:
+        if not isinstance(raw, Mapping):
+            raise SchemaError("schema", "must be a mapping with 'version' and 'features'", raw)
+        version = raw.get("version")
+        if not isinstance(version, str) or not version:
+            raise SchemaError("schema.version", "must be a non-empty string", version)
+        feats = raw.get("features")
+        if not isinstance(feats, Sequence) or isinstance(feats, str) or not feats:
+            raise SchemaError("schema.features", "must be a non-empty list", feats)
+        specs = tuple(FeatureSpec.from_dict(f, f"schema.features[{i}]")
+                      for i, f in enumerate(feats))
+        names = [s.name for s in specs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise SchemaError("schema.features", "feature names must be unique", dupes)
+        return cls(version=version, features=specs)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureSchema:
+        """Load a schema from a ``.yaml``/``.yml`` or ``.json`` file."""
+        p = Path(path)
+        if p.suffix not in (".yaml", ".yml", ".json"):
+            raise SchemaError("path", "must end in .yaml, .yml or .json", str(p))
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SchemaError("path", f"must be a readable file ({exc.strerror})", str(p)) from exc
+        try:
+            raw = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise SchemaError("path", f"must hold valid {p.suffix[1:].upper()} ({exc})",
+                              str(p)) from exc
+        return cls.from_dict(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "features": [f.to_dict() for f in self.features]}
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(c for f in self.features for c in f.columns)
+
+    @property
+    def groups(self) -> tuple[tuple[int, ...], ...]:
+        """Column indices of each feature, in feature order (one-hot columns together)."""
+        out, start = [], 0
+        for f in self.features:
+            n = len(f.columns)
+            out.append(tuple(range(start, start + n)))
+            start += n
+        return tuple(out)
+
+    def feature(self, name: str) -> FeatureSpec:
+        if name not in self._index:
+            raise SchemaError("name", f"must be a feature of the schema {list(self.names)}",
+                              name)
+        return self.features[self._index[name]]
+
+    def display_name(self, name: str, locale: str = "en") -> str:
+        if locale not in LOCALES:
+            raise SchemaError("locale", f"must be one of {list(LOCALES)}", locale)
+        return self.feature(name).display.get(locale, name)
+
+    # ------------------------------------------------------------------ rows
+    def encode(self, rows: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> np.ndarray:
+        """Validate rows (feature name -> value) and encode them as model columns.
+
+        Raises
+        ------
+        SchemaError
+            Naming the row and feature, for a missing or unknown feature, an unknown
+            category, a value that is not a finite number, or one outside the bounds.
+        """
+        if isinstance(rows, Mapping):
+            rows = [rows]
+        out = np.zeros((len(rows), len(self.columns)), dtype=np.float64)
+        for r, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise SchemaError(f"rows[{r}]", "must be a mapping of feature name to value",
+                                  row)
+            unknown = sorted(set(row) - set(self.names))
+            if unknown:
+                raise SchemaError(f"rows[{r}]", f"unknown features (known: {list(self.names)})",
+                                  unknown)
+            col = 0
+            for spec in self.features:
+                path = f"rows[{r}].{spec.name}"
+                if spec.name not in row:
+                    raise SchemaError(path, "is required", None)
+                value = row[spec.name]
+                if spec.kind == "categorical":
+                    codes = spec.category_codes()
+                    if not isinstance(value, str) or value not in codes:
+                        raise SchemaError(path, f"must be one of the categories {list(codes)}",
+                                          value)
+                    out[r, col + codes.index(value)] = 1.0
+                    col += len(codes)
+                    continue
+                number = _as_number(value, path)
+                if spec.bounds is not None and not spec.bounds[0] <= number <= spec.bounds[1]:
+                    raise SchemaError(path, f"must lie within the bounds {list(spec.bounds)}",
+                                      value)
+                out[r, col] = number
+                col += 1
+        return out
+
+    def decode(self, X: np.ndarray) -> list[dict[str, Any]]:
+        """Turn encoded columns back into rows (the largest one-hot column wins)."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(self.columns):
+            raise SchemaError("X", f"must have shape (rows, {len(self.columns)})", X.shape)
+        rows = []
+        for x in X:
+            row: dict[str, Any] = {}
+            for spec, cols in zip(self.features, self.groups, strict=True):
+                if spec.kind == "numeric":
+                    row[spec.name] = float(x[cols[0]])
+                else:
+                    row[spec.name] = spec.categories[int(np.argmax(x[list(cols)]))].code
+            rows.append(row)
+        return rows
+
+    def reference_row(self, X: np.ndarray) -> np.ndarray:
+        """A typical, valid row of ``X``: numeric medians and categorical modes."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(self.columns) or X.shape[0] == 0:
+            raise SchemaError("X", f"must have shape (rows >= 1, {len(self.columns)})", X.shape)
+        ref = np.zeros(X.shape[1])
+        for spec, cols in zip(self.features, self.groups, strict=True):
+            if spec.kind == "numeric":
+                ref[cols[0]] = np.median(X[:, cols[0]])
+            else:
+                ref[cols[0] + int(np.argmax(X[:, list(cols)].sum(axis=0)))] = 1.0
+        return ref
+
+
+def _as_number(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise SchemaError(path, "must be a number", value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise SchemaError(path, "must be finite (no NaN or infinity)", value)
+    return number
