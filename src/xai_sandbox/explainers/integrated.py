@@ -6,11 +6,15 @@ path from a baseline b to the input x: ``(x - b) * integral_0^1 grad f(b + a (x 
 Captum computes the same integral row by row. Here every (row, step) pair of a batch is
 one point of one flat list, evaluated in chunks whose size is chosen from the input size,
 so a thousand tabular rows cost a few large passes instead of a thousand small ones. The
-quadrature nodes are cached. With ``n_steps="auto"`` the rule is nested Clenshaw-Curtis:
-9, 17, 33, ... points, each level reusing the gradients of the last, stopping per row as
-soon as the completeness error ``|sum(attr) - (f(x) - f(b))|`` falls below ``tolerance``
-times ``|f(x) - f(b)|``. Its end points are the input and the baseline, so f(x) and f(b)
-come free from the same passes.
+quadrature nodes are cached.
+
+With ``n_steps="auto"`` the rule is adaptive composite Simpson. Each pass at a point of
+the path gives both the gradient and the output F(alpha), so on every panel [a, b] the
+exact integral of the path derivative is known, F(b) - F(a), and so is the panel's own
+error. Panels with the largest errors are bisected (two new passes each) until the
+completeness error ``|sum(attr) - (f(x) - f(b))|`` is at most ``tolerance`` times
+``|f(x) - f(b)|``. The end points are the input and the baseline, so f(x) and f(b) come
+free from the same passes.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.explainers.base import Explainer, Problem, Result, register_explainer
 from xai_sandbox.models.adapters import model_errors
 
-__all__ = ["IntegratedGradients", "auto_chunk", "clenshaw_curtis", "gauss_legendre",
+__all__ = ["IntegratedGradients", "auto_chunk", "gauss_legendre",
            "integrated_gradients"]
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -43,59 +47,40 @@ def gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
     return 0.5 * (1.0 + x), 0.5 * w
 
 
-@functools.lru_cache(maxsize=16)
-def clenshaw_curtis(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Clenshaw-Curtis nodes (ascending, end points included) and weights on [0, 1].
-
-    ``n`` must be even; the n + 1 nodes of level n are among those of level 2n.
-    """
-    k = np.arange(n + 1)
-    theta = np.pi * k / n
-    w = np.ones(n + 1)
-    for j in range(1, n // 2 + 1):
-        b = 1.0 if 2 * j == n else 2.0
-        w -= b * np.cos(2 * j * theta) / (4 * j * j - 1)
-    c = np.where((k == 0) | (k == n), 1.0, 2.0)
-    return (1.0 - np.cos(theta)) / 2.0, 0.5 * c * w / n
-
-
 def auto_chunk(sample_numel: int, total: int) -> int:
     """Points per forward/backward pass for samples of ``sample_numel`` elements."""
     return max(1, min(total, _CHUNK_ELEMENTS // max(1, sample_numel)))
 
 
 def _path_gradients(forward: Forward, x: torch.Tensor, b: torch.Tensor, target: torch.Tensor,
-                    alphas: torch.Tensor, chunk: int,
+                    rows: torch.Tensor, alphas: torch.Tensor, chunk: int,
                     weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of the target output at b + alpha (x - b) for every row and alpha.
+    """Gradients of the target output at the points b[r] + alpha (x[r] - b[r]).
 
-    With ``weights`` returns the weighted sum over alphas per row, shape ``x.shape``;
-    otherwise every gradient, shape ``(n, m, *x.shape[1:])``. Also returns the target
-    outputs at every point, shape ``(n, m)``.
+    ``rows`` and ``alphas`` list the points. With ``weights`` (one per point) returns the
+    weighted sum of gradients per row, shape ``x.shape``; otherwise every gradient,
+    shape ``(points, *x.shape[1:])``. Also returns the target output at every point.
     """
-    n, m = x.shape[0], alphas.shape[0]
     shape = x.shape[1:]
-    total = n * m
+    total = rows.shape[0]
     grads = (torch.zeros_like(x) if weights is not None
-             else torch.empty((n * m, *shape), dtype=x.dtype, device=x.device))
-    outputs = torch.empty(n * m, dtype=x.dtype, device=x.device)
+             else torch.empty((total, *shape), dtype=x.dtype, device=x.device))
+    outputs = torch.empty(total, dtype=x.dtype, device=x.device)
     diff = x - b
     view = (-1,) + (1,) * len(shape)
     for start in range(0, total, chunk):
-        idx = torch.arange(start, min(start + chunk, total), device=x.device)
-        row, step = idx // m, idx % m
-        points = (b[row] + alphas[step].view(view) * diff[row]).requires_grad_(True)
+        sl = slice(start, min(start + chunk, total))
+        row = rows[sl]
+        points = (b[row] + alphas[sl].view(view) * diff[row]).requires_grad_(True)
         out = forward(points)
         picked = out.gather(1, target[row][:, None]).squeeze(1)
         (g,) = torch.autograd.grad(picked.sum(), points)
-        outputs[idx] = picked.detach()
+        outputs[sl] = picked.detach()
         if weights is not None:
-            grads.index_add_(0, row, g * weights[step].view(view))
+            grads.index_add_(0, row, g * weights[sl].view(view))
         else:
-            grads[idx] = g
-    if weights is None:
-        return grads.view(n, m, *shape), outputs.view(n, m)
-    return grads, outputs.view(n, m)
+            grads[sl] = g
+    return grads, outputs
 
 
 @dataclass(frozen=True)
@@ -125,8 +110,11 @@ def integrated_gradients(forward: Forward, inputs: torch.Tensor, baselines: torc
         a_np, w_np = gauss_legendre(int(n_steps))
         alphas = torch.as_tensor(a_np, dtype=inputs.dtype, device=inputs.device)
         weights = torch.as_tensor(w_np, dtype=inputs.dtype, device=inputs.device)
-        chunk = internal_batch_size or auto_chunk(numel, n * len(a_np))
-        total_grad, _ = _path_gradients(forward, inputs, b, target, alphas, chunk, weights)
+        m = len(a_np)
+        chunk = internal_batch_size or auto_chunk(numel, n * m)
+        rows = torch.arange(n, device=inputs.device).repeat_interleave(m)
+        total_grad, _ = _path_gradients(forward, inputs, b, target, rows, alphas.repeat(n),
+                                        chunk, weights.repeat(n))
         attributions = (inputs - b) * total_grad
         with torch.no_grad():
             both = forward(torch.cat([inputs, b]))
@@ -140,51 +128,95 @@ def integrated_gradients(forward: Forward, inputs: torch.Tensor, baselines: torc
     return IGResult(attributions.detach(), delta.detach(), f_x, f_b, passes)
 
 
+@dataclass
+class _Path:
+    """Adaptive Simpson state of one row: evaluated nodes and the panels over them."""
+
+    alphas: list[float]
+    grads: list[torch.Tensor]
+    outs: list[float]
+    slopes: list[float]                      # directional derivative at each node
+    panels: list[tuple[int, int, int]]       # node indices (a, midpoint, b)
+
+    def panel_errors(self) -> np.ndarray:
+        a = np.array(self.alphas)
+        g, f = np.array(self.slopes), np.array(self.outs)
+        p = np.array(self.panels)
+        h = a[p[:, 2]] - a[p[:, 0]]
+        simpson = h / 6.0 * (g[p[:, 0]] + 4.0 * g[p[:, 1]] + g[p[:, 2]])
+        out: np.ndarray = simpson - (f[p[:, 2]] - f[p[:, 0]])
+        return out
+
+
 def _adaptive(forward: Forward, x: torch.Tensor, b: torch.Tensor, target: torch.Tensor,
               tolerance: float, max_steps: int, internal_batch_size: int | None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
     n = x.shape[0]
     numel = int(np.prod(x.shape[1:]))
-    level = 8
-    nodes, _ = clenshaw_curtis(level)
-    active = torch.arange(n, device=x.device)
-    grads: torch.Tensor | None = None      # (n_active, points so far, *shape), node order
-    outs: torch.Tensor | None = None
-    have = np.empty(0)
+    diff = x - b
+    start = np.linspace(0.0, 1.0, 9)  # four Simpson panels
+    paths = [_Path([], [], [], [], [(k, k + 1, k + 2) for k in range(0, 8, 2)])
+             for _ in range(n)]
+    pending: list[tuple[int, float]] = [(r, float(a)) for r in range(n) for a in start]
+    active = set(range(n))
     attributions = torch.zeros_like(x)
     f_x = torch.zeros(n, dtype=x.dtype, device=x.device)
     f_b = torch.zeros(n, dtype=x.dtype, device=x.device)
-    passes = np.zeros(n, dtype=np.int64)
-    while True:
-        nodes, w = clenshaw_curtis(level)
-        new = nodes if grads is None else nodes[1::2]
-        alphas = torch.as_tensor(new, dtype=x.dtype, device=x.device)
-        chunk = internal_batch_size or auto_chunk(numel, len(active) * len(new))
-        g_new, o_new = _path_gradients(forward, x[active], b[active], target[active], alphas,
-                                       chunk, None)
-        if grads is None or outs is None:
-            grads, outs = g_new, o_new
-        else:
-            grads = torch.cat([grads, g_new], dim=1)
-            outs = torch.cat([outs, o_new], dim=1)
-        have = new if have.size == 0 else np.concatenate([have, new])
-        order = torch.as_tensor(np.argsort(have, kind="stable"), device=x.device)
-        wt = torch.as_tensor(w, dtype=x.dtype, device=x.device)
-        view = (1, -1) + (1,) * (x.dim() - 1)
-        summed = (grads[:, order] * wt.view(view)).sum(dim=1)
-        attr = (x[active] - b[active]) * summed
-        fx, fb = outs[:, order[-1]], outs[:, order[0]]
-        gap = fx - fb
-        err = (attr.reshape(len(active), -1).sum(dim=1) - gap).abs()
-        done = (err <= tolerance * gap.abs().clamp_min(1e-12)) | (level * 2 > max_steps)
-        passes[active.cpu().numpy()] = len(have)
-        idx = active[done]
-        attributions[idx], f_x[idx], f_b[idx] = attr[done], fx[done], fb[done]
-        if bool(done.all()):
-            return attributions, f_x, f_b, passes
-        keep = ~done
-        active, grads, outs = active[keep], grads[keep], outs[keep]
-        level *= 2
+    while pending:
+        rows = torch.as_tensor([r for r, _ in pending], device=x.device)
+        alphas = torch.as_tensor([a for _, a in pending], dtype=x.dtype, device=x.device)
+        chunk = internal_batch_size or auto_chunk(numel, len(pending))
+        grads, outs = _path_gradients(forward, x, b, target, rows, alphas, chunk, None)
+        slopes = (grads.reshape(len(pending), -1) * diff[rows].reshape(len(pending), -1)).sum(1)
+        for k, (r, a) in enumerate(pending):
+            path = paths[r]
+            path.alphas.append(a)
+            path.grads.append(grads[k])
+            path.outs.append(float(outs[k]))
+            path.slopes.append(float(slopes[k]))
+        pending = []
+        for r in sorted(active):
+            path = paths[r]
+            errors = path.panel_errors()
+            gap = path.outs[8] - path.outs[0]  # nodes 0 and 8 are alpha = 0 and 1
+            if abs(errors.sum()) <= tolerance * max(abs(gap), 1e-12) or \
+                    len(path.alphas) + 2 > max_steps:
+                active.discard(r)
+                _finish(path, r, diff, attributions, f_x, f_b)
+                continue
+            # Bisect the worst panels: those holding half of the absolute error (<= 8).
+            order = np.argsort(-np.abs(errors))
+            share = np.cumsum(np.abs(errors[order])) / max(np.abs(errors).sum(), 1e-300)
+            chosen = order[: min(8, int(np.searchsorted(share, 0.5)) + 1)]
+            split = set(chosen.tolist())
+            new_panels = [p for i, p in enumerate(path.panels) if i not in split]
+            for k, i in enumerate(chosen):
+                lo, mid, hi = path.panels[i]
+                left = len(path.alphas) + 2 * k  # the index the new node will get
+                right = left + 1
+                pending.append((r, (path.alphas[lo] + path.alphas[mid]) / 2))
+                pending.append((r, (path.alphas[mid] + path.alphas[hi]) / 2))
+                new_panels += [(lo, left, mid), (mid, right, hi)]
+            path.panels = new_panels
+    passes = np.array([len(p.alphas) for p in paths], dtype=np.int64)
+    return attributions, f_x, f_b, passes
+
+
+def _finish(path: _Path, r: int, diff: torch.Tensor, attributions: torch.Tensor,
+            f_x: torch.Tensor, f_b: torch.Tensor) -> None:
+    """Composite Simpson over the row's panels, applied to the gradient vectors."""
+    weights = np.zeros(len(path.alphas))
+    for lo, mid, hi in path.panels:
+        h = path.alphas[hi] - path.alphas[lo]
+        weights[lo] += h / 6.0
+        weights[mid] += 4.0 * h / 6.0
+        weights[hi] += h / 6.0
+    stacked = torch.stack(path.grads)
+    w = torch.as_tensor(weights, dtype=stacked.dtype, device=stacked.device)
+    summed = (stacked * w.view((-1,) + (1,) * (stacked.dim() - 1))).sum(dim=0)
+    attributions[r] = diff[r] * summed
+    f_b[r] = path.outs[0]
+    f_x[r] = path.outs[8]
 
 
 @register_explainer
@@ -243,7 +275,7 @@ class IntegratedGradients(Explainer):
                                        tolerance=self.tolerance, max_steps=self.max_steps,
                                        internal_batch_size=self.internal_batch_size)
         extra = {"method_rule": "gauss_legendre" if self.n_steps != "auto"
-                 else "clenshaw_curtis_adaptive",
+                 else "adaptive_simpson",
                  "passes_per_row": ([int(p) for p in res.passes] if self.n_steps == "auto"
                                     else int(res.passes[0]))}
         return Result(values=res.attributions.double().cpu().numpy(),

@@ -1,0 +1,1 @@
+"""Rendering of explanations: terminal tables, JSON files and heatmap overlays."""
