@@ -8,6 +8,7 @@ Its weights are cached, keyed by the data's hash and the training settings.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -102,6 +103,7 @@ def _cached_mlp(data: GermanCredit, train: np.ndarray) -> torch.nn.Sequential:
     return model
 
 
+@functools.lru_cache(maxsize=1)
 def credit_models() -> CreditModels:
     """Train (or load from the cache) and register both German credit models."""
     data = load_german_credit()

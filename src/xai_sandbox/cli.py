@@ -1,0 +1,173 @@
+"""``xai-sandbox``: a thin command line over the library."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from xai_sandbox.errors import InvalidInputError, XaiSandboxError
+from xai_sandbox.explainers import available_methods, explain
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Explain model decisions: attributions, heatmaps and reports.")
+console = Console()
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(code=2)
+
+
+@app.command()
+def methods() -> None:
+    """List the registered explanation methods."""
+    table = Table(title="explanation methods")
+    table.add_column("method")
+    table.add_column("needs")
+    table.add_column("what it does")
+    for name, needs, summary in available_methods():
+        table.add_row(name, needs, summary)
+    console.print(table)
+
+
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise InvalidInputError("--param", "must look like NAME=VALUE", item)
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+def _csv_row(path: Path, row: int) -> dict[str, Any]:
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            records = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise InvalidInputError("--csv", f"must be a readable file ({exc.strerror})",
+                                str(path)) from exc
+    if not 0 <= row < len(records):
+        raise InvalidInputError("--row", f"must be in [0, {len(records)})", row)
+    out: dict[str, Any] = {}
+    for key, value in records[row].items():
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            out[key] = value
+    return out
+
+
+@app.command("explain")
+def explain_command(
+    model: Annotated[str, typer.Option(help="built-in model id (see `xai-sandbox models`)")],
+    method: Annotated[str, typer.Option(help="method name (see `xai-sandbox methods`)")],
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="CSV file with a header of "
+                                                  "feature names")] = None,
+    row: Annotated[int, typer.Option(help="row of the CSV file, from 0")] = 0,
+    image: Annotated[Path | None, typer.Option(help="image file (PNG, JPEG)")] = None,
+    target: Annotated[str | None, typer.Option(help="class name or index; default: the "
+                                               "predicted class")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="method parameter NAME=VALUE "
+                                                    "(repeatable)")] = None,
+    seed: Annotated[int | None, typer.Option(help="random_state for sampling methods")] = None,
+    out: Annotated[Path, typer.Option(help="folder for the JSON (and PNG) output")] = Path(
+        "xai-output"),
+) -> None:
+    """Explain one row of a CSV file or one image with the chosen method and target."""
+    from xai_sandbox.demos.catalog import builtin_model
+
+    try:
+        if (csv_path is None) == (image is None):
+            raise InvalidInputError("--csv/--image", "give exactly one of them",
+                                    {"csv": str(csv_path), "image": str(image)})
+        registered = builtin_model(model)
+        params = _parse_params(param or [])
+        tgt: Any = int(target) if target is not None and target.isdigit() else target
+        out.mkdir(parents=True, exist_ok=True)
+        with console.status(f"{method} on {model} ..."):
+            if csv_path is not None:
+                if registered.schema is None:
+                    raise InvalidInputError("--csv", "needs a tabular model", model)
+                record = _csv_row(csv_path, row)
+                x = registered.schema.encode(record)
+                e = explain(registered, x, method=method, target=tgt, random_state=seed,
+                            **params)
+            else:
+                x, pixels = _image_input(image)  # type: ignore[arg-type]
+                e = explain(registered, x, method=method, target=tgt, random_state=seed,
+                            **params)
+        target_name = registered.class_names[int(e.target[0])] if registered.class_names \
+            else str(int(e.target[0]))
+        result = out / f"{model}-{method}.json"
+        result.write_bytes(e.to_json())
+        if csv_path is not None:
+            table = Table(title=f"{method} on {model}: why '{target_name}'")
+            table.add_column("#", justify="right")
+            table.add_column("feature")
+            table.add_column("attribution", justify="right")
+            for i, (name, value) in enumerate(e.ranked(0), start=1):
+                table.add_row(str(i), name, f"{value:+.4f}")
+            console.print(table)
+        else:
+            from xai_sandbox.reports.heatmap import save_overlay
+
+            png = save_overlay(pixels, e, out / f"{model}-{method}.png",
+                               title=f"{method}: '{target_name}'")
+            console.print(f"heatmap: {png}")
+        if e.completeness_error is not None:
+            console.print(f"completeness error: {e.completeness_error:.3e}")
+        console.print(f"explanation JSON: {result}")
+    except XaiSandboxError as exc:
+        raise _fail(exc) from exc
+
+
+def _image_input(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    from xai_sandbox.demos.images import fit_image, preprocess
+
+    try:
+        with Image.open(path) as img:
+            pixels = fit_image(img)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InvalidInputError("--image", "must be a readable image file", str(path)) from exc
+    return preprocess(pixels), pixels
+
+
+@app.command()
+def models() -> None:
+    """List the built-in models."""
+    from xai_sandbox.demos.catalog import BUILTIN_MODELS
+
+    for name in sorted(BUILTIN_MODELS):
+        console.print(name)
+
+
+@app.command()
+def demo(out: Annotated[Path, typer.Option(help="output folder")] = Path("xai-output")) -> None:
+    """Explain a rejected German credit applicant and a cat photo; write JSON and PNGs."""
+    from xai_sandbox.demos.run import run_demo
+
+    try:
+        result = run_demo(out, console)
+    except XaiSandboxError as exc:
+        raise _fail(exc) from exc
+    console.print("\n[bold]Output written:[/bold]")
+    console.print(f"  factors and explanations (JSON): {result.credit_json.resolve()}")
+    for png in result.overlays:
+        console.print(f"  heatmap overlay (PNG):           {png.resolve()}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
