@@ -104,6 +104,11 @@ class HookSandbox:
         if self._active:
             raise InvalidInputError("sandbox", "is already active (not re-entrant)", True)
         self._chosen = select_layers(self.module, self.layers)
+        self._register()
+        self._active = True
+        return self
+
+    def _register(self) -> None:
         try:
             for name, layer in self._chosen.items():
                 self._handles.append(layer.register_forward_hook(self._forward_hook(name)))
@@ -113,18 +118,16 @@ class HookSandbox:
         except BaseException:
             self._remove()
             raise
-        self._active = True
-        return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._remove()
+        self._active = False
 
     def _remove(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        self._active = False
 
     def _forward_hook(self, name: str) -> Any:
         def hook(_m: torch.nn.Module, _inp: Any, out: Any) -> None:
@@ -194,16 +197,21 @@ class HookSandbox:
 
         if not isinstance(n_steps, int) or n_steps < 2:
             raise InvalidInputError("n_steps", "must be an integer >= 2", n_steps)
+        if not self._active:
+            raise InvalidInputError("sandbox", "must be entered with 'with' first", False)
         out: dict[str, np.ndarray] = {}
-        # Captum registers and removes its own hooks; ours stay silent meanwhile.
-        saved_acts, saved_grads = dict(self._acts), dict(self._grads)
-        with model_errors(tuple(inputs.shape)):
-            for name, layer in self._chosen.items():
-                lig = LayerIntegratedGradients(self.module, layer)
-                attr = lig.attribute(inputs, baselines=baselines, target=target,
-                                     n_steps=n_steps)
-                if isinstance(attr, tuple):
-                    attr = attr[0]
-                out[name] = attr.detach().reshape(attr.shape[0], -1).sum(dim=1).double().numpy()
-        self._acts, self._grads = saved_acts, saved_grads
+        # Captum registers and removes hooks of its own; ours are off meanwhile.
+        self._remove()
+        try:
+            with model_errors(tuple(inputs.shape)):
+                for name, layer in self._chosen.items():
+                    lig = LayerIntegratedGradients(self.module, layer)
+                    attr = lig.attribute(inputs, baselines=baselines, target=target,
+                                         n_steps=n_steps)
+                    if isinstance(attr, tuple):
+                        attr = attr[0]
+                    out[name] = attr.detach().reshape(attr.shape[0], -1).sum(dim=1).double() \
+                        .numpy()
+        finally:
+            self._register()
         return out
