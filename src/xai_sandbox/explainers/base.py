@@ -111,10 +111,6 @@ class Explainer(ABC):
 
     def check(self, adapter: ModelAdapter) -> None:
         """Raise a typed error if this method cannot run on ``adapter``."""
-        if adapter.input_kind not in self.input_kinds:
-            raise UnsupportedModelError(
-                "method", f"{self.name} supports {list(self.input_kinds)} inputs",
-                adapter.input_kind)
         if self.requires == "gradients" and not adapter.differentiable:
             raise NotDifferentiableError(
                 "method", f"{self.name} needs gradients: use a torch model, or a perturbation "
@@ -123,6 +119,10 @@ class Explainer(ABC):
             raise UnsupportedModelError(
                 "method", f"{self.name} needs a tree ensemble (LightGBM, XGBoost, scikit-learn "
                 "forests and boosting)", type(getattr(adapter, "estimator", adapter)).__name__)
+        if adapter.input_kind not in self.input_kinds:
+            raise UnsupportedModelError(
+                "method", f"{self.name} supports {list(self.input_kinds)} inputs",
+                adapter.input_kind)
 
     @abstractmethod
     def run(self, problem: Problem) -> Result:
@@ -234,8 +234,9 @@ def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
     Parameters
     ----------
     model:
-        A :class:`RegisteredModel`, a :class:`ModelAdapter`, a ``torch.nn.Module`` or a
-        fitted scikit-learn-API estimator.
+        A :class:`RegisteredModel`, a :class:`ModelAdapter`, a ``torch.nn.Module`` (taken
+        as an image model for 4-D inputs, tabular otherwise) or a fitted
+        scikit-learn-API estimator.
     inputs:
         A batch (or one sample) in the model's input space.
     method:
@@ -259,7 +260,13 @@ def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
         Parameters of the method (``n_steps``, ``layer``, ``n_samples``, ...).
     """
     registered = model if isinstance(model, RegisteredModel) else None
-    adapter = registered.adapter if registered is not None else wrap(model)
+    if registered is not None:
+        adapter = registered.adapter
+    elif isinstance(model, torch.nn.Module):
+        # A bare module: a batch of (n, C, H, W) is taken for images.
+        adapter = wrap(model, input_kind="image" if np.ndim(inputs) == 4 else "tabular")
+    else:
+        adapter = wrap(model)
     explainer = get_explainer(method, **params)
     if random_state is not None and (not isinstance(random_state, int)
                                      or isinstance(random_state, bool) or random_state < 0):

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from xai_sandbox.errors import InvalidInputError
+from xai_sandbox.errors import InvalidInputError, InvalidTargetError
 from xai_sandbox.models.adapters import ModelAdapter, wrap
 from xai_sandbox.models.schema import FeatureSchema
 
@@ -46,7 +46,7 @@ class RegisteredModel:
         """Index of a class given by index or by name."""
         if isinstance(target, str):
             if target not in self.class_names:
-                raise InvalidInputError("target", f"must be a class of {list(self.class_names)}",
+                raise InvalidTargetError("target", f"must be a class of {list(self.class_names)}",
                                         target)
             return self.class_names.index(target)
         return int(target)
