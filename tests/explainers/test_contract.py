@@ -123,7 +123,8 @@ def test_bad_inputs_are_typed_errors(method):
 
 def test_unknown_method_lists_the_registered_ones():
     model, X, _ = _case("saliency")
-    with pytest.raises(UnknownMethodError, match="method: must be one of .*'integrated_gradients'"):
+    with pytest.raises(UnknownMethodError,
+                       match=r"method: must be one of .*'integrated_gradients'"):
         explain(model, X, method="shapely")
 
 

@@ -23,7 +23,7 @@ def _brute_force(f, x, background, d):
     for perm in perms:
         before: list[int] = []
         for i in perm:
-            phi[i] += v(before + [i]) - v(before)
+            phi[i] += v([*before, i]) - v(before)
             before.append(i)
     return phi / len(perms)
 

@@ -4,8 +4,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from sklearn.linear_model import LogisticRegression
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
 
 from conftest import make_mlp
 from xai_sandbox.errors import InvalidInputError, NotDifferentiableError, UnsupportedModelError
@@ -24,7 +24,7 @@ def test_wrap_picks_the_adapter():
     X, y = _fit_data()
     assert isinstance(wrap(make_mlp()), TorchAdapter)
     assert isinstance(wrap(LogisticRegression().fit(X, y)), SklearnAdapter)
-    with pytest.raises(UnsupportedModelError, match="model: must be a torch.nn.Module"):
+    with pytest.raises(UnsupportedModelError, match=r"model: must be a torch\.nn\.Module"):
         wrap("not a model")
 
 

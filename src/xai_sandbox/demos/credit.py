@@ -51,7 +51,7 @@ def train_mlp(X: np.ndarray, y: np.ndarray, *, hidden: list[int], epochs: int, l
         for _ in range(epochs):
             opt.zero_grad()
             loss = torch.nn.functional.cross_entropy(model(Xs), yt)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
     first = model[0]
     if not isinstance(first, torch.nn.Linear):  # pragma: no cover - _mlp builds Linear first
@@ -59,8 +59,8 @@ def train_mlp(X: np.ndarray, y: np.ndarray, *, hidden: list[int], epochs: int, l
     with torch.no_grad():
         scale = torch.as_tensor(1.0 / std, dtype=torch.float32)
         shift = torch.as_tensor(mean / std, dtype=torch.float32)
-        first.bias -= first.weight @ shift
-        first.weight *= scale
+        first.bias.sub_(first.weight @ shift)
+        first.weight.mul_(scale)
     return model.eval()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -76,7 +77,7 @@ def run_credit_demo(out_dir: Path, console: Console, progress: Progress) -> Path
 
 
 def run_image_demo(out_dir: Path, console: Console, progress: Progress) -> tuple[Path, ...]:
-    from xai_sandbox.demos.images import efficientnet_lite0, load_photo, preprocess, predict_top
+    from xai_sandbox.demos.images import efficientnet_lite0, load_photo, predict_top, preprocess
     from xai_sandbox.reports.heatmap import save_overlay
 
     task = progress.add_task("EfficientNet-Lite0: loading", total=3)
@@ -85,8 +86,9 @@ def run_image_demo(out_dir: Path, console: Console, progress: Progress) -> tuple
     x = preprocess(pixels)
     top = predict_top(model, x)
     target = model.class_names.index(top[0][0])
-    runs = [("grad_cam", "Grad-CAM", {}), ("grad_cam_pp", "Grad-CAM++", {}),
-            ("integrated_gradients", "Integrated Gradients (adaptive)", {"n_steps": "auto"})]
+    runs: list[tuple[str, str, dict[str, Any]]] = [
+        ("grad_cam", "Grad-CAM", {}), ("grad_cam_pp", "Grad-CAM++", {}),
+        ("integrated_gradients", "Integrated Gradients (adaptive)", {"n_steps": "auto"})]
     paths = []
     for method, label, params in runs:
         progress.update(task, description=f"EfficientNet-Lite0: {label}")

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from captum.attr import LayerAttribution, LayerGradCam
+from torch.nn import functional
 
 from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.explainers.base import Explainer, Problem, Result, register_explainer
@@ -34,7 +34,7 @@ __all__ = ["GradCam", "GradCamPlusPlus", "default_cam_layer", "grad_cam_plus_plu
 
 def default_cam_layer(module: torch.nn.Module) -> str:
     """Name of the last Conv2d layer of the model."""
-    convs = [n for n, m in module.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    convs = [str(n) for n, m in module.named_modules() if isinstance(m, torch.nn.Conv2d)]
     if not convs:
         raise InvalidInputError("layer", "the model has no Conv2d layer; name one explicitly",
                                 None)
@@ -61,8 +61,8 @@ def grad_cam_plus_plus_map(activation: torch.Tensor, gradient: torch.Tensor) -> 
     denom = 2.0 * g2 + sum_a * g3
     alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, 1.0),
                         torch.zeros_like(g2))
-    weights = (alpha * F.relu(g)).sum(dim=(2, 3), keepdim=True)
-    return F.relu((weights * A).sum(dim=1, keepdim=True))
+    weights = (alpha * functional.relu(g)).sum(dim=(2, 3), keepdim=True)
+    return functional.relu((weights * A).sum(dim=1, keepdim=True))
 
 
 class _CamBase(Explainer):

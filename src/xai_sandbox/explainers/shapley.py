@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ __all__ = ["ExactShapley", "KernelShap", "TreeShap", "coalition_values", "shaple
 _BATCH_ELEMENTS = 1 << 22
 
 
-def _import_shap():  # type: ignore[no-untyped-def]
+def _import_shap() -> Any:
     """Import shap without its import-time deprecation noise from matplotlib."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PendingDeprecationWarning)

@@ -117,7 +117,8 @@ class _ContrastAdapter(ModelAdapter):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         out = self.inner.predict(X)
-        return out - out[:, self.foil : self.foil + 1]
+        diff: np.ndarray = out - out[:, self.foil : self.foil + 1]
+        return diff
 
     def forward_tensor(self, x: torch.Tensor) -> torch.Tensor:
         out = self.inner.forward_tensor(x)

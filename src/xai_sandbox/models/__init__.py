@@ -21,4 +21,5 @@ __all__ = [
     "fingerprint_module",
     "register",
     "select_layers",
+    "wrap",
 ]

@@ -182,7 +182,8 @@ class TorchAdapter(ModelAdapter):
     def embedding_module(self) -> torch.nn.Module:
         if self.embedding_layer is None:
             raise InvalidInputError("embedding_layer", "is not set on this adapter", None)
-        return dict(self.module.named_modules())[self.embedding_layer]
+        layer: torch.nn.Module = dict(self.module.named_modules())[self.embedding_layer]
+        return layer
 
     def to_tensor(self, X: np.ndarray) -> torch.Tensor:
         if self.input_kind == "tokens":

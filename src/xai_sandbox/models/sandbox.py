@@ -28,25 +28,28 @@ LayerSelector = str | Sequence[str] | type[torch.nn.Module] | tuple[type[torch.n
 _DEFAULT_TYPES = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
 
 
-def select_layers(module: torch.nn.Module, layers: LayerSelector | None) -> dict[str, torch.nn.Module]:
+def select_layers(module: torch.nn.Module,
+                  layers: LayerSelector | None) -> dict[str, torch.nn.Module]:
     """Resolve a layer selector to ``{name: module}`` in model order.
 
     ``None`` or ``"conv_linear"``: every Conv and Linear layer; a name or a list of names;
     a module type or a tuple of types.
     """
     named = dict(module.named_modules())
+    chosen: dict[str, torch.nn.Module]
     if layers is None or layers == "conv_linear":
         chosen = {n: m for n, m in named.items() if isinstance(m, _DEFAULT_TYPES)}
     elif isinstance(layers, type) or (isinstance(layers, tuple) and layers
                                       and all(isinstance(t, type) for t in layers)):
-        chosen = {n: m for n, m in named.items() if isinstance(m, layers)}  # type: ignore[arg-type]
+        kinds = layers if isinstance(layers, tuple) else (layers,)
+        chosen = {n: m for n, m in named.items() if isinstance(m, kinds)}
     else:
-        names = [layers] if isinstance(layers, str) else list(layers)  # type: ignore[arg-type]
+        names = [layers] if isinstance(layers, str) else list(layers)
         unknown = [n for n in names if not isinstance(n, str) or n not in named]
         if unknown:
             raise InvalidInputError("layers", "must name submodules of the model "
                                     f"(for example {list(named)[1:6]})", unknown)
-        chosen = {n: named[n] for n in names}
+        chosen = {str(n): named[str(n)] for n in names}
     if not chosen:
         raise InvalidInputError("layers", "selected no layer of the model", layers)
     return chosen
@@ -155,7 +158,7 @@ class HookSandbox:
         if self.record_gradients and x.is_floating_point():
             x = x.clone().requires_grad_(True)
         with model_errors(tuple(x.shape)), torch.set_grad_enabled(self.record_gradients):
-            out = self.module(x)
+            out: torch.Tensor = self.module(x)
             if not self.record_gradients:
                 return out.detach()
             idx = torch.as_tensor(target, dtype=torch.long).reshape(-1)
