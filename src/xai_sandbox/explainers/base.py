@@ -28,6 +28,7 @@ from xai_sandbox.errors import (
 from xai_sandbox.explainers.explanation import Explanation, library_versions
 from xai_sandbox.models.adapters import InputKind, ModelAdapter, wrap
 from xai_sandbox.models.registry import RegisteredModel
+from xai_sandbox.models.schema import FeatureSchema
 
 __all__ = ["EXPLAINERS", "Explainer", "Problem", "Result", "available_methods", "explain",
            "get_explainer", "register_explainer", "seeded"]
@@ -228,7 +229,7 @@ def _resolve_baselines(adapter: ModelAdapter, inputs: np.ndarray, baselines: Any
 def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
             baselines: Any = None, background: Any = None, random_state: int | None = None,
             feature_names: Sequence[str] | None = None, group_features: bool | None = None,
-            **params: Any) -> Explanation:
+            groups: Mapping[str, Sequence[str]] | None = None, **params: Any) -> Explanation:
     """Explain ``model``'s outputs on ``inputs`` with a registered method.
 
     Parameters
@@ -256,6 +257,10 @@ def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
     group_features:
         Explain one-hot columns of one feature as one feature (default: yes when the
         registered model has a schema).
+    groups:
+        Coarser groups to explain instead, ``{"liquidity": ["checking_status", "savings"],
+        ...}``: each name maps to features of the schema (or to column names without a
+        schema); together they must cover every feature once.
     **params:
         Parameters of the method (``n_steps``, ``layer``, ``n_samples``, ...).
     """
@@ -288,13 +293,17 @@ def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
     grouping = schema is not None if group_features is None else group_features
     if grouping and schema is None:
         raise InvalidInputError("group_features", "needs a registered model with a schema", True)
+    group_cols: tuple[tuple[int, ...], ...] | None = (
+        schema.groups if grouping and schema is not None else None)
+    group_names: tuple[str, ...] | None = schema.names if group_cols is not None else None
+    if groups is not None:
+        group_cols, group_names = _custom_groups(groups, schema, names)
 
     prediction = adapter.predict(X)
     resolved = _resolve_target(target, prediction, registered)
     problem = Problem(adapter=adapter, inputs=X, target=resolved, prediction=prediction,
                       baselines=base, background=bg, column_names=names,
-                      groups=schema.groups if grouping and schema else None,
-                      group_names=schema.names if grouping and schema else None,
+                      groups=group_cols, group_names=group_names,
                       random_state=random_state)
     started = time.perf_counter()
     with seeded(random_state):
@@ -320,7 +329,42 @@ def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
         model=registered.identity if registered is not None else {
             "fingerprint": adapter.fingerprint()},
     )
-    # Column-level attributions of a schema model are summed into its features.
-    if grouping and schema is not None and explanation.feature_names == schema.columns:
-        explanation = explanation.grouped(schema.groups, schema.names)
+    # Column-level attributions are summed into the features (or the requested groups).
+    if group_cols is not None and group_names is not None and names is not None \
+            and explanation.feature_names == names:
+        explanation = explanation.grouped(group_cols, group_names)
     return explanation
+
+
+def _custom_groups(groups: Mapping[str, Sequence[str]], schema: FeatureSchema | None,
+                   columns: tuple[str, ...] | None
+                   ) -> tuple[tuple[tuple[int, ...], ...], tuple[str, ...]]:
+    """Column indices of each named group of features (or of columns)."""
+    if not isinstance(groups, Mapping) or not groups:
+        raise InvalidInputError("groups", "must be a non-empty mapping of name to features",
+                                groups)
+    if schema is not None:
+        members = dict(zip(schema.names, schema.groups, strict=True))
+    elif columns is not None:
+        members = {c: (i,) for i, c in enumerate(columns)}
+    else:
+        raise InvalidInputError("groups", "needs a schema or feature_names to resolve names",
+                                sorted(groups))
+    seen: list[str] = []
+    out = []
+    for name, items in groups.items():
+        if isinstance(items, str) or not isinstance(items, Sequence) or not items:
+            raise InvalidInputError(f"groups[{name!r}]", "must be a non-empty list of names",
+                                    items)
+        unknown = [i for i in items if i not in members]
+        if unknown:
+            raise InvalidInputError(f"groups[{name!r}]", f"must name features of "
+                                    f"{sorted(members)}", unknown)
+        seen.extend(items)
+        out.append(tuple(c for item in items for c in members[item]))
+    if sorted(seen) != sorted(members):
+        missing = sorted(set(members) - set(seen))
+        repeated = sorted({s for s in seen if seen.count(s) > 1})
+        raise InvalidInputError("groups", "must cover every feature exactly once",
+                                {"missing": missing, "repeated": repeated})
+    return tuple(out), tuple(str(k) for k in groups)

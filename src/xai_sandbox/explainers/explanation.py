@@ -8,6 +8,7 @@ canonical JSON. It is never pickled.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -29,13 +30,19 @@ _LIBRARIES = ("xai-sandbox", "torch", "captum", "shap", "numpy", "scikit-learn",
 
 def library_versions(*names: str) -> dict[str, str]:
     """Installed versions of the named distributions (all the relevant ones by default)."""
+    return dict(_versions(names or _LIBRARIES))
+
+
+@functools.lru_cache(maxsize=8)
+def _versions(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    # Reading package metadata costs about a millisecond a package: once per process.
     found: dict[str, str] = {}
-    for name in names or _LIBRARIES:
+    for name in names:
         try:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
-    return found
+    return tuple(found.items())
 
 
 def _frozen(array: Any, dtype: Any = None) -> np.ndarray | None:

@@ -53,14 +53,23 @@ def coalition_values(adapter: ModelAdapter, x: np.ndarray, background: np.ndarra
     to_tensor = getattr(adapter, "to_tensor", None)
     if adapter.differentiable and to_tensor is not None:
         xt, bt = to_tensor(x[None]), to_tensor(background)
-        own = torch.as_tensor(owner, dtype=torch.int64, device=xt.device)
+        players = int(owner.max()) + 1
+        every = coalitions.shape[0] == 1 << players and bool(
+            (coalitions == np.arange(1 << players)).all())
+        cached = _take_table(players, owner.tobytes()) if every else None
         with torch.no_grad():
             for start in range(0, coalitions.shape[0], per):
-                ids = torch.as_tensor(coalitions[start : start + per], device=xt.device)
-                take = ((ids[:, None] >> own[None, :]) & 1).bool()
-                comp = torch.where(take[:, None, :], xt[:, None, :], bt[None, :, :])
+                if cached is not None:
+                    take, skip = cached[0][start : start + per], cached[1][start : start + per]
+                else:
+                    ids = torch.as_tensor(coalitions[start : start + per])
+                    take = _take(ids, owner)
+                    skip = 1.0 - take
+                # take * x + (1 - take) * b is exactly x or b (products with 0 and 1 are
+                # exact), and cheaper on the CPU than torch.where.
+                comp = take[:, None, :].to(xt) * xt[None] + skip[:, None, :].to(bt) * bt[None]
                 scores = adapter.forward_tensor(comp.reshape(-1, d))[:, target]
-                out[start : start + per] = scores.reshape(len(ids), B).mean(dim=1).double().numpy()
+                out[start : start + per] = scores.reshape(len(take), B).mean(dim=1).double().numpy()
         return out
     for start in range(0, coalitions.shape[0], per):
         ids_np = coalitions[start : start + per]
@@ -69,6 +78,23 @@ def coalition_values(adapter: ModelAdapter, x: np.ndarray, background: np.ndarra
         scores_np = adapter.predict(comp_np.reshape(-1, d))[:, target]
         out[start : start + per] = scores_np.reshape(len(ids_np), B).mean(axis=1)
     return out
+
+
+def _take(ids: torch.Tensor, owner: np.ndarray) -> torch.Tensor:
+    """(m, columns) float 0/1: whether coalition ``ids[k]`` takes column j from x."""
+    own = torch.as_tensor(owner, dtype=torch.int64)
+    return ((ids[:, None] >> own[None, :]) & 1).to(torch.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _take_table(players: int, owner_bytes: bytes) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The take matrix of all 2^players coalitions and its complement, kept while it is
+    small (up to 2^24 cells); ``None`` when it is larger."""
+    owner = np.frombuffer(owner_bytes, dtype=np.int64).copy()
+    if (1 << players) * owner.shape[0] > 1 << 24:
+        return None
+    take = _take(torch.arange(1 << players, dtype=torch.int64), owner)
+    return take, 1.0 - take
 
 
 @functools.lru_cache(maxsize=8)
@@ -150,7 +176,9 @@ class ExactShapley(Explainer):
                                      int(problem.target[r]))
                 values[r] = shapley_from_values(v, d)
                 expected[r] = v[0]
-                delta[r] = values[r].sum() - (v[-1] - v[0])
+                # Against the model's own f(x), not v(all players): an honest check.
+                f_x = problem.prediction[r, problem.target[r]]
+                delta[r] = values[r].sum() - (f_x - v[0])
         return Result(values=values, expected_value=expected, delta=delta, feature_names=names,
                       baseline=bg, extra={"players": d, "background_rows": int(bg.shape[0])})
 
