@@ -13,8 +13,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from _common import alternate, parse, versions
 
+from _common import alternate, parse, versions
 from xai_sandbox.demos.credit import credit_models
 from xai_sandbox.explainers import explain
 from xai_sandbox.explainers.shapley import _import_shap, coalition_values

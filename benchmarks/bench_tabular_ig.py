@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from _common import alternate, parse, versions
 from captum.attr import IntegratedGradients as CaptumIG
 
+from _common import alternate, parse, versions
 from xai_sandbox.demos.credit import credit_models
 from xai_sandbox.explainers import explain
 

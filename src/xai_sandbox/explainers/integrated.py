@@ -128,95 +128,91 @@ def integrated_gradients(forward: Forward, inputs: torch.Tensor, baselines: torc
     return IGResult(attributions.detach(), delta.detach(), f_x, f_b, passes)
 
 
-@dataclass
-class _Path:
-    """Adaptive Simpson state of one row: evaluated nodes and the panels over them."""
-
-    alphas: list[float]
-    grads: list[torch.Tensor]
-    outs: list[float]
-    slopes: list[float]                      # directional derivative at each node
-    panels: list[tuple[int, int, int]]       # node indices (a, midpoint, b)
-
-    def panel_errors(self) -> np.ndarray:
-        a = np.array(self.alphas)
-        g, f = np.array(self.slopes), np.array(self.outs)
-        p = np.array(self.panels)
-        h = a[p[:, 2]] - a[p[:, 0]]
-        simpson = h / 6.0 * (g[p[:, 0]] + 4.0 * g[p[:, 1]] + g[p[:, 2]])
-        out: np.ndarray = simpson - (f[p[:, 2]] - f[p[:, 0]])
-        return out
-
-
 def _adaptive(forward: Forward, x: torch.Tensor, b: torch.Tensor, target: torch.Tensor,
               tolerance: float, max_steps: int, internal_batch_size: int | None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
+    """Adaptive composite Simpson for every row at once.
+
+    Nodes (points on a row's path) and panels (node triples a, midpoint, b) of all rows
+    live in flat arrays; each round evaluates the new nodes of all active rows in one
+    batched call, computes every panel's error against F(b) - F(a), stops the rows whose
+    completeness error is within tolerance, and bisects, per remaining row, the worst
+    panels holding half of its absolute error (at most 8).
+    """
     n = x.shape[0]
     numel = int(np.prod(x.shape[1:]))
     diff = x - b
-    start = np.linspace(0.0, 1.0, 9)  # four Simpson panels
-    paths = [_Path([], [], [], [], [(k, k + 1, k + 2) for k in range(0, 8, 2)])
-             for _ in range(n)]
-    pending: list[tuple[int, float]] = [(r, float(a)) for r in range(n) for a in start]
-    active = set(range(n))
-    attributions = torch.zeros_like(x)
-    f_x = torch.zeros(n, dtype=x.dtype, device=x.device)
-    f_b = torch.zeros(n, dtype=x.dtype, device=x.device)
-    while pending:
-        rows = torch.as_tensor([r for r, _ in pending], device=x.device)
-        alphas = torch.as_tensor([a for _, a in pending], dtype=x.dtype, device=x.device)
-        chunk = internal_batch_size or auto_chunk(numel, len(pending))
-        grads, outs = _path_gradients(forward, x, b, target, rows, alphas, chunk, None)
-        slopes = (grads.reshape(len(pending), -1) * diff[rows].reshape(len(pending), -1)).sum(1)
-        for k, (r, a) in enumerate(pending):
-            path = paths[r]
-            path.alphas.append(a)
-            path.grads.append(grads[k])
-            path.outs.append(float(outs[k]))
-            path.slopes.append(float(slopes[k]))
-        pending = []
-        for r in sorted(active):
-            path = paths[r]
-            errors = path.panel_errors()
-            gap = path.outs[8] - path.outs[0]  # nodes 0 and 8 are alpha = 0 and 1
-            if abs(errors.sum()) <= tolerance * max(abs(gap), 1e-12) or \
-                    len(path.alphas) + 2 > max_steps:
-                active.discard(r)
-                _finish(path, r, diff, attributions, f_x, f_b)
-                continue
-            # Bisect the worst panels: those holding half of the absolute error (<= 8).
-            order = np.argsort(-np.abs(errors))
-            share = np.cumsum(np.abs(errors[order])) / max(np.abs(errors).sum(), 1e-300)
-            chosen = order[: min(8, int(np.searchsorted(share, 0.5)) + 1)]
-            split = set(chosen.tolist())
-            new_panels = [p for i, p in enumerate(path.panels) if i not in split]
-            for k, i in enumerate(chosen):
-                lo, mid, hi = path.panels[i]
-                left = len(path.alphas) + 2 * k  # the index the new node will get
-                right = left + 1
-                pending.append((r, (path.alphas[lo] + path.alphas[mid]) / 2))
-                pending.append((r, (path.alphas[mid] + path.alphas[hi]) / 2))
-                new_panels += [(lo, left, mid), (mid, right, hi)]
-            path.panels = new_panels
-    passes = np.array([len(p.alphas) for p in paths], dtype=np.int64)
-    return attributions, f_x, f_b, passes
-
-
-def _finish(path: _Path, r: int, diff: torch.Tensor, attributions: torch.Tensor,
-            f_x: torch.Tensor, f_b: torch.Tensor) -> None:
-    """Composite Simpson over the row's panels, applied to the gradient vectors."""
-    weights = np.zeros(len(path.alphas))
-    for lo, mid, hi in path.panels:
-        h = path.alphas[hi] - path.alphas[lo]
-        weights[lo] += h / 6.0
-        weights[mid] += 4.0 * h / 6.0
-        weights[hi] += h / 6.0
-    stacked = torch.stack(path.grads)
-    w = torch.as_tensor(weights, dtype=stacked.dtype, device=stacked.device)
-    summed = (stacked * w.view((-1,) + (1,) * (stacked.dim() - 1))).sum(dim=0)
-    attributions[r] = diff[r] * summed
-    f_b[r] = path.outs[0]
-    f_x[r] = path.outs[8]
+    flat_diff = diff.reshape(n, -1)
+    # Round 0: nine equally spaced nodes (four panels) per row; node 9r is alpha 0 and
+    # node 9r + 8 is alpha 1.
+    new_rows = np.repeat(np.arange(n), 9)
+    new_alphas = np.tile(np.linspace(0.0, 1.0, 9), n)
+    first = 9 * np.arange(n)
+    p_row = np.repeat(np.arange(n), 4)
+    p_a = (first[:, None] + np.array([0, 2, 4, 6])).ravel()
+    p_m, p_b = p_a + 1, p_a + 2
+    rows = np.empty(0, dtype=np.int64)
+    alphas = np.empty(0)
+    outs = np.empty(0)
+    slopes = np.empty(0)
+    grads: list[torch.Tensor] = []
+    active = np.ones(n, dtype=bool)
+    while new_rows.size:
+        r_t = torch.as_tensor(new_rows, device=x.device)
+        a_t = torch.as_tensor(new_alphas, dtype=x.dtype, device=x.device)
+        chunk = internal_batch_size or auto_chunk(numel, len(new_rows))
+        g, o = _path_gradients(forward, x, b, target, r_t, a_t, chunk, None)
+        grads.append(g)
+        rows = np.concatenate([rows, new_rows])
+        alphas = np.concatenate([alphas, new_alphas])
+        outs = np.concatenate([outs, o.double().cpu().numpy()])
+        slopes = np.concatenate([slopes, (g.reshape(len(new_rows), -1) * flat_diff[r_t])
+                                 .sum(dim=1).double().cpu().numpy()])
+        h = alphas[p_b] - alphas[p_a]
+        err = h / 6.0 * (slopes[p_a] + 4.0 * slopes[p_m] + slopes[p_b]) - (outs[p_b] - outs[p_a])
+        total = np.bincount(p_row, err, minlength=n)
+        gap = outs[first + 8] - outs[first]
+        count = np.bincount(rows, minlength=n)
+        active &= (np.abs(total) > tolerance * np.maximum(np.abs(gap), 1e-12)) & (
+            count + 2 <= max_steps)
+        # Per active row: panels by decreasing |error|; split while the error already
+        # covered is under half the row's absolute error, at most 8 and within budget.
+        abs_err = np.abs(err)
+        order = np.lexsort((-abs_err, p_row))
+        sorted_rows = p_row[order]
+        starts = np.searchsorted(sorted_rows, sorted_rows, side="left")
+        rank = np.arange(order.size) - starts
+        cum = np.cumsum(abs_err[order])
+        before = cum - abs_err[order] - (cum[starts] - abs_err[order][starts])
+        budget = np.minimum(8, (max_steps - count) // 2)
+        half = 0.5 * np.bincount(p_row, abs_err, minlength=n)
+        pick = active[sorted_rows] & (rank < budget[sorted_rows]) & (before < half[sorted_rows])
+        split = order[pick]
+        keep = np.ones(p_row.size, dtype=bool)
+        keep[split] = False
+        base = alphas.size + 2 * np.arange(split.size)
+        left, right = base, base + 1
+        new_rows = np.repeat(p_row[split], 2)
+        new_alphas = np.stack([(alphas[p_a[split]] + alphas[p_m[split]]) / 2,
+                               (alphas[p_m[split]] + alphas[p_b[split]]) / 2], axis=1).ravel()
+        p_row = np.concatenate([p_row[keep], p_row[split], p_row[split]])
+        p_a, p_m, p_b = (np.concatenate([p_a[keep], p_a[split], p_m[split]]),
+                         np.concatenate([p_m[keep], left, right]),
+                         np.concatenate([p_b[keep], p_m[split], p_b[split]]))
+    # Composite Simpson weights per node, applied to the gradient vectors.
+    h = alphas[p_b] - alphas[p_a]
+    weights = np.zeros(alphas.size)
+    np.add.at(weights, p_a, h / 6.0)
+    np.add.at(weights, p_m, 4.0 * h / 6.0)
+    np.add.at(weights, p_b, h / 6.0)
+    stacked = torch.cat(grads)
+    w = torch.as_tensor(weights, dtype=x.dtype, device=x.device)
+    summed = torch.zeros_like(x).index_add_(
+        0, torch.as_tensor(rows, device=x.device),
+        stacked * w.view((-1,) + (1,) * (stacked.dim() - 1)))
+    f_x = torch.as_tensor(outs[first + 8], dtype=x.dtype, device=x.device)
+    f_b = torch.as_tensor(outs[first], dtype=x.dtype, device=x.device)
+    return diff * summed, f_x, f_b, np.bincount(rows, minlength=n).astype(np.int64)
 
 
 @register_explainer
