@@ -293,9 +293,10 @@ def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
     grouping = schema is not None if group_features is None else group_features
     if grouping and schema is None:
         raise InvalidInputError("group_features", "needs a registered model with a schema", True)
-    group_cols: tuple[tuple[int, ...], ...] | None = (
-        schema.groups if grouping and schema is not None else None)
-    group_names: tuple[str, ...] | None = schema.names if group_cols is not None else None
+    group_cols: tuple[tuple[int, ...], ...] | None = None
+    group_names: tuple[str, ...] | None = None
+    if grouping and schema is not None:
+        group_cols, group_names = schema.groups, schema.names
     if groups is not None:
         group_cols, group_names = _custom_groups(groups, schema, names)
 
