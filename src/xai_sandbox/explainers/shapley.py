@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -136,6 +137,20 @@ def _players(problem: Problem) -> tuple[np.ndarray, int, tuple[str, ...] | None]
     return owner, len(players), names
 
 
+def _solve_rows(problem: Problem, d: int,
+                solve: Callable[[int], tuple[np.ndarray, float]]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shapley values and base value of every row; the additivity error of each is taken
+    against the model's own f(x), not the game's v(all players)."""
+    values = np.empty((problem.n, d))
+    expected = np.empty(problem.n)
+    with model_errors(problem.inputs.shape):
+        for r in range(problem.n):
+            values[r], expected[r] = solve(r)
+    f_x = problem.prediction[np.arange(problem.n), problem.target]
+    return values, expected, values.sum(axis=1) - (f_x - expected)
+
+
 def _background(problem: Problem) -> np.ndarray:
     return problem.background if problem.background is not None else problem.baselines
 
@@ -167,18 +182,13 @@ class ExactShapley(Explainer):
                 f"{self.max_players} features or groups (use kernel_shap)", f"{d} players")
         masks = np.arange(1 << d, dtype=np.int64)
         bg = _background(problem)
-        values = np.empty((problem.n, d))
-        expected = np.empty(problem.n)
-        delta = np.empty(problem.n)
-        with model_errors(problem.inputs.shape):
-            for r in range(problem.n):
-                v = coalition_values(problem.adapter, problem.inputs[r], bg, owner, masks,
-                                     int(problem.target[r]))
-                values[r] = shapley_from_values(v, d)
-                expected[r] = v[0]
-                # Against the model's own f(x), not v(all players): an honest check.
-                f_x = problem.prediction[r, problem.target[r]]
-                delta[r] = values[r].sum() - (f_x - v[0])
+
+        def solve(r: int) -> tuple[np.ndarray, float]:
+            v = coalition_values(problem.adapter, problem.inputs[r], bg, owner, masks,
+                                 int(problem.target[r]))
+            return shapley_from_values(v, d), float(v[0])
+
+        values, expected, delta = _solve_rows(problem, d, solve)
         return Result(values=values, expected_value=expected, delta=delta, feature_names=names,
                       baseline=bg, extra={"players": d, "background_rows": int(bg.shape[0])})
 
@@ -214,24 +224,21 @@ class KernelShap(Explainer):
         owner, d, names = _players(problem)
         bits = 1 << np.arange(d, dtype=np.int64)
         bg = _background(problem)
-        values = np.empty((problem.n, d))
-        expected = np.empty(problem.n)
-        delta = np.empty(problem.n)
-        with model_errors(problem.inputs.shape):
-            for r in range(problem.n):
-                x, t = problem.inputs[r], int(problem.target[r])
 
-                def game(z: np.ndarray, x: np.ndarray = x, t: int = t) -> np.ndarray:
-                    ids = (z > 0.5).astype(np.int64) @ bits
-                    return coalition_values(problem.adapter, x, bg, owner, ids, t)
+        def solve(r: int) -> tuple[np.ndarray, float]:
+            x, t = problem.inputs[r], int(problem.target[r])
 
-                explainer = shap.KernelExplainer(game, np.zeros((1, d)))
-                phi = explainer.shap_values(np.ones((1, d)), nsamples=self.n_samples,
-                                            l1_reg=self.l1_reg, silent=True)
-                values[r] = np.asarray(phi).reshape(-1)[:d]
-                expected[r] = float(np.asarray(explainer.expected_value).reshape(-1)[0])
-                f_x = game(np.ones((1, d)))[0]
-                delta[r] = values[r].sum() - (f_x - expected[r])
+            def game(z: np.ndarray) -> np.ndarray:
+                ids = (z > 0.5).astype(np.int64) @ bits
+                return coalition_values(problem.adapter, x, bg, owner, ids, t)
+
+            explainer = shap.KernelExplainer(game, np.zeros((1, d)))
+            phi = explainer.shap_values(np.ones((1, d)), nsamples=self.n_samples,
+                                        l1_reg=self.l1_reg, silent=True)
+            return (np.asarray(phi).reshape(-1)[:d],
+                    float(np.asarray(explainer.expected_value).reshape(-1)[0]))
+
+        values, expected, delta = _solve_rows(problem, d, solve)
         return Result(values=values, expected_value=expected, delta=delta, feature_names=names,
                       baseline=bg, extra={"players": d, "background_rows": int(bg.shape[0])})
 
