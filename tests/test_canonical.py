@@ -1,5 +1,9 @@
 import math
 
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 import pytest
 
 from xai_sandbox.audit.canonical import canonical_json, canonical_loads
@@ -31,3 +35,22 @@ def test_non_finite_numbers_are_refused_with_their_path(bad):
 def test_non_json_types_are_refused():
     with pytest.raises(InvalidInputError, match="JSON-compatible"):
         canonical_json({"x": object()})
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53 - 1), 2**53 - 1) | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6),
+                                                                       children, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_fast_path_is_byte_identical_to_rfc8785(value):
+    assert canonical_json(value) == bytes(rfc8785.dumps(value))
+
+
+def test_integers_beyond_the_safe_range_are_refused():
+    with pytest.raises(InvalidInputError, match=r"within \+-\(2\^53 - 1\)"):
+        canonical_json({"n": 2**53})

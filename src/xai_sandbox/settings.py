@@ -1,0 +1,43 @@
+"""Settings from the environment (prefix ``XAI_SANDBOX_``), with safe defaults for a laptop.
+
+``XAI_SANDBOX_DATA_DIR`` holds the SQLite database and the signing key unless
+``XAI_SANDBOX_DATABASE_URL`` and ``XAI_SANDBOX_SIGNING_KEY`` say otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Where data lives and how long it is kept."""
+
+    model_config = SettingsConfigDict(env_prefix="XAI_SANDBOX_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".local" / "share" /
+                           "xai-sandbox")
+    database_url: str | None = None
+    signing_key: Path | None = None
+    log_origin: str = "xai-sandbox.local/audit-log"
+    # Retention periods in days; a record is kept for the longest that applies.
+    retention_ai_act_days: int = 183       # AI Act Art. 19 / 26(6): at least 6 months
+    retention_reg_b_days: int = 761        # Regulation B 1002.12(b): 25 months
+    retention_pipl_days: int = 1096        # PIPL Art. 55-56: 3 years
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'xai-sandbox.db'}"
+
+    def resolved_signing_key(self) -> Path:
+        return self.signing_key or self.data_dir / "keys" / "signing-key.pem"
+
+    def retention_days(self) -> dict[str, int]:
+        return {"eu_ai_act_art19": self.retention_ai_act_days,
+                "us_reg_b_1002_12": self.retention_reg_b_days,
+                "cn_pipl_art56": self.retention_pipl_days}

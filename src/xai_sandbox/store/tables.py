@@ -1,0 +1,150 @@
+"""The stored records (SQLAlchemy Core tables); Alembic migrations create them.
+
+Personal data lives only in ``payloads`` (deletable); every other table holds
+pseudonymous references and commitments. ``log_entries`` and ``log_nodes`` are the Merkle
+log: leaf bodies with their hashes, and complete-subtree hashes.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+__all__ = ["metadata"]
+
+metadata = MetaData()
+
+log_head = Table(
+    "log_head", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+)
+
+log_entries = Table(
+    "log_entries", metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(40), nullable=False),
+    Column("record_id", String(80), nullable=False, index=True),
+    Column("body", LargeBinary, nullable=False),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+    Column("appended_at", DateTime(timezone=True), nullable=False),
+)
+
+log_nodes = Table(
+    "log_nodes", metadata,
+    Column("level", SmallInteger, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+checkpoints = Table(
+    "checkpoints", metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("key_id", String(8), nullable=False),
+    Column("signed_at", DateTime(timezone=True), nullable=False),
+)
+
+models = Table(
+    "models", metadata,
+    Column("key", String(260), primary_key=True),
+    Column("model_id", String(128), nullable=False),
+    Column("version", String(128), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("schema_json", Text),
+    Column("registered_at", DateTime(timezone=True), nullable=False),
+)
+
+decisions = Table(
+    "decisions", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("case_ref", String(128), nullable=False),
+    Column("subject_ref", String(64), nullable=False, index=True),
+    Column("model_key", String(260), ForeignKey("models.key"), nullable=False),
+    Column("input_commitment", String(64), nullable=False),
+    Column("output_json", Text, nullable=False),
+    Column("policy_version", String(64), nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+    Column("retain_until", DateTime(timezone=True), nullable=False),
+    Column("legal_hold", Boolean, nullable=False, default=False),
+)
+
+payloads = Table(
+    "payloads", metadata,
+    Column("decision_id", String(36), ForeignKey("decisions.id"), primary_key=True),
+    Column("salt", LargeBinary(32), nullable=False),
+    Column("payload_json", Text, nullable=False),
+)
+
+reports = Table(
+    "reports", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("decision_id", String(36), ForeignKey("decisions.id"), nullable=False, index=True),
+    Column("schema_version", String(64), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+reviews = Table(
+    "reviews", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("decision_id", String(36), ForeignKey("decisions.id"), nullable=False, index=True),
+    Column("requested_by", String(128), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("reviewer", String(128)),
+    Column("reviewer_role", String(64)),
+    Column("rationale", Text),
+    Column("decided_at", DateTime(timezone=True)),
+)
+
+access_events = Table(
+    "access_events", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("record_type", String(40), nullable=False),
+    Column("record_id", String(80), nullable=False, index=True),
+    Column("action", String(20), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("role", String(64), nullable=False),
+    Column("purpose", String(200), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+alerts = Table(
+    "alerts", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("body_json", Text, nullable=False),
+    Column("raised_at", DateTime(timezone=True), nullable=False),
+)
+
+erasures = Table(
+    "erasures", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("decision_id", String(36), nullable=False, index=True),
+    Column("reason", String(200), nullable=False),
+    Column("erased_at", DateTime(timezone=True), nullable=False),
+)
+
+purges = Table(
+    "purges", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("record_type", String(40), nullable=False),
+    Column("record_id", String(80), nullable=False, index=True),
+    Column("purged_at", DateTime(timezone=True), nullable=False),
+)
