@@ -1,0 +1,107 @@
+"""The audit-log entry of each stored record, rebuilt the same way at write and verify time.
+
+An entry holds identifiers, salted commitments, hashes and times: never personal data.
+Times are RFC 3339 UTC strings with microseconds; outputs and free texts enter as
+SHA-256 of their stored canonical JSON or text, so an entry never holds a float.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["ENTRY_BUILDERS", "KIND_TABLE", "rfc3339"]
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    """UTC time as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (SQLite returns naive UTC times)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _sha(text: str | bytes | None) -> str | None:
+    if text is None:
+        return None
+    data = text.encode() if isinstance(text, str) else text
+    return hashlib.sha256(data).hexdigest()
+
+
+def _model(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": "model_registered", "model": row["key"], "model_id": row["model_id"],
+            "version": row["version"], "fingerprint": row["fingerprint"],
+            "schema_sha256": _sha(row["schema_json"]), "at": rfc3339(row["registered_at"])}
+
+
+def _decision(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": "decision_recorded", "decision_id": row["id"], "case_ref": row["case_ref"],
+            "subject_ref": row["subject_ref"], "model": row["model_key"],
+            "input_commitment": row["input_commitment"],
+            "output_sha256": _sha(row["output_json"]),
+            "policy_version": row["policy_version"], "decided_at": rfc3339(row["decided_at"]),
+            "retain_until": rfc3339(row["retain_until"])}
+
+
+def _report(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": "explanation_generated", "report_id": row["id"],
+            "decision_id": row["decision_id"], "schema_version": row["schema_version"],
+            "report_sha256": _sha(row["body"]), "at": rfc3339(row["created_at"])}
+
+
+def _access(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": "record_accessed", "event_id": row["id"], "record_type": row["record_type"],
+            "record_id": row["record_id"], "action": row["action"], "actor": row["actor"],
+            "role": row["role"], "purpose": row["purpose"], "at": rfc3339(row["at"])}
+
+
+def _review_requested(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": "review_requested", "review_id": row["id"],
+            "decision_id": row["decision_id"], "requested_by": row["requested_by"],
+            "reason_sha256": _sha(row["reason"]), "at": rfc3339(row["requested_at"])}
+
+
+def _review_decided(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": "review_decided", "review_id": row["id"], "decision_id": row["decision_id"],
+            "status": row["status"], "reviewer": row["reviewer"],
+            "reviewer_role": row["reviewer_role"], "rationale_sha256": _sha(row["rationale"]),
+            "at": rfc3339(row["decided_at"])}
+
+
+def _alert(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": "alert_raised", "alert_id": row["id"], "alert_kind": row["kind"],
+            "body_sha256": _sha(row["body_json"]), "at": rfc3339(row["raised_at"])}
+
+
+def _erasure(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": "payload_erased", "erasure_id": row["id"], "decision_id": row["decision_id"],
+            "reason": row["reason"], "at": rfc3339(row["erased_at"])}
+
+
+def _purge(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": "record_purged", "purge_id": row["id"], "record_type": row["record_type"],
+            "record_id": row["record_id"], "at": rfc3339(row["purged_at"])}
+
+
+ENTRY_BUILDERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "model_registered": _model,
+    "decision_recorded": _decision,
+    "explanation_generated": _report,
+    "record_accessed": _access,
+    "review_requested": _review_requested,
+    "review_decided": _review_decided,
+    "alert_raised": _alert,
+    "payload_erased": _erasure,
+    "record_purged": _purge,
+}
+
+# The table whose row each kind of entry is rebuilt from (keyed by that table's id).
+KIND_TABLE: dict[str, str] = {
+    "model_registered": "models", "decision_recorded": "decisions",
+    "explanation_generated": "reports", "record_accessed": "access_events",
+    "review_requested": "reviews", "review_decided": "reviews", "alert_raised": "alerts",
+    "payload_erased": "erasures", "record_purged": "purges",
+}

@@ -1,0 +1,379 @@
+"""The durable store: decisions, payloads, reports, reviews, access events and alerts,
+each written together with its audit-log entry in one transaction.
+
+SQLite (the default, a file created on first use) runs in WAL mode with
+``synchronous=FULL``, so an acknowledged write is on disk; its transactions begin
+IMMEDIATE so writers from several processes queue instead of failing. PostgreSQL is used
+by URL (``postgresql+psycopg://...``). Alembic migrates either to the current schema on
+open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from xai_sandbox.audit.canonical import canonical_json
+from xai_sandbox.audit.log import AuditLog, Receipt
+from xai_sandbox.audit.notes import KeyStore
+from xai_sandbox.errors import InvalidInputError
+from xai_sandbox.settings import Settings
+from xai_sandbox.store import tables as t
+from xai_sandbox.store.entries import ENTRY_BUILDERS
+
+__all__ = ["REVIEW_OUTCOMES", "Store", "StoredDecision"]
+
+REVIEW_OUTCOMES = ("confirmed", "overridden", "reversed")
+_ID_TEXT = 128
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the durability settings this store relies on."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        engine = create_engine(url, connect_args={"timeout": 60, "isolation_level": None})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            # Take the write lock up front: concurrent writers wait instead of deadlocking.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if url.startswith(("postgresql", "postgres")):
+        return create_engine(url, pool_pre_ping=True)
+    raise InvalidInputError("database_url", "must be a sqlite:/// or postgresql+psycopg:// URL",
+                            url.split("@")[-1])
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the database to the current schema with Alembic."""
+    cfg = Config()
+    cfg.set_main_option("script_location",
+                        str(resources.files("xai_sandbox.store").joinpath("migrations")))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _text(name: str, value: Any, limit: int = _ID_TEXT) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise InvalidInputError(name, f"must be a non-empty string of at most {limit} "
+                                "characters", value)
+    return value
+
+
+@dataclass(frozen=True)
+class StoredDecision:
+    decision_id: str
+    subject_ref: str
+    leaf_index: int
+    retain_until: datetime
+
+
+class Store:
+    """Records and their audit log in one database.
+
+    Parameters
+    ----------
+    settings:
+        Where the database and keys live, the log's origin and the retention periods.
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.engine = make_engine(self.settings.resolved_database_url())
+        migrate(self.engine)
+        key_path = self.settings.resolved_signing_key()
+        self.keys = KeyStore(key_path, self.settings.log_origin.replace(" ", "_"))
+        self.log = AuditLog(self.engine, self.keys, self.settings.log_origin)
+        self._pepper_path = key_path.with_name("subject-pepper.bin")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ helpers
+    def subject_ref(self, subject_id: str) -> str:
+        """The pseudonymous reference of a subject: HMAC-SHA256 with a secret pepper."""
+        _text("subject_id", subject_id, 256)
+        return hmac.new(self._pepper(), subject_id.encode(), hashlib.sha256).hexdigest()
+
+    def _pepper(self) -> bytes:
+        path = self._pepper_path
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return path.read_bytes()
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(secrets.token_bytes(32))
+                fh.flush()
+                os.fsync(fh.fileno())
+        return path.read_bytes()
+
+    def retain_until(self, start: datetime) -> datetime:
+        """The longest retention period that applies, from ``start``."""
+        return start + timedelta(days=max(self.settings.retention_days().values()))
+
+    def _record(self, conn: Connection, table: Any, row: dict[str, Any], kind: str,
+                key: str = "id") -> int:
+        conn.execute(insert(table).values(**row))
+        entry = ENTRY_BUILDERS[kind](row)
+        return self.log.append(conn, [(f"{table.name}:{row[key]}", entry)])[0]
+
+    # ------------------------------------------------------------------ models
+    def register_model(self, model_id: str, version: str, fingerprint: str,
+                       schema: Mapping[str, Any] | None = None) -> tuple[str, int]:
+        """Record a model; returns its key ``id@version`` and the leaf index."""
+        _text("model_id", model_id)
+        _text("version", version)
+        if not isinstance(fingerprint, str) or len(fingerprint) != 64:
+            raise InvalidInputError("fingerprint", "must be a SHA-256 hex digest", fingerprint)
+        key = f"{model_id}@{version}"
+        row = {"key": key, "model_id": model_id, "version": version, "fingerprint": fingerprint,
+               "schema_json": canonical_json(schema).decode() if schema is not None else None,
+               "registered_at": _now()}
+        with self.engine.begin() as conn:
+            existing = conn.execute(select(t.models.c.fingerprint)
+                                    .where(t.models.c.key == key)).scalar()
+            if existing is not None:
+                if existing != fingerprint:
+                    raise InvalidInputError("version", "is registered with another "
+                                            "fingerprint; register a new version", key)
+                idx = conn.execute(select(t.log_entries.c.idx).where(
+                    t.log_entries.c.record_id == f"models:{key}")).scalar_one()
+                return key, int(idx)
+            return key, self._record(conn, t.models, row, "model_registered", key="key")
+
+    # ------------------------------------------------------------------ decisions
+    def record_decision(self, *, model_key: str, subject_id: str, inputs: Mapping[str, Any],
+                        output: Mapping[str, Any], policy_version: str,
+                        case_ref: str | None = None,
+                        decided_at: datetime | None = None) -> StoredDecision:
+        """Record a decision, its personal payload (apart) and its log entry atomically.
+
+        The log holds SHA-256(salt || canonical input) only; the salt and the input go to
+        the deletable payload table.
+        """
+        _text("policy_version", policy_version, 64)
+        if not isinstance(inputs, Mapping) or not isinstance(output, Mapping):
+            raise InvalidInputError("inputs", "inputs and output must be mappings",
+                                    type(inputs).__name__)
+        decision_id = str(uuid.uuid4())
+        salt = secrets.token_bytes(32)
+        payload = canonical_json(dict(inputs))
+        when = decided_at or _now()
+        row = {"id": decision_id, "case_ref": _text("case_ref", case_ref or decision_id),
+               "subject_ref": self.subject_ref(subject_id), "model_key": model_key,
+               "input_commitment": hashlib.sha256(salt + payload).hexdigest(),
+               "output_json": canonical_json(dict(output)).decode(),
+               "policy_version": policy_version, "decided_at": when,
+               "retain_until": self.retain_until(when), "legal_hold": False}
+        with self.engine.begin() as conn:
+            if conn.execute(select(t.models.c.key).where(t.models.c.key == model_key)
+                            ).first() is None:
+                raise InvalidInputError("model_key", "must be a registered model", model_key)
+            idx = self._record(conn, t.decisions, row, "decision_recorded")
+            conn.execute(insert(t.payloads).values(decision_id=decision_id, salt=salt,
+                                                   payload_json=payload.decode()))
+        return StoredDecision(decision_id, row["subject_ref"], idx, row["retain_until"])
+
+    def record_decisions(self, items: Sequence[Mapping[str, Any]]) -> list[StoredDecision]:
+        """Many decisions in one transaction (group commit): one fsync for the batch."""
+        out: list[StoredDecision] = []
+        rows, payloads, entries = [], [], []
+        for item in items:
+            decision_id = str(uuid.uuid4())
+            salt = secrets.token_bytes(32)
+            payload = canonical_json(dict(item["inputs"]))
+            when = item.get("decided_at") or _now()
+            row = {"id": decision_id, "case_ref": item.get("case_ref") or decision_id,
+                   "subject_ref": self.subject_ref(item["subject_id"]),
+                   "model_key": item["model_key"],
+                   "input_commitment": hashlib.sha256(salt + payload).hexdigest(),
+                   "output_json": canonical_json(dict(item["output"])).decode(),
+                   "policy_version": _text("policy_version", item["policy_version"], 64),
+                   "decided_at": when, "retain_until": self.retain_until(when),
+                   "legal_hold": False}
+            rows.append(row)
+            payloads.append({"decision_id": decision_id, "salt": salt,
+                             "payload_json": payload.decode()})
+            entries.append((f"decisions:{decision_id}", ENTRY_BUILDERS["decision_recorded"](row)))
+        if not rows:
+            return out
+        with self.engine.begin() as conn:
+            conn.execute(insert(t.decisions), rows)
+            conn.execute(insert(t.payloads), payloads)
+            indexes = self.log.append(conn, entries)
+        return [StoredDecision(r["id"], r["subject_ref"], i, r["retain_until"])
+                for r, i in zip(rows, indexes, strict=True)]
+
+    def decision(self, decision_id: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.decisions).where(t.decisions.c.id == decision_id)
+                               ).mappings().first()
+        if row is None:
+            raise InvalidInputError("decision_id", "must be a recorded decision", decision_id)
+        return dict(row)
+
+    def payload(self, decision_id: str) -> dict[str, Any] | None:
+        """The personal input of a decision, or ``None`` once erased."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.payloads).where(t.payloads.c.decision_id == decision_id)
+                               ).first()
+        return None if row is None else dict(json.loads(row.payload_json))
+
+    # ------------------------------------------------------------------ reports, access
+    def record_report(self, decision_id: str, report: Mapping[str, Any],
+                      schema_version: str) -> tuple[str, int]:
+        """Store an explanation report as canonical JSON; returns (report id, leaf)."""
+        body = canonical_json(dict(report))
+        row = {"id": str(uuid.uuid4()), "decision_id": decision_id,
+               "schema_version": _text("schema_version", schema_version, 64), "body": body,
+               "sha256": hashlib.sha256(body).hexdigest(), "created_at": _now()}
+        with self.engine.begin() as conn:
+            self._require_decision(conn, decision_id)
+            return row["id"], self._record(conn, t.reports, row, "explanation_generated")
+
+    def record_access(self, *, record_type: str, record_id: str, action: str, actor: str,
+                      role: str, purpose: str) -> int:
+        """Log that someone read or exported a record."""
+        if action not in ("read", "export"):
+            raise InvalidInputError("action", "must be 'read' or 'export'", action)
+        row = {"id": str(uuid.uuid4()), "record_type": _text("record_type", record_type, 40),
+               "record_id": _text("record_id", record_id, 80), "action": action,
+               "actor": _text("actor", actor), "role": _text("role", role, 64),
+               "purpose": _text("purpose", purpose, 200), "at": _now()}
+        with self.engine.begin() as conn:
+            return self._record(conn, t.access_events, row, "record_accessed")
+
+    # ------------------------------------------------------------------ reviews, alerts
+    def request_review(self, decision_id: str, requested_by: str, reason: str
+                       ) -> tuple[str, int]:
+        row = {"id": str(uuid.uuid4()), "decision_id": decision_id,
+               "requested_by": _text("requested_by", requested_by),
+               "reason": _text("reason", reason, 4000), "requested_at": _now(),
+               "status": "pending", "reviewer": None, "reviewer_role": None,
+               "rationale": None, "decided_at": None}
+        with self.engine.begin() as conn:
+            self._require_decision(conn, decision_id)
+            return row["id"], self._record(conn, t.reviews, row, "review_requested")
+
+    def decide_review(self, review_id: str, *, outcome: str, reviewer: str, role: str,
+                      rationale: str) -> int:
+        if outcome not in REVIEW_OUTCOMES:
+            raise InvalidInputError("outcome", f"must be one of {list(REVIEW_OUTCOMES)}",
+                                    outcome)
+        with self.engine.begin() as conn:
+            row = conn.execute(select(t.reviews).where(t.reviews.c.id == review_id)
+                               ).mappings().first()
+            if row is None:
+                raise InvalidInputError("review_id", "must be a requested review", review_id)
+            if row["status"] != "pending":
+                raise InvalidInputError("review_id", "is already decided", review_id)
+            values = {"status": outcome, "reviewer": _text("reviewer", reviewer),
+                      "reviewer_role": _text("role", role, 64),
+                      "rationale": _text("rationale", rationale, 4000), "decided_at": _now()}
+            conn.execute(update(t.reviews).where(t.reviews.c.id == review_id).values(**values))
+            entry = ENTRY_BUILDERS["review_decided"]({**row, **values})
+            return self.log.append(conn, [(f"reviews:{review_id}", entry)])[0]
+
+    def raise_alert(self, kind: str, body: Mapping[str, Any]) -> tuple[str, int]:
+        row = {"id": str(uuid.uuid4()), "kind": _text("kind", kind, 64),
+               "body_json": canonical_json(dict(body)).decode(), "raised_at": _now()}
+        with self.engine.begin() as conn:
+            return row["id"], self._record(conn, t.alerts, row, "alert_raised")
+
+    def _require_decision(self, conn: Connection, decision_id: str) -> None:
+        if conn.execute(select(t.decisions.c.id).where(t.decisions.c.id == decision_id)
+                        ).first() is None:
+            raise InvalidInputError("decision_id", "must be a recorded decision", decision_id)
+
+    # ------------------------------------------------------------------ erasure, retention
+    def erase_subject(self, subject_id: str, reason: str = "GDPR Art. 17 request") -> list[int]:
+        """Delete the personal payloads (input and salt) of a subject's decisions.
+
+        The decisions keep their commitments and the log still verifies; the input can no
+        longer be recovered or confirmed. Returns the leaf indexes of the erasure entries.
+        """
+        ref = self.subject_ref(subject_id)
+        out = []
+        with self.engine.begin() as conn:
+            ids = conn.execute(select(t.decisions.c.id).join(
+                t.payloads, t.payloads.c.decision_id == t.decisions.c.id)
+                .where(t.decisions.c.subject_ref == ref)).scalars().all()
+            for decision_id in ids:
+                conn.execute(delete(t.payloads).where(t.payloads.c.decision_id == decision_id))
+                row = {"id": str(uuid.uuid4()), "decision_id": decision_id,
+                       "reason": _text("reason", reason, 200), "erased_at": _now()}
+                out.append(self._record(conn, t.erasures, row, "payload_erased"))
+        return out
+
+    def set_legal_hold(self, decision_id: str, hold: bool) -> None:
+        """A legal hold keeps a decision past its retain-until date until released."""
+        with self.engine.begin() as conn:
+            self._require_decision(conn, decision_id)
+            conn.execute(update(t.decisions).where(t.decisions.c.id == decision_id)
+                         .values(legal_hold=bool(hold)))
+
+    def purge(self, now: datetime | None = None) -> list[str]:
+        """Delete decisions past retain-until (not on legal hold) with their payloads,
+        reports and reviews; each deletion is logged, so the log still verifies."""
+        cutoff = now or _now()
+        purged = []
+        with self.engine.begin() as conn:
+            due = conn.execute(select(t.decisions.c.id).where(
+                t.decisions.c.retain_until < cutoff, t.decisions.c.legal_hold.is_(False))
+            ).scalars().all()
+            for decision_id in due:
+                children = [("reports", r) for r in conn.execute(
+                    select(t.reports.c.id).where(t.reports.c.decision_id == decision_id)
+                ).scalars()] + [("reviews", r) for r in conn.execute(
+                    select(t.reviews.c.id).where(t.reviews.c.decision_id == decision_id)
+                ).scalars()]
+                conn.execute(delete(t.payloads).where(t.payloads.c.decision_id == decision_id))
+                conn.execute(delete(t.reports).where(t.reports.c.decision_id == decision_id))
+                conn.execute(delete(t.reviews).where(t.reviews.c.decision_id == decision_id))
+                conn.execute(delete(t.decisions).where(t.decisions.c.id == decision_id))
+                for record_type, record_id in [*children, ("decisions", decision_id)]:
+                    row = {"id": str(uuid.uuid4()), "record_type": record_type,
+                           "record_id": record_id, "purged_at": cutoff}
+                    self._record(conn, t.purges, row, "record_purged")
+                purged.append(decision_id)
+        return purged
+
+    # ------------------------------------------------------------------ receipts
+    def receipt(self, leaf_index: int) -> Receipt:
+        return self.log.receipt(leaf_index)
+
+
