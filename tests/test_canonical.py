@@ -1,10 +1,9 @@
 import math
 
+import pytest
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import pytest
 
 from xai_sandbox.audit.canonical import canonical_json, canonical_loads
 from xai_sandbox.errors import InvalidInputError

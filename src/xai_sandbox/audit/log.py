@@ -75,7 +75,9 @@ class Receipt:
     key_id: str
 
     def to_dict(self) -> dict[str, Any]:
-        b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+        def b64(data: bytes) -> str:
+            return base64.b64encode(data).decode()
+
         return {"origin": self.origin, "leaf_index": self.leaf_index,
                 "leaf_hash": b64(self.leaf_hash), "entry": self.entry.decode(),
                 "inclusion_proof": [b64(p) for p in self.inclusion_proof],

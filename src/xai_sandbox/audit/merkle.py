@@ -18,10 +18,23 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from xai_sandbox.errors import InvalidInputError
 
-__all__ = ["EMPTY_ROOT", "HASH_SIZE", "MemoryTree", "NodeReader", "ProofError", "append_nodes",
-           "consistency_proof",
-           "inclusion_proof", "leaf_hash", "nodes_for", "node_hash", "root_hash",
-           "subtree_nodes", "verify_consistency", "verify_inclusion"]
+__all__ = [
+    "EMPTY_ROOT",
+    "HASH_SIZE",
+    "MemoryTree",
+    "NodeReader",
+    "ProofError",
+    "append_nodes",
+    "consistency_proof",
+    "inclusion_proof",
+    "leaf_hash",
+    "node_hash",
+    "nodes_for",
+    "root_hash",
+    "subtree_nodes",
+    "verify_consistency",
+    "verify_inclusion",
+]
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()

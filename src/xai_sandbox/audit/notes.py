@@ -78,7 +78,7 @@ class Verifier:
 
 def parse_verifier(text: str) -> Verifier:
     """Parse ``name+hash+base64key``; the hash must match the key."""
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 2)  # base64 may itself hold "+"
     if len(parts) != 3:
         raise NoteError("verifier_key", "must look like name+hash+base64key", text)
     name, hex_hash, b64 = parts

@@ -26,7 +26,6 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from xai_sandbox.audit.canonical import canonical_json
 from xai_sandbox.audit.log import AuditLog, Receipt
@@ -193,7 +192,8 @@ class Store:
         salt = secrets.token_bytes(32)
         payload = canonical_json(dict(inputs))
         when = decided_at or _now()
-        row = {"id": decision_id, "case_ref": _text("case_ref", case_ref or decision_id),
+        row: dict[str, Any] = {"id": decision_id,
+               "case_ref": _text("case_ref", case_ref or decision_id),
                "subject_ref": self.subject_ref(subject_id), "model_key": model_key,
                "input_commitment": hashlib.sha256(salt + payload).hexdigest(),
                "output_json": canonical_json(dict(output)).decode(),
@@ -211,7 +211,9 @@ class Store:
     def record_decisions(self, items: Sequence[Mapping[str, Any]]) -> list[StoredDecision]:
         """Many decisions in one transaction (group commit): one fsync for the batch."""
         out: list[StoredDecision] = []
-        rows, payloads, entries = [], [], []
+        rows: list[dict[str, Any]] = []
+        payloads: list[dict[str, Any]] = []
+        entries: list[tuple[str, dict[str, Any]]] = []
         for item in items:
             decision_id = str(uuid.uuid4())
             salt = secrets.token_bytes(32)
@@ -258,7 +260,7 @@ class Store:
                       schema_version: str) -> tuple[str, int]:
         """Store an explanation report as canonical JSON; returns (report id, leaf)."""
         body = canonical_json(dict(report))
-        row = {"id": str(uuid.uuid4()), "decision_id": decision_id,
+        row: dict[str, Any] = {"id": str(uuid.uuid4()), "decision_id": decision_id,
                "schema_version": _text("schema_version", schema_version, 64), "body": body,
                "sha256": hashlib.sha256(body).hexdigest(), "created_at": _now()}
         with self.engine.begin() as conn:
@@ -280,7 +282,7 @@ class Store:
     # ------------------------------------------------------------------ reviews, alerts
     def request_review(self, decision_id: str, requested_by: str, reason: str
                        ) -> tuple[str, int]:
-        row = {"id": str(uuid.uuid4()), "decision_id": decision_id,
+        row: dict[str, Any] = {"id": str(uuid.uuid4()), "decision_id": decision_id,
                "requested_by": _text("requested_by", requested_by),
                "reason": _text("reason", reason, 4000), "requested_at": _now(),
                "status": "pending", "reviewer": None, "reviewer_role": None,
@@ -309,7 +311,7 @@ class Store:
             return self.log.append(conn, [(f"reviews:{review_id}", entry)])[0]
 
     def raise_alert(self, kind: str, body: Mapping[str, Any]) -> tuple[str, int]:
-        row = {"id": str(uuid.uuid4()), "kind": _text("kind", kind, 64),
+        row: dict[str, Any] = {"id": str(uuid.uuid4()), "kind": _text("kind", kind, 64),
                "body_json": canonical_json(dict(body)).decode(), "raised_at": _now()}
         with self.engine.begin() as conn:
             return row["id"], self._record(conn, t.alerts, row, "alert_raised")
