@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -17,7 +16,6 @@ from xai_sandbox.errors import InvalidInputError, XaiSandboxError
 if TYPE_CHECKING:
     from xai_sandbox.audit.notes import Verifier
     from xai_sandbox.store import Store
-from xai_sandbox.explainers import available_methods, explain
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Explain model decisions: attributions, heatmaps and reports.")
@@ -32,6 +30,8 @@ def _fail(exc: Exception) -> typer.Exit:
 @app.command()
 def methods() -> None:
     """List the registered explanation methods."""
+    from xai_sandbox.explainers import available_methods
+
     table = Table(title="explanation methods")
     table.add_column("method")
     table.add_column("needs")
@@ -90,6 +90,7 @@ def explain_command(
 ) -> None:
     """Explain one row of a CSV file or one image with the chosen method and target."""
     from xai_sandbox.demos.catalog import builtin_model
+    from xai_sandbox.explainers import explain
 
     try:
         if (csv_path is None) == (image is None):
@@ -136,7 +137,7 @@ def explain_command(
         raise _fail(exc) from exc
 
 
-def _image_input(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _image_input(path: Path) -> tuple[Any, Any]:
     from PIL import Image, UnidentifiedImageError
 
     from xai_sandbox.demos.images import fit_image, preprocess
@@ -229,12 +230,13 @@ def audit_check_receipt(
     from xai_sandbox.audit.log import Receipt, check_receipt
 
     try:
+        verifiers = _verifiers(pubkey)
         try:
             text = receipt.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise InvalidInputError("RECEIPT", "must be a readable UTF-8 file",
                                     str(receipt)) from exc
-        entry = check_receipt(Receipt.from_json(text), _verifiers(pubkey))
+        entry = check_receipt(Receipt.from_json(text), verifiers)
     except XaiSandboxError as exc:
         console.print(f"[red]INVALID[/red]: {exc}")
         raise typer.Exit(code=1) from exc
