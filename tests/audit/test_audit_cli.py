@@ -109,7 +109,7 @@ def test_export_witness_to_a_folder_and_an_http_endpoint(filled: Store, settings
     received: list[str] = []
 
     class Witness(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             received.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
             self.send_response(204)
             self.end_headers()

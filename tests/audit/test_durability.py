@@ -58,7 +58,7 @@ def test_threads_get_consecutive_indexes(store: Store) -> None:
             for i in range(30):
                 store.record_decision(model_key="m@1", subject_id=f"t{n}-{i}",
                                       inputs={"i": i}, output={"ok": True}, policy_version="p")
-        except BaseException as exc:  # noqa: BLE001  (reported below)
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
@@ -96,7 +96,7 @@ def test_sigkill_loses_no_acknowledged_entry(store: Store, settings: Settings) -
                                  "batch" if round_ % 2 else "single"],
                                 env=_env(settings), stdout=subprocess.PIPE, text=True)
         lines: list[str] = []
-        reader = threading.Thread(target=lambda p=proc: lines.extend(p.stdout))  # type: ignore[arg-type, misc]
+        reader = threading.Thread(target=lines.extend, args=(proc.stdout,))
         reader.start()
         time.sleep(1.5 + rng.random() * 1.5)
         proc.send_signal(signal.SIGKILL)
