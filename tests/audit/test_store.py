@@ -107,8 +107,7 @@ def test_changed_log_body_or_node(store: Store) -> None:
 
 def test_changed_node(store: Store) -> None:
     _populate(store)
-    problem = _tamper(store, update(t.log_nodes).where(t.log_nodes.c.level == 1,
-                                                        t.log_nodes.c.idx == 0)
+    problem = _tamper(store, update(t.log_nodes).where(t.log_nodes.c.node == t.node_key(1, 0))
                       .values(hash=b"\x00" * 32))
     assert problem.startswith("node (1, 0)")
 
@@ -158,7 +157,7 @@ def test_record_replaced_with_its_leaf_and_nodes(store: Store) -> None:
         tree.extend([bytes(h) for (h,) in conn.execute(
             select(t.log_entries.c.leaf_hash).order_by(t.log_entries.c.idx))])
         conn.execute(delete(t.log_nodes))
-        conn.execute(t.log_nodes.insert(), [{"level": lv, "idx": ix, "hash": h}
+        conn.execute(t.log_nodes.insert(), [{"node": t.node_key(lv, ix), "hash": h}
                                             for (lv, ix), h in tree.nodes.items()])
     report = _verify(store)
     assert not report.ok
@@ -185,7 +184,7 @@ def test_no_checkpoint_is_signed_over_an_inconsistent_tree(store: Store) -> None
     _populate(store)
     with store.engine.begin() as conn:
         # The subtree over entries 0-7, which the next root is built on.
-        conn.execute(update(t.log_nodes).where(t.log_nodes.c.level == 3, t.log_nodes.c.idx == 0)
+        conn.execute(update(t.log_nodes).where(t.log_nodes.c.node == t.node_key(3, 0))
                      .values(hash=b"\x11" * 32))
     store.register_model("other", "1", FP)
     with pytest.raises(ProofError):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, tuple_, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from xai_sandbox.audit.canonical import canonical_json
 from xai_sandbox.audit.merkle import (
@@ -39,7 +39,14 @@ from xai_sandbox.audit.notes import (
     verify_note,
 )
 from xai_sandbox.errors import InvalidInputError
-from xai_sandbox.store.tables import checkpoints, log_entries, log_head, log_nodes
+from xai_sandbox.store.tables import (
+    checkpoints,
+    log_entries,
+    log_head,
+    log_nodes,
+    node_key,
+    node_position,
+)
 
 __all__ = ["AuditLog", "Receipt", "check_receipt"]
 
@@ -51,10 +58,10 @@ def node_reader(conn: Connection) -> NodeReader:
             return {}
         found: dict[tuple[int, int], bytes] = {}
         for start in range(0, len(keys), 500):
-            part = keys[start : start + 500]
-            rows = conn.execute(select(log_nodes.c.level, log_nodes.c.idx, log_nodes.c.hash)
-                                .where(tuple_(log_nodes.c.level, log_nodes.c.idx).in_(part)))
-            found.update({(r.level, r.idx): bytes(r.hash) for r in rows})
+            part = [node_key(lv, ix) for lv, ix in keys[start : start + 500]]
+            rows = conn.execute(select(log_nodes.c.node, log_nodes.c.hash)
+                                .where(log_nodes.c.node.in_(part)))
+            found.update({node_position(r.node): bytes(r.hash) for r in rows})
         missing = [k for k in keys if k not in found]
         if missing:
             raise ProofError("log_nodes", "stored tree is missing nodes", missing[:3])
@@ -143,8 +150,10 @@ def check_receipt(receipt: Receipt, verifiers: list[Verifier]) -> dict[str, Any]
 class AuditLog:
     """The log of one store: ``origin`` names it in checkpoints."""
 
-    def __init__(self, engine: Engine, keys: KeyStore, origin: str) -> None:
+    def __init__(self, engine: Engine, keys: KeyStore, origin: str,
+                 writer: Engine | None = None) -> None:
         self.engine = engine
+        self.writer = writer or engine
         self.keys = keys
         self.origin = origin
 
@@ -163,7 +172,7 @@ class AuditLog:
              "leaf_hash": h, "appended_at": now}
             for i, ((record_id, entry), body, h) in enumerate(zip(entries, bodies, hashes,
                                                                   strict=True))])
-        conn.execute(insert(log_nodes), [{"level": lv, "idx": ix, "hash": h}
+        conn.execute(insert(log_nodes), [{"node": node_key(lv, ix), "hash": h}
                                          for (lv, ix), h in nodes.items()])
         conn.execute(update(log_head).where(log_head.c.id == 1)
                      .values(size=size + len(entries)))
@@ -205,7 +214,7 @@ class AuditLog:
         """Sign a checkpoint of the current tree, after proving it consistent with the
         previous checkpoint. Returns (size, signed note)."""
         signer = self.keys.signer()
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             size = conn.execute(select(log_head.c.size).where(log_head.c.id == 1)
                                 .with_for_update()).scalar_one()
             read = node_reader(conn)

@@ -118,13 +118,12 @@ def verify_log(engine: Engine, verifiers: list[Verifier], origin: str) -> Verify
             return report
         # Stored nodes against the recomputed ones.
         seen = 0
-        for node in conn.execute(select(t.log_nodes).order_by(t.log_nodes.c.level,
-                                                               t.log_nodes.c.idx)):
+        for node in conn.execute(select(t.log_nodes).order_by(t.log_nodes.c.node)):
             seen += 1
-            mine = tree.nodes.get((node.level, node.idx))
+            level, idx = t.node_position(node.node)
+            mine = tree.nodes.get((level, idx))
             if mine is None or mine != bytes(node.hash):
-                first = node.idx << node.level
-                report.fail(f"node ({node.level}, {node.idx}) over entries from {first}: "
+                report.fail(f"node ({level}, {idx}) over entries from {idx << level}: "
                             "does not match the tree recomputed from the entries")
                 return report
         if seen != len(tree.nodes):

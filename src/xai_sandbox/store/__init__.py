@@ -9,9 +9,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from xai_sandbox.store.store import REVIEW_OUTCOMES, Store, StoredDecision, make_engine, migrate
+    from xai_sandbox.store.store import (
+        REVIEW_OUTCOMES,
+        Store,
+        StoredDecision,
+        make_engine,
+        migrate,
+        writer,
+    )
 
-__all__ = ["REVIEW_OUTCOMES", "Store", "StoredDecision", "make_engine", "migrate"]
+__all__ = ["REVIEW_OUTCOMES", "Store", "StoredDecision", "make_engine", "migrate", "writer"]
 
 
 def __getattr__(name: str) -> Any:

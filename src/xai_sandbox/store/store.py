@@ -60,8 +60,10 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
-            # Take the write lock up front: concurrent writers wait instead of deadlocking.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock up front, so concurrent writers queue instead of
+            # deadlocking on a lock upgrade; readers begin deferred and never block them.
+            immediate = conn.get_execution_options().get("xai_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     if url.startswith(("postgresql", "postgres")):
@@ -70,12 +72,17 @@ def make_engine(url: str) -> Engine:
                             url.split("@")[-1])
 
 
+def writer(engine: Engine) -> Engine:
+    """The same engine (and pool) for write transactions: ``with writer(e).begin()``."""
+    return engine.execution_options(xai_write=True)
+
+
 def migrate(engine: Engine) -> None:
     """Bring the database to the current schema with Alembic."""
     cfg = Config()
     cfg.set_main_option("script_location",
                         str(resources.files("xai_sandbox.store").joinpath("migrations")))
-    with engine.begin() as conn:
+    with writer(engine).begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
@@ -111,10 +118,12 @@ class Store:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.engine = make_engine(self.settings.resolved_database_url())
+        self.writer = writer(self.engine)
         migrate(self.engine)
         key_path = self.settings.resolved_signing_key()
         self.keys = KeyStore(key_path, self.settings.log_origin.replace(" ", "_"))
-        self.log = AuditLog(self.engine, self.keys, self.settings.log_origin)
+        self.log = AuditLog(self.engine, self.keys, self.settings.log_origin,
+                            writer=self.writer)
         self._pepper_path = key_path.with_name("subject-pepper.bin")
 
     def close(self) -> None:
@@ -162,7 +171,7 @@ class Store:
         row = {"key": key, "model_id": model_id, "version": version, "fingerprint": fingerprint,
                "schema_json": canonical_json(schema).decode() if schema is not None else None,
                "registered_at": _now()}
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             existing = conn.execute(select(t.models.c.fingerprint)
                                     .where(t.models.c.key == key)).scalar()
             if existing is not None:
@@ -199,7 +208,7 @@ class Store:
                "output_json": canonical_json(dict(output)).decode(),
                "policy_version": policy_version, "decided_at": when,
                "retain_until": self.retain_until(when), "legal_hold": False}
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             if conn.execute(select(t.models.c.key).where(t.models.c.key == model_key)
                             ).first() is None:
                 raise InvalidInputError("model_key", "must be a registered model", model_key)
@@ -233,7 +242,7 @@ class Store:
             entries.append((f"decisions:{decision_id}", ENTRY_BUILDERS["decision_recorded"](row)))
         if not rows:
             return out
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             conn.execute(insert(t.decisions), rows)
             conn.execute(insert(t.payloads), payloads)
             indexes = self.log.append(conn, entries)
@@ -263,7 +272,7 @@ class Store:
         row: dict[str, Any] = {"id": str(uuid.uuid4()), "decision_id": decision_id,
                "schema_version": _text("schema_version", schema_version, 64), "body": body,
                "sha256": hashlib.sha256(body).hexdigest(), "created_at": _now()}
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             self._require_decision(conn, decision_id)
             return row["id"], self._record(conn, t.reports, row, "explanation_generated")
 
@@ -276,7 +285,7 @@ class Store:
                "record_id": _text("record_id", record_id, 80), "action": action,
                "actor": _text("actor", actor), "role": _text("role", role, 64),
                "purpose": _text("purpose", purpose, 200), "at": _now()}
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             return self._record(conn, t.access_events, row, "record_accessed")
 
     # ------------------------------------------------------------------ reviews, alerts
@@ -287,7 +296,7 @@ class Store:
                "reason": _text("reason", reason, 4000), "requested_at": _now(),
                "status": "pending", "reviewer": None, "reviewer_role": None,
                "rationale": None, "decided_at": None}
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             self._require_decision(conn, decision_id)
             return row["id"], self._record(conn, t.reviews, row, "review_requested")
 
@@ -296,7 +305,7 @@ class Store:
         if outcome not in REVIEW_OUTCOMES:
             raise InvalidInputError("outcome", f"must be one of {list(REVIEW_OUTCOMES)}",
                                     outcome)
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             row = conn.execute(select(t.reviews).where(t.reviews.c.id == review_id)
                                ).mappings().first()
             if row is None:
@@ -313,7 +322,7 @@ class Store:
     def raise_alert(self, kind: str, body: Mapping[str, Any]) -> tuple[str, int]:
         row: dict[str, Any] = {"id": str(uuid.uuid4()), "kind": _text("kind", kind, 64),
                "body_json": canonical_json(dict(body)).decode(), "raised_at": _now()}
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             return row["id"], self._record(conn, t.alerts, row, "alert_raised")
 
     def _require_decision(self, conn: Connection, decision_id: str) -> None:
@@ -330,7 +339,7 @@ class Store:
         """
         ref = self.subject_ref(subject_id)
         out = []
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             ids = conn.execute(select(t.decisions.c.id).join(
                 t.payloads, t.payloads.c.decision_id == t.decisions.c.id)
                 .where(t.decisions.c.subject_ref == ref)).scalars().all()
@@ -343,7 +352,7 @@ class Store:
 
     def set_legal_hold(self, decision_id: str, hold: bool) -> None:
         """A legal hold keeps a decision past its retain-until date until released."""
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             self._require_decision(conn, decision_id)
             conn.execute(update(t.decisions).where(t.decisions.c.id == decision_id)
                          .values(legal_hold=bool(hold)))
@@ -353,7 +362,7 @@ class Store:
         reports and reviews; each deletion is logged, so the log still verifies."""
         cutoff = now or _now()
         purged = []
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             due = conn.execute(select(t.decisions.c.id).where(
                 t.decisions.c.retain_until < cutoff, t.decisions.c.legal_hold.is_(False))
             ).scalars().all()

@@ -16,13 +16,12 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
-    SmallInteger,
     String,
     Table,
     Text,
 )
 
-__all__ = ["metadata"]
+__all__ = ["metadata", "node_key", "node_position"]
 
 metadata = MetaData()
 
@@ -42,12 +41,23 @@ log_entries = Table(
     Column("appended_at", DateTime(timezone=True), nullable=False),
 )
 
+# One integer key per node, (level << 56) | index: a proof's nodes are one IN query on
+# the primary key.
 log_nodes = Table(
     "log_nodes", metadata,
-    Column("level", SmallInteger, primary_key=True, autoincrement=False),
-    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("node", BigInteger, primary_key=True, autoincrement=False),
     Column("hash", LargeBinary(32), nullable=False),
 )
+
+NODE_LEVEL_SHIFT = 56
+
+
+def node_key(level: int, idx: int) -> int:
+    return (level << NODE_LEVEL_SHIFT) | idx
+
+
+def node_position(key: int) -> tuple[int, int]:
+    return key >> NODE_LEVEL_SHIFT, key & ((1 << NODE_LEVEL_SHIFT) - 1)
 
 checkpoints = Table(
     "checkpoints", metadata,
