@@ -20,9 +20,20 @@ __all__ = ["canonical_json", "canonical_loads"]
 _SAFE_INT = 2**53 - 1
 
 
+_SCALARS = (str, bool, type(None))
+
+
 def _check(value: Any, path: str) -> bool:
     """Validate; return True when the value holds a float or a non-ASCII key (the cases
     where Python's json output and RFC 8785 can differ)."""
+    kind = type(value)
+    if kind in _SCALARS:  # exact types first: this walk runs on every log entry
+        return False
+    if kind is int:
+        if abs(value) > _SAFE_INT:
+            raise InvalidInputError(path, "canonical JSON integers must be within "
+                                    "+-(2^53 - 1)", value)
+        return False
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidInputError(path, "canonical JSON holds finite numbers only", value)
@@ -33,7 +44,7 @@ def _check(value: Any, path: str) -> bool:
     special = False
     if isinstance(value, Mapping):
         for key, item in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str:
                 raise InvalidInputError(path, "canonical JSON keys must be strings", key)
             special |= not key.isascii()
             special |= _check(item, f"{path}.{key}")
