@@ -310,6 +310,17 @@ def audit_erase(subject: Annotated[str, typer.Argument(help="the subject's ident
     console.print(f"erased {len(leaves)} payload(s)")
 
 
+@audit.command("hold")
+def audit_hold(decision: Annotated[str, typer.Argument(help="decision id")],
+               release: Annotated[bool, typer.Option(help="release the hold")] = False) -> None:
+    """Put a decision on legal hold (kept past retain-until), or release it."""
+    try:
+        _store().set_legal_hold(decision, not release)
+    except XaiSandboxError as exc:
+        raise _fail(exc) from exc
+    console.print(f"legal hold {'released' if release else 'set'} on {decision}")
+
+
 @audit.command("purge")
 def audit_purge() -> None:
     """Delete decisions past their retain-until date that are not on legal hold."""

@@ -136,6 +136,14 @@ def test_erase_purge_and_key_rotation_commands(filled: Store, settings: Settings
     out = cli(settings, "erase", "s1")
     assert out.returncode == 0 and "erased 1 payload" in out.stdout
     assert cli(settings, "purge").stdout.strip().startswith("purged 0")
+    decision = filled.record_decision(model_key="m@1", subject_id="z", inputs={}, output={},
+                                      policy_version="p").decision_id
+    assert cli(settings, "hold", decision).returncode == 0
+    assert filled.decision(decision)["legal_hold"]
+    assert cli(settings, "hold", decision, "--release").returncode == 0
+    assert not filled.decision(decision)["legal_hold"]
+    missing = cli(settings, "hold", "no-such-decision")
+    assert missing.returncode == 2 and "decision_id: must be a recorded decision" in missing.stdout
     old = cli(settings, "pubkey").stdout.strip()
     new = cli(settings, "rotate-key").stdout.strip()
     assert new != old

@@ -118,6 +118,24 @@ def test_deleted_rows(store: Store) -> None:
     assert "record_accessed" in problem and "record is missing" in problem
 
 
+@pytest.mark.parametrize("where", [2, 6])
+def test_parallel_verification_names_the_same_entry(store: Store, where: int) -> None:
+    _populate(store)
+    with store.engine.begin() as conn:
+        conn.execute(update(t.log_entries).where(t.log_entries.c.idx == where)
+                     .values(leaf_hash=b"\x01" * 32))
+    one = verify_log(store.engine, store.keys.verifiers(), store.log.origin, workers=1)
+    two = verify_log(store.engine, store.keys.verifiers(), store.log.origin, workers=2)
+    assert one.problems[0] == two.problems[0]
+    assert one.problems[0].startswith(f"entry {where} ")
+
+
+def test_parallel_verification_passes_a_sound_log(store: Store) -> None:
+    _populate(store)
+    report = verify_log(store.engine, store.keys.verifiers(), store.log.origin, workers=2)
+    assert report.ok and report.entries == 8
+
+
 def test_deleted_log_entry(store: Store) -> None:
     _populate(store)
     problem = _tamper(store, delete(t.log_entries).where(t.log_entries.c.idx == 2))

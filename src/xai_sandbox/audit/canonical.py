@@ -42,6 +42,10 @@ def _check(value: Any, path: str) -> bool:
         raise InvalidInputError(path, "canonical JSON integers must be within +-(2^53 - 1)",
                                 value)
     special = False
+    if kind is dict and all(type(k) is str and k.isascii() and (
+            type(v) in _SCALARS or (type(v) is int and abs(v) <= _SAFE_INT))
+            for k, v in value.items()):
+        return False  # a flat record of strings and safe integers: nothing to look into
     if isinstance(value, Mapping):
         for key, item in value.items():
             if type(key) is not str:

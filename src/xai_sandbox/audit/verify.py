@@ -14,7 +14,10 @@ The first problem found is reported with the entry it concerns.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+import multiprocessing
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,14 +53,14 @@ class VerifyReport:
         self.problems.append(message)
 
 
-def _pages(conn: Connection, size: int) -> Iterator[list[Any]]:
-    for start in range(0, size, _PAGE):
-        yield list(conn.execute(select(t.log_entries).where(
-            t.log_entries.c.idx >= start, t.log_entries.c.idx < start + _PAGE)
-            .order_by(t.log_entries.c.idx)))
+def _pages(conn: Connection, first: int, end: int) -> Iterator[Sequence[Any]]:
+    for start in range(first, end, _PAGE):
+        yield conn.execute(select(t.log_entries).where(
+            t.log_entries.c.idx >= start, t.log_entries.c.idx < min(end, start + _PAGE))
+            .order_by(t.log_entries.c.idx)).fetchall()
 
 
-def _records(conn: Connection, page: list[Any]) -> dict[str, Mapping[str, Any]]:
+def _records(conn: Connection, page: Sequence[Any]) -> dict[str, Mapping[str, Any]]:
     """The records a page of entries refers to, keyed 'table:id'."""
     wanted: dict[str, list[str]] = {}
     for row in page:
@@ -71,61 +74,103 @@ def _records(conn: Connection, page: list[Any]) -> dict[str, Mapping[str, Any]]:
         key = table.c.key if table_name == "models" else table.c.id
         for start in range(0, len(ids), 500):
             for rec in conn.execute(select(table).where(key.in_(ids[start:start + 500]))
-                                    ).mappings():
+                                    ).mappings().fetchall():
                 found[f"{table_name}:{rec['key' if table_name == 'models' else 'id']}"] = rec
     return found
 
 
-def verify_log(engine: Engine, verifiers: list[Verifier], origin: str) -> VerifyReport:
-    """Check everything; the report lists problems, the first naming the first bad entry."""
+def _scan(conn: Connection, start: int, end: int, purged: frozenset[str]
+          ) -> tuple[list[bytes], str | None]:
+    """Check entries [start, end): numbering, leaf hashes, and bodies against records.
+
+    Returns their leaf hashes (up to the first problem) and the first problem, if any.
+    """
+    leaves: list[bytes] = []
+    expected = start
+    for page in _pages(conn, start, end):
+        records = _records(conn, page)
+        for row in page:
+            where = f"entry {row.idx} ({row.kind} {row.record_id})"
+            if row.idx != expected:
+                return leaves, f"entry {expected}: missing (next stored entry is {row.idx})"
+            expected += 1
+            body = bytes(row.body)
+            if hashlib.sha256(b"\x00" + body).digest() != bytes(row.leaf_hash):
+                return leaves, f"{where}: leaf hash is not SHA-256(0x00 || body)"
+            builder = ENTRY_BUILDERS.get(row.kind)
+            if builder is None or KIND_TABLE[row.kind] != row.record_id.partition(":")[0]:
+                return leaves, f"{where}: unknown kind or wrong record table"
+            record = records.get(row.record_id)
+            if record is None:
+                if row.record_id not in purged:
+                    return leaves, f"{where}: record is missing and no purge was logged"
+            elif canonical_json(builder(record)) != body:
+                return leaves, f"{where}: stored record does not match its log entry"
+            leaves.append(bytes(row.leaf_hash))
+    if expected != end:
+        return leaves, f"entry {expected}: missing (the log head counts {end} or more)"
+    return leaves, None
+
+
+def _scan_url(url: str, start: int, end: int, purged: frozenset[str]
+              ) -> tuple[list[bytes], str | None]:
+    """:func:`_scan` in a worker process, on its own connection."""
+    from xai_sandbox.store.store import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return _scan(conn, start, end, purged)
+    finally:
+        engine.dispose()
+
+
+def verify_log(engine: Engine, verifiers: list[Verifier], origin: str,
+               workers: int | None = None) -> VerifyReport:
+    """Check everything; the report lists problems, the first naming the first bad entry.
+
+    Entries are checked in ``workers`` processes (default: one per core for logs of more
+    than 50,000 entries in a file or server database), each on its own range.
+    """
     report = VerifyReport()
     tree = MemoryTree()
     with engine.connect() as conn:
         head = int(conn.execute(select(t.log_head.c.size)).scalar_one())
-        purged = {f"{r.record_type}:{r.record_id}" for r in conn.execute(
-            select(t.purges.c.record_type, t.purges.c.record_id))}
-        expected = 0
-        for page in _pages(conn, head):
-            records = _records(conn, page)
-            leaves = []
-            for row in page:
-                where = f"entry {row.idx} ({row.kind} {row.record_id})"
-                if row.idx != expected:
-                    report.fail(f"entry {expected}: missing (next stored entry is {row.idx})")
-                    return report
-                expected += 1
-                body = bytes(row.body)
-                if hashlib.sha256(b"\x00" + body).digest() != bytes(row.leaf_hash):
-                    report.fail(f"{where}: leaf hash is not SHA-256(0x00 || body)")
-                    return report
-                builder = ENTRY_BUILDERS.get(row.kind)
-                if builder is None or KIND_TABLE[row.kind] != row.record_id.partition(":")[0]:
-                    report.fail(f"{where}: unknown kind or wrong record table")
-                    return report
-                record = records.get(row.record_id)
-                if record is None:
-                    if row.record_id not in purged:
-                        report.fail(f"{where}: record is missing and no purge was logged")
-                        return report
-                elif canonical_json(builder(record)) != body:
-                    report.fail(f"{where}: stored record does not match its log entry")
-                    return report
-                leaves.append(bytes(row.leaf_hash))
+        purged = frozenset(f"{r.record_type}:{r.record_id}" for r in conn.execute(
+            select(t.purges.c.record_type, t.purges.c.record_id)))
+        url = engine.url.render_as_string(hide_password=False)
+        if workers is None:
+            workers = min(4, os.cpu_count() or 1) if head > 50_000 else 1
+        if workers > 1 and ":memory:" not in url and engine.url.database:
+            bounds = [head * k // workers for k in range(workers + 1)]
+            # fork: the workers need no importable __main__ and open their own engines.
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                parts = list(pool.map(_scan_url, [url] * workers, bounds[:-1], bounds[1:],
+                                      [purged] * workers))
+        else:
+            parts = [_scan(conn, 0, head, purged)]
+        for leaves, problem in parts:
             tree.extend(leaves)
-        report.entries = expected
-        if expected != head:
-            report.fail(f"entry {expected}: missing (the log head says {head} entries)")
-            return report
+            if problem is not None:
+                report.entries = tree.size
+                report.fail(problem)
+                return report
+        report.entries = tree.size
         # Stored nodes against the recomputed ones.
         seen = 0
-        for node in conn.execute(select(t.log_nodes).order_by(t.log_nodes.c.node)):
-            seen += 1
-            level, idx = t.node_position(node.node)
-            mine = tree.nodes.get((level, idx))
-            if mine is None or mine != bytes(node.hash):
-                report.fail(f"node ({level}, {idx}) over entries from {idx << level}: "
-                            "does not match the tree recomputed from the entries")
-                return report
+        nodes = tree.nodes
+        result = conn.execute(select(t.log_nodes.c.node, t.log_nodes.c.hash)
+                              .order_by(t.log_nodes.c.node))
+        for part in result.partitions(20_000):
+            for key, stored in part:
+                seen += 1
+                level, idx = t.node_position(key)
+                if nodes.get((level, idx)) != bytes(stored):
+                    report.fail(f"node ({level}, {idx}) over entries from {idx << level}: "
+                                "does not match the tree recomputed from the entries")
+                    return report
         if seen != len(tree.nodes):
             report.fail(f"log_nodes: {len(tree.nodes) - seen} nodes missing")
             return report

@@ -19,9 +19,9 @@ def rfc3339(value: datetime | None) -> str | None:
     """UTC time as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (SQLite returns naive UTC times)."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="microseconds") + "Z"
 
 
 def _sha(text: str | bytes | None) -> str | None:
