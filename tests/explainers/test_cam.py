@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
 
-from conftest import make_cnn
+from helpers import make_cnn
 from xai_sandbox.explainers import explain
 from xai_sandbox.explainers.cam import grad_cam_plus_plus_map
 

@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from conftest import make_cnn, make_mlp
+from helpers import make_cnn, make_mlp
 from xai_sandbox.errors import (
     InvalidInputError,
     InvalidTargetError,

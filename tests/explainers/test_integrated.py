@@ -3,7 +3,7 @@ import pytest
 import torch
 from captum.attr import IntegratedGradients as CaptumIG
 
-from conftest import make_mlp
+from helpers import make_mlp
 from xai_sandbox.explainers import explain
 from xai_sandbox.explainers.integrated import gauss_legendre, integrated_gradients
 

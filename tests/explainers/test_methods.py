@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_cnn, make_mlp
+from helpers import make_cnn, make_mlp
 from xai_sandbox.errors import ExplanationError, InvalidInputError, UnsupportedModelError
 from xai_sandbox.explainers import explain
 

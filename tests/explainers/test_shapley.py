@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_mlp
+from helpers import make_mlp
 from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.explainers import explain
 from xai_sandbox.explainers.shapley import shapley_from_values

@@ -7,7 +7,7 @@ import torch
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from conftest import make_mlp
+from helpers import make_mlp
 from xai_sandbox.errors import InvalidInputError, NotDifferentiableError, UnsupportedModelError
 from xai_sandbox.models import ModelRegistry, SklearnAdapter, TorchAdapter, register, wrap
 from xai_sandbox.models.fingerprint import fingerprint_module
@@ -100,7 +100,7 @@ def test_boosters_through_their_sklearn_api(library):
 def test_fingerprints_are_stable_across_processes_and_track_weights():
     model = make_mlp(seed=3)
     here = fingerprint_module(model)
-    code = ("import sys; sys.path.insert(0, 'tests'); from conftest import make_mlp; "
+    code = ("import sys; sys.path.insert(0, 'tests'); from helpers import make_mlp; "
             "from xai_sandbox.models.fingerprint import fingerprint_module; "
             "print(fingerprint_module(make_mlp(seed=3)))")
     there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

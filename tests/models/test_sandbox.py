@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_cnn, make_mlp
+from helpers import make_cnn, make_mlp
 from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.models import HookSandbox, select_layers
 from xai_sandbox.models.fingerprint import fingerprint_module

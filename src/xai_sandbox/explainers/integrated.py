@@ -259,8 +259,7 @@ class IntegratedGradients(Explainer):
 
     def run(self, problem: Problem) -> Result:
         self._validate()
-        module = problem.adapter.torch_module()
-        del module
+        problem.adapter.torch_module()  # refuses a module in training mode
         forward = problem.adapter.forward_tensor
         x = problem.tensor(problem.inputs)
         b = problem.tensor(problem.baselines)

@@ -201,13 +201,12 @@ class TorchAdapter(ModelAdapter):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         X = self.validate_inputs(X, "X")
-        module = self.torch_module()
+        self.torch_module()  # refuses a module in training mode
         outs = []
         with torch.no_grad(), model_errors(X.shape):
             for start in range(0, X.shape[0], self.batch_size):
                 outs.append(self.forward_tensor(self.to_tensor(X[start:start + self.batch_size]))
                             .detach().cpu().double())
-        del module
         return torch.cat(outs).numpy()
 
     def fingerprint(self) -> str:

@@ -193,61 +193,63 @@ class Store:
         The log holds SHA-256(salt || canonical input) only; the salt and the input go to
         the deletable payload table.
         """
-        _text("policy_version", policy_version, 64)
+        return self.record_decisions([{
+            "model_key": model_key, "subject_id": subject_id, "inputs": inputs,
+            "output": output, "policy_version": policy_version, "case_ref": case_ref,
+            "decided_at": decided_at}])[0]
+
+    def record_decisions(self, items: Sequence[Mapping[str, Any]]) -> list[StoredDecision]:
+        """Many decisions in one transaction (group commit: one fsync for the batch).
+
+        Every item is validated before anything is written; either all are recorded or
+        none.
+        """
+        rows: list[dict[str, Any]] = []
+        payloads: list[dict[str, Any]] = []
+        for n, item in enumerate(items):
+            row, payload = self._decision_rows(item, f"items[{n}]")
+            rows.append(row)
+            payloads.append(payload)
+        if not rows:
+            return []
+        with self.writer.begin() as conn:
+            keys = {r["model_key"] for r in rows}
+            known = set(conn.execute(select(t.models.c.key).where(t.models.c.key.in_(keys)))
+                        .scalars())
+            if keys - known:
+                raise InvalidInputError("model_key", "must be a registered model",
+                                        sorted(keys - known)[0])
+            conn.execute(insert(t.decisions), rows)
+            conn.execute(insert(t.payloads), payloads)
+            indexes = self.log.append(conn, [
+                (f"decisions:{r['id']}", ENTRY_BUILDERS["decision_recorded"](r)) for r in rows])
+        return [StoredDecision(r["id"], r["subject_ref"], i, r["retain_until"])
+                for r, i in zip(rows, indexes, strict=True)]
+
+    def _decision_rows(self, item: Mapping[str, Any], where: str
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The decision row and its payload row, validated."""
+        if not isinstance(item, Mapping):
+            raise InvalidInputError(where, "must be a mapping", type(item).__name__)
+        inputs, output = item.get("inputs"), item.get("output")
         if not isinstance(inputs, Mapping) or not isinstance(output, Mapping):
-            raise InvalidInputError("inputs", "inputs and output must be mappings",
+            raise InvalidInputError(f"{where}.inputs", "inputs and output must be mappings",
                                     type(inputs).__name__)
         decision_id = str(uuid.uuid4())
         salt = secrets.token_bytes(32)
         payload = canonical_json(dict(inputs))
-        when = decided_at or _now()
-        row: dict[str, Any] = {"id": decision_id,
-               "case_ref": _text("case_ref", case_ref or decision_id),
-               "subject_ref": self.subject_ref(subject_id), "model_key": model_key,
-               "input_commitment": hashlib.sha256(salt + payload).hexdigest(),
-               "output_json": canonical_json(dict(output)).decode(),
-               "policy_version": policy_version, "decided_at": when,
-               "retain_until": self.retain_until(when), "legal_hold": False}
-        with self.writer.begin() as conn:
-            if conn.execute(select(t.models.c.key).where(t.models.c.key == model_key)
-                            ).first() is None:
-                raise InvalidInputError("model_key", "must be a registered model", model_key)
-            idx = self._record(conn, t.decisions, row, "decision_recorded")
-            conn.execute(insert(t.payloads).values(decision_id=decision_id, salt=salt,
-                                                   payload_json=payload.decode()))
-        return StoredDecision(decision_id, row["subject_ref"], idx, row["retain_until"])
-
-    def record_decisions(self, items: Sequence[Mapping[str, Any]]) -> list[StoredDecision]:
-        """Many decisions in one transaction (group commit): one fsync for the batch."""
-        out: list[StoredDecision] = []
-        rows: list[dict[str, Any]] = []
-        payloads: list[dict[str, Any]] = []
-        entries: list[tuple[str, dict[str, Any]]] = []
-        for item in items:
-            decision_id = str(uuid.uuid4())
-            salt = secrets.token_bytes(32)
-            payload = canonical_json(dict(item["inputs"]))
-            when = item.get("decided_at") or _now()
-            row = {"id": decision_id, "case_ref": item.get("case_ref") or decision_id,
-                   "subject_ref": self.subject_ref(item["subject_id"]),
-                   "model_key": item["model_key"],
-                   "input_commitment": hashlib.sha256(salt + payload).hexdigest(),
-                   "output_json": canonical_json(dict(item["output"])).decode(),
-                   "policy_version": _text("policy_version", item["policy_version"], 64),
-                   "decided_at": when, "retain_until": self.retain_until(when),
-                   "legal_hold": False}
-            rows.append(row)
-            payloads.append({"decision_id": decision_id, "salt": salt,
-                             "payload_json": payload.decode()})
-            entries.append((f"decisions:{decision_id}", ENTRY_BUILDERS["decision_recorded"](row)))
-        if not rows:
-            return out
-        with self.writer.begin() as conn:
-            conn.execute(insert(t.decisions), rows)
-            conn.execute(insert(t.payloads), payloads)
-            indexes = self.log.append(conn, entries)
-        return [StoredDecision(r["id"], r["subject_ref"], i, r["retain_until"])
-                for r, i in zip(rows, indexes, strict=True)]
+        when = item.get("decided_at") or _now()
+        row: dict[str, Any] = {
+            "id": decision_id,
+            "case_ref": _text("case_ref", item.get("case_ref") or decision_id),
+            "subject_ref": self.subject_ref(item.get("subject_id")),  # type: ignore[arg-type]
+            "model_key": _text("model_key", item.get("model_key"), 260),
+            "input_commitment": hashlib.sha256(salt + payload).hexdigest(),
+            "output_json": canonical_json(dict(output)).decode(),
+            "policy_version": _text("policy_version", item.get("policy_version"), 64),
+            "decided_at": when, "retain_until": self.retain_until(when), "legal_hold": False}
+        return row, {"decision_id": decision_id, "salt": salt,
+                     "payload_json": payload.decode()}
 
     def decision(self, decision_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
