@@ -19,7 +19,8 @@ from xai_sandbox.audit.merkle import (
     verify_inclusion,
 )
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "merkle" / "testdata"
+# transparency-dev/merkle's vectors (Apache-2.0), copied from shared/testdata/merkle/.
+VECTORS = Path(__file__).resolve().parents[1] / "data" / "merkle" / "testdata"
 
 
 def _cases(kind: str) -> list[Path]:
