@@ -132,3 +132,19 @@ def test_custom_groups_of_features(credit):
         explain(credit.mlp, X, method="exact_shapley", groups={"a": ["duration"]})
     with pytest.raises(InvalidInputError, match=r"groups\['a'\]: must name features"):
         explain(credit.mlp, X, method="exact_shapley", groups={"a": ["salary"]})
+
+
+@pytest.mark.parametrize("kind", ["forest", "boosting"])
+def test_tree_shap_additivity_scikit_learn(kind):
+    from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 5))
+    y = (X[:, 0] + X[:, 3] > 0).astype(int)
+    est = (RandomForestClassifier(n_estimators=10, max_depth=4, random_state=0) if
+           kind == "forest" else GradientBoostingClassifier(n_estimators=20, random_state=0))
+    est.fit(X, y)
+    e = explain(est, X[:15], method="tree_shap", target=1)
+    assert np.abs(e.delta).max() <= 1e-6
+    expected_space = "probability" if kind == "forest" else "margin"
+    assert e.output_space == expected_space

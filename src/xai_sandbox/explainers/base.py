@@ -104,7 +104,6 @@ class Explainer(ABC):
     summary: ClassVar[str]
     requires: ClassVar[Requirement] = "any"
     input_kinds: ClassVar[tuple[InputKind, ...]] = ("tabular", "image", "tokens")
-    samples: ClassVar[bool] = False  # whether results depend on random_state
 
     def params(self) -> dict[str, Any]:
         """The constructor's parameters, JSON-safe, for provenance."""

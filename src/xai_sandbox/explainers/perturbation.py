@@ -104,7 +104,6 @@ class LimeExplainer(Explainer):
     name = "lime"
     summary = "local sparse linear surrogate fitted to random perturbations (Captum Lime)"
     input_kinds = ("tabular", "image")
-    samples = True
 
     def __init__(self, n_samples: int = 1000, alpha: float = 0.01, kernel_width: float = 1.0,
                  patch: int = 32) -> None:

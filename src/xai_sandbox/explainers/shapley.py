@@ -208,7 +208,6 @@ class KernelShap(Explainer):
     name = "kernel_shap"
     summary = "KernelSHAP estimate of Shapley values (shap KernelExplainer)"
     input_kinds = ("tabular",)
-    samples = True
 
     def __init__(self, n_samples: int | str = "auto", l1_reg: bool | str = False) -> None:
         self.n_samples = n_samples

@@ -55,7 +55,6 @@ class SmoothGrad(Explainer):
     summary = "mean of any gradient method over Gaussian-noised copies of the input"
     requires = "gradients"
     input_kinds = ("tabular", "image")
-    samples = True
 
     def __init__(self, base_method: str = "saliency", n_samples: int = 20,
                  noise_level: float = 0.15, base_params: Mapping[str, Any] | None = None) -> None:
@@ -144,12 +143,6 @@ class _ContrastAdapter(ModelAdapter):
     def fingerprint(self) -> str:
         return self.inner.fingerprint()
 
-    def __getattr__(self, name: str) -> Any:
-        # Tree-ensemble checks and margins fall through to the wrapped adapter.
-        if name in ("is_tree_ensemble",):
-            return False
-        raise AttributeError(name)
-
 
 @register_explainer
 class Contrastive(Explainer):
@@ -161,7 +154,6 @@ class Contrastive(Explainer):
 
     name = "contrastive"
     summary = "why class A rather than class B: any method on the output difference"
-    samples = True
 
     def __init__(self, foil: int, base_method: str = "integrated_gradients",
                  base_params: Mapping[str, Any] | None = None) -> None:

@@ -264,8 +264,11 @@ class SklearnAdapter(ModelAdapter):
                 out = est.predict(X, raw_score=True)
             elif module.startswith("xgboost"):
                 out = est.predict(X, output_margin=True)
-            elif hasattr(est, "decision_function"):
+            elif type(est).__name__.startswith("GradientBoosting") and hasattr(
+                    est, "decision_function"):
                 out = est.decision_function(X)
+            elif hasattr(est, "predict_proba"):  # forests and trees explain probabilities
+                out = est.predict_proba(X)
             else:
                 out = est.predict(X)
         out = np.asarray(out, dtype=np.float64)
