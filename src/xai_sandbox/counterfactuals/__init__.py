@@ -1,0 +1,12 @@
+"""Counterfactual explanations: the smallest feasible changes that flip a decision."""
+
+from xai_sandbox.counterfactuals.search import (
+    NO_FEASIBLE_CHANGE,
+    Change,
+    Counterfactual,
+    CounterfactualSet,
+    find_counterfactuals,
+)
+
+__all__ = ["NO_FEASIBLE_CHANGE", "Change", "Counterfactual", "CounterfactualSet",
+           "find_counterfactuals"]
