@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -111,10 +112,11 @@ def credit_models() -> CreditModels:
     reference = data.schema.reference_row(data.X[train])
     mlp = _cached_mlp(data, train)
     gbm = train_lightgbm(data.X[train], data.y[train])
-    common = {"task": "classification", "class_names": CLASS_NAMES, "schema": data.schema,
-              "reference": reference}
-    reg_mlp = register(mlp, model_id="german-credit-mlp", version="1", **common)  # type: ignore[arg-type]
-    reg_gbm = register(gbm, model_id="german-credit-lightgbm", version="1", **common)  # type: ignore[arg-type]
+    common: dict[str, Any] = {"task": "classification", "class_names": CLASS_NAMES,
+                              "schema": data.schema, "reference": reference,
+                              "training_data": data.X[train]}
+    reg_mlp = register(mlp, model_id="german-credit-mlp", version="1", **common)
+    reg_gbm = register(gbm, model_id="german-credit-lightgbm", version="1", **common)
     acc = {
         m.model_id: float((m.adapter.predict(data.X[test]).argmax(axis=1) == data.y[test]).mean())
         for m in (reg_mlp, reg_gbm)

@@ -12,6 +12,7 @@ import numpy as np
 from xai_sandbox.errors import InvalidInputError, InvalidTargetError
 from xai_sandbox.models.adapters import ModelAdapter, wrap
 from xai_sandbox.models.schema import FeatureSchema
+from xai_sandbox.quality.ood import TrainingProfile, fit_profile
 
 __all__ = ["ModelRegistry", "RegisteredModel", "register"]
 
@@ -36,6 +37,7 @@ class RegisteredModel:
     schema: FeatureSchema | None = None
     reference: np.ndarray | None = field(default=None, repr=False)
     background: np.ndarray | None = field(default=None, repr=False)
+    profile: TrainingProfile | None = field(default=None, repr=False)
 
     @property
     def identity(self) -> dict[str, str]:
@@ -55,8 +57,14 @@ class RegisteredModel:
 def register(model: Any, *, model_id: str, version: str, task: Task = "classification",
              class_names: Sequence[str] = (), schema: FeatureSchema | None = None,
              reference: np.ndarray | None = None, background: np.ndarray | None = None,
+             training_data: np.ndarray | None = None,
              **adapter_options: Any) -> RegisteredModel:
-    """Wrap ``model`` and give it an identity; computes its fingerprint once."""
+    """Wrap ``model`` and give it an identity; computes its fingerprint once.
+
+    ``training_data`` (encoded tabular rows) is summarised into a
+    :class:`~xai_sandbox.quality.TrainingProfile` for out-of-distribution checks; the rows
+    themselves are not kept.
+    """
     if not isinstance(model_id, str) or not _ID.match(model_id):
         raise InvalidInputError("model_id", "must be 1-128 of letters, digits, '.', '_', '-'",
                                 model_id)
@@ -80,9 +88,16 @@ def register(model: Any, *, model_id: str, version: str, task: Task = "classific
                                     len(schema.columns))
     ref = None if reference is None else adapter.validate_inputs(reference, "reference")
     bg = None if background is None else adapter.validate_inputs(background, "background")
+    profile = None
+    if training_data is not None:
+        if adapter.input_kind != "tabular":
+            raise InvalidInputError("training_data", "profiles are kept for tabular models",
+                                    adapter.input_kind)
+        rows = adapter.validate_inputs(training_data, "training_data")
+        profile = fit_profile(rows, schema.columns if schema is not None else None)
     return RegisteredModel(model_id=model_id, version=version, adapter=adapter, task=task,
                            class_names=tuple(class_names), fingerprint=adapter.fingerprint(),
-                           schema=schema, reference=ref, background=bg)
+                           schema=schema, reference=ref, background=bg, profile=profile)
 
 
 class ModelRegistry:
