@@ -128,6 +128,8 @@ def test_export_witness_to_a_folder_and_an_http_endpoint(filled: Store, settings
         server.shutdown()
         server.server_close()
     assert received and received[0].startswith(f"{settings.log_origin}\n7\n")
+    nowhere = cli(settings, "export-witness", "--to", str(tmp_path / "no" / "such" / "file"))
+    assert nowhere.returncode == 2 and "must be a writable file or folder" in nowhere.stdout
     refused = cli(settings, "export-witness", "--to", "http://127.0.0.1:9/nothing")
     assert refused.returncode == 2 and "reachable witness" in refused.stdout
 

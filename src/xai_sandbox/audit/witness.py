@@ -44,9 +44,13 @@ def publish_checkpoint(note: str, target: str, timeout: float = 10.0) -> str:
     if path.is_dir():
         path = path / f"{size}.checkpoint"
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(note)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(note)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise InvalidInputError("target", "must be a writable file or folder",
+                                f"{target}: {exc.strerror}") from exc
     return str(path)
