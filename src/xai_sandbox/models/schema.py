@@ -232,6 +232,20 @@ class FeatureSchema:
             raise SchemaError("locale", f"must be one of {list(LOCALES)}", locale)
         return self.feature(name).display.get(locale, name)
 
+    def display_value(self, name: str, value: Any, locale: str = "en",
+                      with_code: bool = False) -> str:
+        """A value as a person reads it: the category's display name (optionally with its
+        code), or the number with its unit."""
+        spec = self.feature(name)
+        if spec.kind == "categorical":
+            for cat in spec.categories:
+                if cat.code == value:
+                    shown = cat.display.get(locale, cat.code)
+                    return f"{shown} ({cat.code})" if with_code else shown
+            return str(value)
+        number = f"{float(value):g}"
+        return f"{number} {spec.unit}" if spec.unit else number
+
     # ------------------------------------------------------------------ rows
     def encode(self, rows: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> np.ndarray:
         """Validate rows (feature name -> value) and encode them as model columns.

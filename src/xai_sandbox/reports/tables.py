@@ -14,17 +14,6 @@ from xai_sandbox.models.schema import FeatureSchema
 __all__ = ["factor_rows", "factor_table"]
 
 
-def _shown(schema: FeatureSchema, name: str, value: Any, locale: str) -> str:
-    spec = schema.feature(name)
-    if spec.kind == "categorical":
-        for cat in spec.categories:
-            if cat.code == value:
-                return f"{cat.display.get(locale, cat.code)} ({cat.code})"
-        return str(value)
-    unit = f" {spec.unit}" if spec.unit else ""
-    return f"{value:g}{unit}"
-
-
 def factor_rows(schema: FeatureSchema, row: Mapping[str, Any],
                 explanations: Mapping[str, Explanation], *, rank_by: str,
                 locale: str = "en", index: int = 0) -> list[dict[str, Any]]:
@@ -46,7 +35,7 @@ def factor_rows(schema: FeatureSchema, row: Mapping[str, Any],
             "feature": name,
             "display": spec.display.get(locale, name),
             "value": row[name],
-            "value_display": _shown(schema, name, row[name], locale),
+            "value_display": schema.display_value(name, row[name], locale, with_code=True),
             "protected": spec.protected,
             "reason_code": spec.reason_code,
             "attributions": {label: float(e.values[index, j])

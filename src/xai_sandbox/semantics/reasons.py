@@ -94,17 +94,6 @@ def _impact(share: float) -> Impact:
     return "HIGH" if share >= 0.25 else "MEDIUM" if share >= 0.10 else "LOW"
 
 
-def _shown(schema: FeatureSchema, name: str, value: Any, locale: str) -> str:
-    spec = schema.feature(name)
-    if spec.kind == "categorical":
-        for cat in spec.categories:
-            if cat.code == value:
-                return cat.display.get(locale, cat.code)
-        return str(value)
-    number = f"{float(value):g}"
-    return f"{number} {spec.unit}" if spec.unit else number
-
-
 def principal_reasons(explanation: Explanation, schema: FeatureSchema,
                       row: Mapping[str, Any], *, outcome: Mapping[str, str] | str,
                       index: int = 0, catalogue: ReasonCatalogue | None = None
@@ -145,7 +134,7 @@ def principal_reasons(explanation: Explanation, schema: FeatureSchema,
             continue
         text = {loc: _SENTENCE[loc].format(
             feature=spec.display.get(loc, spec.name),
-            value=_shown(schema, spec.name, row[spec.name], loc),
+            value=schema.display_value(spec.name, row[spec.name], loc),
             outcome=names[loc],
             code_text=catalogue.text(spec.reason_code, loc, spec.display.get(loc, spec.name)))
             for loc in LOCALES}
