@@ -29,6 +29,21 @@ class Settings(BaseSettings):
     retention_reg_b_days: int = 761        # Regulation B 1002.12(b): 25 months
     retention_pipl_days: int = 1096        # PIPL Art. 55-56: 3 years
 
+    # Who deploys and who provides the system (report field 3).
+    deployer_name: str = "Example Bank AG (demo deployer)"
+    deployer_contact: str = "dpo@bank.example"
+    provider_name: str = "XAI-Sandbox"
+    provider_contact: str = "compliance@xai-sandbox.example"
+
+    # The service.
+    review_sla_working_days: int = Field(default=7, ge=1, le=90)
+    job_workers: int = Field(default=1, ge=0, le=32)
+    job_lease_seconds: float = Field(default=30.0, gt=0)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # Explanation reads per subject and per key, per minute (stops model probing).
+    rate_limit_subject_per_minute: int = Field(default=60, ge=1)
+    rate_limit_key_per_minute: int = Field(default=600, ge=1)
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -31,9 +31,34 @@ Impact = Literal["HIGH", "MEDIUM", "LOW"]
 MAX_REASONS = 4
 
 _SENTENCE = {
-    "en": "{feature} ({value}) weighed toward the outcome \"{outcome}\": {code_text}.",
-    "zh": "{feature}（{value}）使结果倾向于“{outcome}”：{code_text}。",
+    "en": "{feature} ({value}) pushed the decision toward \"{outcome}\"{why}. {code_text}.",
+    "zh": "{feature}（{value}）使决定倾向于“{outcome}”{why}。{code_text}。",
 }
+# Why, against the reference (a typical applicant): the value's side, never a guess at
+# another factor ("a high debt ratio" must not read as "a low income").
+_WHY = {
+    "higher": {"en": ", because it is higher than for a typical applicant ({ref})",
+               "zh": "，因为高于典型申请人（{ref}）"},
+    "lower": {"en": ", because it is lower than for a typical applicant ({ref})",
+              "zh": "，因为低于典型申请人（{ref}）"},
+    "differs": {"en": ", compared with a typical applicant ({ref})",
+                "zh": "，相对于典型申请人（{ref}）"},
+}
+
+
+def _why(schema: FeatureSchema, name: str, value: Any, reference: Mapping[str, Any] | None,
+         locale: str) -> str:
+    if reference is None or name not in reference:
+        return ""
+    ref = reference[name]
+    if schema.feature(name).kind == "categorical":
+        side = "differs" if ref != value else None
+    else:
+        side = "higher" if float(value) > float(ref) else (
+            "lower" if float(value) < float(ref) else None)
+    if side is None:
+        return ""
+    return _WHY[side][locale].format(ref=schema.display_value(name, ref, locale))
 
 
 @dataclass(frozen=True)
@@ -96,13 +121,14 @@ def _impact(share: float) -> Impact:
 
 def principal_reasons(explanation: Explanation, schema: FeatureSchema,
                       row: Mapping[str, Any], *, outcome: Mapping[str, str] | str,
-                      index: int = 0, catalogue: ReasonCatalogue | None = None
-                      ) -> ReasonSet:
+                      index: int = 0, catalogue: ReasonCatalogue | None = None,
+                      reference: Mapping[str, Any] | None = None) -> ReasonSet:
     """At most four ranked reasons for the explained outcome of row ``index``.
 
     ``explanation`` must hold one value per schema feature (grouped), explaining the
     output of the outcome given (positive values pushed toward it). ``outcome`` names
-    it, per locale or as one string.
+    it, per locale or as one string. ``reference`` (the baseline row the attributions
+    are measured against) lets each sentence say on which side of it the value lies.
     """
     if explanation.feature_names != schema.names:
         raise InvalidInputError("explanation", "must hold one value per schema feature "
@@ -135,7 +161,7 @@ def principal_reasons(explanation: Explanation, schema: FeatureSchema,
         text = {loc: _SENTENCE[loc].format(
             feature=spec.display.get(loc, spec.name),
             value=schema.display_value(spec.name, row[spec.name], loc),
-            outcome=names[loc],
+            outcome=names[loc], why=_why(schema, spec.name, row[spec.name], reference, loc),
             code_text=catalogue.text(spec.reason_code, loc, spec.display.get(loc, spec.name)))
             for loc in LOCALES}
         reasons.append(Reason(rank=len(reasons) + 1, feature=spec.name,

@@ -34,7 +34,14 @@ def _sha(text: str | bytes | None) -> str | None:
 def _model(row: Mapping[str, Any]) -> dict[str, Any]:
     return {"kind": "model_registered", "model": row["key"], "model_id": row["model_id"],
             "version": row["version"], "fingerprint": row["fingerprint"],
-            "schema_sha256": _sha(row["schema_json"]), "at": rfc3339(row["registered_at"])}
+            "schema_sha256": _sha(row["schema_json"]), "at": rfc3339(row["registered_at"]),
+            **_set({"spec_sha256": _sha(row.get("spec_json"))})}
+
+
+def _set(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Fields added after schema 0001 enter an entry only when set, so entries written
+    before they existed rebuild to the same bytes."""
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def _decision(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -61,7 +68,15 @@ def _access(row: Mapping[str, Any]) -> dict[str, Any]:
 def _review_requested(row: Mapping[str, Any]) -> dict[str, Any]:
     return {"kind": "review_requested", "review_id": row["id"],
             "decision_id": row["decision_id"], "requested_by": row["requested_by"],
-            "reason_sha256": _sha(row["reason"]), "at": rfc3339(row["requested_at"])}
+            "reason_sha256": _sha(row["reason"]), "at": rfc3339(row["requested_at"]),
+            **_set({"request_kind": row.get("kind"), "channel": row.get("channel"),
+                    "due_at": rfc3339(row.get("due_at"))})}
+
+
+def _review_event(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": "review_step", "event_id": row["id"], "review_id": row["review_id"],
+            "decision_id": row["decision_id"], "action": row["action"], "actor": row["actor"],
+            "role": row["role"], "at": rfc3339(row["at"])}
 
 
 def _review_decided(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,6 +101,13 @@ def _purge(row: Mapping[str, Any]) -> dict[str, Any]:
             "record_id": row["record_id"], "at": rfc3339(row["purged_at"])}
 
 
+def _adhoc(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": "adhoc_explanation", "explanation_id": row["id"], "model": row["model_key"],
+            "actor": row["actor"], "method": row["method"],
+            "input_commitment": row["input_commitment"],
+            "explanation_sha256": row["explanation_sha256"], "at": rfc3339(row["created_at"])}
+
+
 ENTRY_BUILDERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "model_registered": _model,
     "decision_recorded": _decision,
@@ -93,15 +115,19 @@ ENTRY_BUILDERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "record_accessed": _access,
     "review_requested": _review_requested,
     "review_decided": _review_decided,
+    "review_step": _review_event,
     "alert_raised": _alert,
     "payload_erased": _erasure,
     "record_purged": _purge,
+    "adhoc_explanation": _adhoc,
 }
 
 # The table whose row each kind of entry is rebuilt from (keyed by that table's id).
 KIND_TABLE: dict[str, str] = {
     "model_registered": "models", "decision_recorded": "decisions",
     "explanation_generated": "reports", "record_accessed": "access_events",
-    "review_requested": "reviews", "review_decided": "reviews", "alert_raised": "alerts",
+    "review_requested": "reviews", "review_decided": "reviews",
+    "review_step": "review_events", "alert_raised": "alerts",
     "payload_erased": "erasures", "record_purged": "purges",
+    "adhoc_explanation": "adhoc_explanations",
 }

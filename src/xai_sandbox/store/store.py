@@ -34,10 +34,12 @@ from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.settings import Settings
 from xai_sandbox.store import tables as t
 from xai_sandbox.store.entries import ENTRY_BUILDERS
+from xai_sandbox.store.jobs import enqueue
 
-__all__ = ["REVIEW_OUTCOMES", "Store", "StoredDecision"]
+__all__ = ["REVIEW_KINDS", "REVIEW_OUTCOMES", "Store", "StoredDecision"]
 
 REVIEW_OUTCOMES = ("confirmed", "overridden", "reversed")
+REVIEW_KINDS = ("human_review", "contest", "explanation")
 _ID_TEXT = 128
 
 
@@ -104,6 +106,7 @@ class StoredDecision:
     subject_ref: str
     leaf_index: int
     retain_until: datetime
+    job_id: str | None = None   # the explanation job created with it, if any
 
 
 class Store:
@@ -161,8 +164,14 @@ class Store:
 
     # ------------------------------------------------------------------ models
     def register_model(self, model_id: str, version: str, fingerprint: str,
-                       schema: Mapping[str, Any] | None = None) -> tuple[str, int]:
-        """Record a model; returns its key ``id@version`` and the leaf index."""
+                       schema: Mapping[str, Any] | None = None,
+                       spec: Mapping[str, Any] | None = None) -> tuple[str, int]:
+        """Record a model; returns its key ``id@version`` and the leaf index.
+
+        ``spec`` says how to load the model again (a built-in name or a model text) and
+        carries its explanation policy; it is stored as canonical JSON and committed to by
+        its hash in the log.
+        """
         _text("model_id", model_id)
         _text("version", version)
         if not isinstance(fingerprint, str) or len(fingerprint) != 64:
@@ -170,7 +179,8 @@ class Store:
         key = f"{model_id}@{version}"
         row = {"key": key, "model_id": model_id, "version": version, "fingerprint": fingerprint,
                "schema_json": canonical_json(schema).decode() if schema is not None else None,
-               "registered_at": _now()}
+               "registered_at": _now(),
+               "spec_json": canonical_json(dict(spec)).decode() if spec is not None else None}
         with self.writer.begin() as conn:
             existing = conn.execute(select(t.models.c.fingerprint)
                                     .where(t.models.c.key == key)).scalar()
@@ -182,6 +192,12 @@ class Store:
                     t.log_entries.c.record_id == f"models:{key}")).scalar_one()
                 return key, int(idx)
             return key, self._record(conn, t.models, row, "model_registered", key="key")
+
+    def models(self) -> list[dict[str, Any]]:
+        """Every registered model, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.models).order_by(t.models.c.registered_at))
+            return [dict(r) for r in rows.mappings()]
 
     # ------------------------------------------------------------------ decisions
     def record_decision(self, *, model_key: str, subject_id: str, inputs: Mapping[str, Any],
@@ -202,7 +218,8 @@ class Store:
         """Many decisions in one transaction (group commit: one fsync for the batch).
 
         Every item is validated before anything is written; either all are recorded or
-        none.
+        none. An item with ``explain_later`` (method names) gets an explanation job in the
+        same transaction.
         """
         rows: list[dict[str, Any]] = []
         payloads: list[dict[str, Any]] = []
@@ -223,8 +240,11 @@ class Store:
             conn.execute(insert(t.payloads), payloads)
             indexes = self.log.append(conn, [
                 (f"decisions:{r['id']}", ENTRY_BUILDERS["decision_recorded"](r)) for r in rows])
-        return [StoredDecision(r["id"], r["subject_ref"], i, r["retain_until"])
-                for r, i in zip(rows, indexes, strict=True)]
+            job_ids = [enqueue(conn, r["id"], item["explain_later"])
+                       if item.get("explain_later") else None
+                       for r, item in zip(rows, items, strict=True)]
+        return [StoredDecision(r["id"], r["subject_ref"], i, r["retain_until"], j)
+                for r, i, j in zip(rows, indexes, job_ids, strict=True)]
 
     def _decision_rows(self, item: Mapping[str, Any], where: str
                        ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -235,7 +255,12 @@ class Store:
         if not isinstance(inputs, Mapping) or not isinstance(output, Mapping):
             raise InvalidInputError(f"{where}.inputs", "inputs and output must be mappings",
                                     type(inputs).__name__)
-        decision_id = str(uuid.uuid4())
+        decision_id = item.get("decision_id") or str(uuid.uuid4())
+        try:
+            decision_id = str(uuid.UUID(str(decision_id)))
+        except ValueError as exc:
+            raise InvalidInputError(f"{where}.decision_id", "must be a UUID", decision_id
+                                    ) from exc
         salt = secrets.token_bytes(32)
         payload = canonical_json(dict(inputs))
         when = item.get("decided_at") or _now()
@@ -270,37 +295,186 @@ class Store:
     def record_report(self, decision_id: str, report: Mapping[str, Any],
                       schema_version: str) -> tuple[str, int]:
         """Store an explanation report as canonical JSON; returns (report id, leaf)."""
+        with self.writer.begin() as conn:
+            return self.insert_report(conn, decision_id, report, schema_version)
+
+    def insert_report(self, conn: Connection, decision_id: str, report: Mapping[str, Any],
+                      schema_version: str) -> tuple[str, int]:
+        """:meth:`record_report` inside the caller's write transaction."""
         body = canonical_json(dict(report))
         row: dict[str, Any] = {"id": str(uuid.uuid4()), "decision_id": decision_id,
                "schema_version": _text("schema_version", schema_version, 64), "body": body,
                "sha256": hashlib.sha256(body).hexdigest(), "created_at": _now()}
+        self._require_decision(conn, decision_id)
+        return row["id"], self._record(conn, t.reports, row, "explanation_generated")
+
+    def latest_report(self, decision_id: str) -> dict[str, Any] | None:
+        """The newest report of a decision: its row (body parsed) or ``None``."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.reports).where(t.reports.c.decision_id == decision_id)
+                               .order_by(t.reports.c.created_at.desc()).limit(1)
+                               ).mappings().first()
+        if row is None:
+            return None
+        return {**dict(row), "body": json.loads(bytes(row["body"]))}
+
+    def leaf_of(self, record_id: str) -> int:
+        """The leaf index of the first log entry of a record ('table:id')."""
+        with self.engine.connect() as conn:
+            idx = conn.execute(select(t.log_entries.c.idx).where(
+                t.log_entries.c.record_id == record_id).order_by(t.log_entries.c.idx).limit(1)
+            ).scalar()
+        if idx is None:
+            raise InvalidInputError("record_id", "must have a log entry", record_id)
+        return int(idx)
+
+    def decisions_of(self, subject_ref: str | None = None, *, model_key: str | None = None,
+                     limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Decisions, newest first, of one subject and/or one model."""
+        query = select(t.decisions).order_by(t.decisions.c.decided_at.desc(),
+                                             t.decisions.c.id)
+        if subject_ref is not None:
+            query = query.where(t.decisions.c.subject_ref == subject_ref)
+        if model_key is not None:
+            query = query.where(t.decisions.c.model_key == model_key)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.limit(limit).offset(offset)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def record_adhoc(self, *, model_key: str, actor: str, method: str, input_commitment: str,
+                     explanation_sha256: str) -> tuple[str, int]:
+        """Log an ad hoc explanation by the hashes of its input and result."""
+        row = {"id": str(uuid.uuid4()), "model_key": _text("model_key", model_key, 260),
+               "actor": _text("actor", actor), "method": _text("method", method, 64),
+               "input_commitment": input_commitment,
+               "explanation_sha256": explanation_sha256, "created_at": _now()}
         with self.writer.begin() as conn:
-            self._require_decision(conn, decision_id)
-            return row["id"], self._record(conn, t.reports, row, "explanation_generated")
+            return row["id"], self._record(conn, t.adhoc_explanations, row,
+                                           "adhoc_explanation")
 
     def record_access(self, *, record_type: str, record_id: str, action: str, actor: str,
                       role: str, purpose: str) -> int:
         """Log that someone read or exported a record."""
-        if action not in ("read", "export"):
-            raise InvalidInputError("action", "must be 'read' or 'export'", action)
-        row = {"id": str(uuid.uuid4()), "record_type": _text("record_type", record_type, 40),
-               "record_id": _text("record_id", record_id, 80), "action": action,
-               "actor": _text("actor", actor), "role": _text("role", role, 64),
-               "purpose": _text("purpose", purpose, 200), "at": _now()}
+        return self.record_accesses([{"record_type": record_type, "record_id": record_id,
+                                      "action": action, "actor": actor, "role": role,
+                                      "purpose": purpose}])[0]
+
+    def record_accesses(self, events: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Many access events in one transaction (one fsync); returns their leaves."""
+        rows = []
+        for event in events:
+            action = event.get("action")
+            if action not in ("read", "export"):
+                raise InvalidInputError("action", "must be 'read' or 'export'", action)
+            rows.append({"id": str(uuid.uuid4()),
+                         "record_type": _text("record_type", event.get("record_type"), 40),
+                         "record_id": _text("record_id", event.get("record_id"), 80),
+                         "action": action, "actor": _text("actor", event.get("actor")),
+                         "role": _text("role", event.get("role"), 64),
+                         "purpose": _text("purpose", event.get("purpose"), 200), "at": _now()})
+        if not rows:
+            return []
         with self.writer.begin() as conn:
-            return self._record(conn, t.access_events, row, "record_accessed")
+            conn.execute(insert(t.access_events), rows)
+            return self.log.append(conn, [
+                (f"access_events:{r['id']}", ENTRY_BUILDERS["record_accessed"](r))
+                for r in rows])
+
+    def accesses_of(self, record_id: str, limit: int = 200) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.access_events).where(
+                t.access_events.c.record_id == record_id)
+                .order_by(t.access_events.c.at.desc()).limit(limit)).mappings().all()
+        return [dict(r) for r in rows]
 
     # ------------------------------------------------------------------ reviews, alerts
-    def request_review(self, decision_id: str, requested_by: str, reason: str
-                       ) -> tuple[str, int]:
+    def request_review(self, decision_id: str, requested_by: str, reason: str, *,
+                       kind: str = "human_review", channel: str = "api",
+                       due_at: datetime | None = None) -> tuple[str, int]:
+        """A human review, contest or explanation request of a decision (GDPR Art. 22(3),
+        PIPL Art. 24); returns (review id, leaf)."""
+        if kind not in REVIEW_KINDS:
+            raise InvalidInputError("kind", f"must be one of {list(REVIEW_KINDS)}", kind)
         row: dict[str, Any] = {"id": str(uuid.uuid4()), "decision_id": decision_id,
                "requested_by": _text("requested_by", requested_by),
                "reason": _text("reason", reason, 4000), "requested_at": _now(),
                "status": "pending", "reviewer": None, "reviewer_role": None,
-               "rationale": None, "decided_at": None}
+               "rationale": None, "decided_at": None, "kind": kind,
+               "channel": _text("channel", channel, 20), "due_at": due_at}
         with self.writer.begin() as conn:
             self._require_decision(conn, decision_id)
+            open_ = conn.execute(select(t.reviews.c.id).where(
+                t.reviews.c.decision_id == decision_id, t.reviews.c.status == "pending",
+                t.reviews.c.kind == kind)).first()
+            if open_ is not None:
+                raise InvalidInputError("decision_id", f"already has a pending {kind} "
+                                        "request", decision_id)
             return row["id"], self._record(conn, t.reviews, row, "review_requested")
+
+    def review(self, review_id: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.reviews).where(t.reviews.c.id == review_id)
+                               ).mappings().first()
+            if row is None:
+                raise InvalidInputError("review_id", "must be a requested review", review_id)
+            steps = conn.execute(select(t.review_events).where(
+                t.review_events.c.review_id == review_id).order_by(t.review_events.c.at)
+            ).mappings().all()
+        return {**dict(row), "steps": [dict(s) for s in steps]}
+
+    def reviews_of(self, decision_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.reviews).where(t.reviews.c.decision_id == decision_id)
+                                .order_by(t.reviews.c.requested_at)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def review_queue(self, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Pending requests, the earliest due first, with who holds each."""
+        claims = (select(t.review_events.c.actor).where(
+            t.review_events.c.review_id == t.reviews.c.id)
+            .order_by(t.review_events.c.at.desc()).limit(1).scalar_subquery())
+        last_action = (select(t.review_events.c.action).where(
+            t.review_events.c.review_id == t.reviews.c.id)
+            .order_by(t.review_events.c.at.desc()).limit(1).scalar_subquery())
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.reviews, claims.label("holder"), last_action.label("last_action"))
+                .where(t.reviews.c.status == "pending")
+                .order_by(t.reviews.c.due_at, t.reviews.c.requested_at)
+                .limit(limit).offset(offset)).mappings().all()
+        return [{**{k: v for k, v in r.items() if k not in ("holder", "last_action")},
+                 "claimed_by": r["holder"] if r["last_action"] == "claimed" else None}
+                for r in rows]
+
+    def claim_review(self, review_id: str, *, reviewer: str, role: str,
+                     release: bool = False) -> int:
+        """Claim a pending request for ``reviewer`` (or release it); one holder at a time."""
+        with self.writer.begin() as conn:
+            row = conn.execute(select(t.reviews).where(t.reviews.c.id == review_id)
+                               ).mappings().first()
+            if row is None:
+                raise InvalidInputError("review_id", "must be a requested review", review_id)
+            if row["status"] != "pending":
+                raise InvalidInputError("review_id", "is already decided", review_id)
+            holder = self._holder(conn, review_id)
+            if release:
+                if holder != reviewer:
+                    raise InvalidInputError("review_id", "is not claimed by you", review_id)
+            elif holder is not None and holder != reviewer:
+                raise InvalidInputError("review_id", f"is claimed by {holder}", review_id)
+            event = {"id": str(uuid.uuid4()), "review_id": review_id,
+                     "decision_id": row["decision_id"],
+                     "action": "released" if release else "claimed",
+                     "actor": _text("reviewer", reviewer), "role": _text("role", role, 64),
+                     "at": _now()}
+            return self._record(conn, t.review_events, event, "review_step")
+
+    @staticmethod
+    def _holder(conn: Connection, review_id: str) -> str | None:
+        last = conn.execute(select(t.review_events.c.action, t.review_events.c.actor).where(
+            t.review_events.c.review_id == review_id)
+            .order_by(t.review_events.c.at.desc()).limit(1)).first()
+        return last.actor if last is not None and last.action == "claimed" else None
 
     def decide_review(self, review_id: str, *, outcome: str, reviewer: str, role: str,
                       rationale: str) -> int:
@@ -314,10 +488,16 @@ class Store:
                 raise InvalidInputError("review_id", "must be a requested review", review_id)
             if row["status"] != "pending":
                 raise InvalidInputError("review_id", "is already decided", review_id)
+            holder = self._holder(conn, review_id)
+            if holder is not None and holder != reviewer:
+                raise InvalidInputError("review_id", f"is claimed by {holder}", review_id)
             values = {"status": outcome, "reviewer": _text("reviewer", reviewer),
                       "reviewer_role": _text("role", role, 64),
                       "rationale": _text("rationale", rationale, 4000), "decided_at": _now()}
-            conn.execute(update(t.reviews).where(t.reviews.c.id == review_id).values(**values))
+            done = conn.execute(update(t.reviews).where(
+                t.reviews.c.id == review_id, t.reviews.c.status == "pending").values(**values))
+            if done.rowcount != 1:  # pragma: no cover - the write lock makes this a race loss
+                raise InvalidInputError("review_id", "is already decided", review_id)
             entry = ENTRY_BUILDERS["review_decided"]({**row, **values})
             return self.log.append(conn, [(f"reviews:{review_id}", entry)])[0]
 
@@ -373,8 +553,13 @@ class Store:
                     select(t.reports.c.id).where(t.reports.c.decision_id == decision_id)
                 ).scalars()] + [("reviews", r) for r in conn.execute(
                     select(t.reviews.c.id).where(t.reviews.c.decision_id == decision_id)
-                ).scalars()]
+                ).scalars()] + [("review_events", r) for r in conn.execute(
+                    select(t.review_events.c.id).where(
+                        t.review_events.c.decision_id == decision_id)).scalars()]
                 conn.execute(delete(t.payloads).where(t.payloads.c.decision_id == decision_id))
+                conn.execute(delete(t.jobs).where(t.jobs.c.decision_id == decision_id))
+                conn.execute(delete(t.review_events).where(
+                    t.review_events.c.decision_id == decision_id))
                 conn.execute(delete(t.reports).where(t.reports.c.decision_id == decision_id))
                 conn.execute(delete(t.reviews).where(t.reviews.c.decision_id == decision_id))
                 conn.execute(delete(t.decisions).where(t.decisions.c.id == decision_id))

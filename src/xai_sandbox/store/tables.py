@@ -76,6 +76,8 @@ models = Table(
     Column("fingerprint", String(64), nullable=False),
     Column("schema_json", Text),
     Column("registered_at", DateTime(timezone=True), nullable=False),
+    # How to load it again (a built-in name or a model text) and its explanation policy.
+    Column("spec_json", Text),
 )
 
 decisions = Table(
@@ -87,7 +89,7 @@ decisions = Table(
     Column("input_commitment", String(64), nullable=False),
     Column("output_json", Text, nullable=False),
     Column("policy_version", String(64), nullable=False),
-    Column("decided_at", DateTime(timezone=True), nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False, index=True),
     Column("retain_until", DateTime(timezone=True), nullable=False),
     Column("legal_hold", Boolean, nullable=False, default=False),
 )
@@ -121,6 +123,62 @@ reviews = Table(
     Column("reviewer_role", String(64)),
     Column("rationale", Text),
     Column("decided_at", DateTime(timezone=True)),
+    # Added in 0002: human_review, contest or explanation; the channel; the due date.
+    Column("kind", String(20)),
+    Column("channel", String(20)),
+    Column("due_at", DateTime(timezone=True), index=True),
+)
+
+# Append-only steps of a review between request and decision (claims, releases).
+review_events = Table(
+    "review_events", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("review_id", String(36), ForeignKey("reviews.id"), nullable=False, index=True),
+    Column("decision_id", String(36), nullable=False),
+    Column("action", String(20), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("role", String(64), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+principals = Table(
+    "principals", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("roles", String(200), nullable=False),
+    Column("subject_ref", String(64), index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+)
+
+# Bearer keys "xai_<key id>_<secret>": the secret is kept only as its SHA-256.
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", String(16), primary_key=True),
+    Column("principal_id", String(36), ForeignKey("principals.id"), nullable=False,
+           index=True),
+    Column("secret_sha256", String(64), nullable=False),
+    Column("label", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+# Explanation jobs worked by the service's in-process pool. A job is claimed with a fresh
+# token and a lease; only the holder of the token can complete it, so it completes once.
+jobs = Table(
+    "jobs", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("decision_id", String(36), ForeignKey("decisions.id"), nullable=False,
+           unique=True),
+    Column("status", String(20), nullable=False, index=True),
+    Column("methods_json", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("token", String(36)),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("report_id", String(36)),
+    Column("error", Text),
 )
 
 access_events = Table(
@@ -157,4 +215,17 @@ purges = Table(
     Column("record_type", String(40), nullable=False),
     Column("record_id", String(80), nullable=False, index=True),
     Column("purged_at", DateTime(timezone=True), nullable=False),
+)
+
+# Ad hoc explanations (POST /v1/explain): the log commits to the input and the result;
+# neither is kept here, the caller holds them.
+adhoc_explanations = Table(
+    "adhoc_explanations", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("model_key", String(260), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("method", String(64), nullable=False),
+    Column("input_commitment", String(64), nullable=False),
+    Column("explanation_sha256", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )

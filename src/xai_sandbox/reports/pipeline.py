@@ -1,0 +1,709 @@
+"""One decision, end to end: validate, score, record, explain, translate, record the
+report; and back out as the subject's view or the full report.
+
+:class:`Decider` is what the service (and anyone embedding the library) calls. It holds
+the served models and a :class:`~xai_sandbox.store.Store`; the explanation of a decision
+is computed once, stored as canonical JSON and committed to in the audit log.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from xai_sandbox.audit.canonical import canonical_json
+from xai_sandbox.counterfactuals.search import NO_FEASIBLE_CHANGE, find_counterfactuals
+from xai_sandbox.errors import InvalidInputError, SchemaError, UnsupportedModelError
+from xai_sandbox.explainers import explain
+from xai_sandbox.explainers.explanation import Explanation, library_versions
+from xai_sandbox.models.registry import RegisteredModel, register
+from xai_sandbox.models.schema import LOCALES, FeatureSchema
+from xai_sandbox.quality.ood import TrainingProfile, fit_profile
+from xai_sandbox.reports.policy import ExplanationPolicy, ModelCard
+from xai_sandbox.semantics.reasons import principal_reasons
+from xai_sandbox.store.entries import rfc3339
+from xai_sandbox.store.jobs import ClaimedJob, JobQueue
+from xai_sandbox.store.store import Store
+
+__all__ = ["REPORT_SCHEMA", "DecisionOutcome", "Decider", "ServedModel", "add_working_days"]
+
+REPORT_SCHEMA = "xai-sandbox.report/1"
+STOCHASTIC_METHODS = frozenset({"kernel_shap", "lime", "smoothgrad"})
+_FIDELITY_LIMIT = 0.05   # completeness error above this marks the explanation unreliable
+
+DISCLAIMER = {
+    "en": "These are examples of changes that would have led the model to a different "
+          "outcome. They are guidance, not a promise of approval: a new application is "
+          "decided on its own facts.",
+    "zh": "以下是会使模型得出不同结果的变化示例。它们仅供参考，并非批准承诺："
+          "新的申请将根据其自身情况作出决定。",
+}
+CAVEAT_LOW = {
+    "en": "Explanation reliability low: your application differs from the data the model "
+          "learned from, so these reasons may describe the model less faithfully. You can "
+          "ask for a human review.",
+    "zh": "解释可靠性低：您的申请与模型学习所用的数据差异较大，这些理由可能不能准确反映模型。"
+          "您可以申请人工复核。",
+}
+CAVEAT_OK = {
+    "en": "These reasons are computed from the model that made the decision. They describe "
+          "the model, not a judgement about you.",
+    "zh": "这些理由由作出决定的模型计算得出，描述的是模型，而非对您个人的评价。",
+}
+RIGHTS = {
+    "en": [("human_review", "You can ask for a person to review this decision."),
+           ("contest", "You can express your point of view and contest the decision."),
+           ("explanation", "You can ask for more detail about how the decision was made.")],
+    "zh": [("human_review", "您可以要求由人工复核此决定。"),
+           ("contest", "您可以陈述意见并对决定提出异议。"),
+           ("explanation", "您可以要求进一步说明决定是如何作出的。")],
+}
+REVIEW_STATUS = {
+    "en": {"not_required": "not requested", "pending": "pending", "confirmed": "confirmed",
+           "overridden": "overridden", "reversed": "reversed"},
+    "zh": {"not_required": "未申请", "pending": "处理中", "confirmed": "维持原决定",
+           "overridden": "已改判", "reversed": "已撤销"},
+}
+DEFAULT_REGIMES = ("GDPR Art. 22 (solely automated decision with legal or similarly "
+                   "significant effect); Art. 13-15 meaningful information",
+                   "EU AI Act Annex III point 5(b) (creditworthiness), Art. 12, 13, 14, 86",
+                   "US ECOA / Regulation B 12 CFR 1002.9 (adverse action notice)",
+                   "China PIPL Art. 24 (automated decision-making)")
+
+
+def add_working_days(start: datetime, days: int) -> datetime:
+    """``start`` plus ``days`` working days (Monday to Friday)."""
+    out = start
+    left = days
+    while left > 0:
+        out += timedelta(days=1)
+        if out.weekday() < 5:
+            left -= 1
+    return out
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A registered model with its card, explanation policy and stored spec."""
+
+    key: str
+    model: RegisteredModel
+    policy: ExplanationPolicy
+    card: ModelCard
+    spec: Mapping[str, Any]
+    data: np.ndarray | None = field(default=None, repr=False)   # encoded training rows
+
+    @property
+    def schema(self) -> FeatureSchema:
+        if self.model.schema is None:  # pragma: no cover - served models have schemas
+            raise UnsupportedModelError("model", "needs a feature schema", self.key)
+        return self.model.schema
+
+    def summary(self) -> dict[str, Any]:
+        return {"model_id": self.model.model_id, "version": self.model.version,
+                "key": self.key, "fingerprint": self.model.fingerprint,
+                "task": self.model.task, "class_names": list(self.model.class_names),
+                "features": list(self.schema.names), "schema_version": self.schema.version,
+                "policy": self.policy.to_dict(), "card": self.card.to_dict(),
+                "source": self.spec["source"].get("kind", "builtin")}
+
+
+@dataclass(frozen=True)
+class DecisionOutcome:
+    decision_id: str
+    case_ref: str
+    model_key: str
+    output: Mapping[str, Any]
+    leaf_index: int
+    explained: bool
+    report_id: str | None
+    job_id: str | None
+
+
+def _softmax_if_needed(model: RegisteredModel, raw: np.ndarray) -> np.ndarray:
+    if model.adapter.output_space == "probability":
+        return raw
+    z = np.exp(raw - raw.max(axis=1, keepdims=True))
+    out: np.ndarray = z / z.sum(axis=1, keepdims=True)
+    return out
+
+
+def _profile_to_dict(p: TrainingProfile) -> dict[str, Any]:
+    return {"mean": p.mean.tolist(), "scale": p.scale.tolist(), "low": p.low.tolist(),
+            "high": p.high.tolist(), "precision": p.precision.tolist(),
+            "threshold": p.threshold, "columns": list(p.columns or ())}
+
+
+def _profile_from_dict(d: Mapping[str, Any]) -> TrainingProfile:
+    return TrainingProfile(mean=np.asarray(d["mean"]), scale=np.asarray(d["scale"]),
+                           low=np.asarray(d["low"]), high=np.asarray(d["high"]),
+                           precision=np.asarray(d["precision"]), threshold=d["threshold"],
+                           columns=tuple(d["columns"]) or None)
+
+
+def _load_source(source: Mapping[str, Any], model_id: str, version: str
+                 ) -> tuple[RegisteredModel, np.ndarray | None, dict[str, Any]]:
+    """The model a spec's source names; returns it, its training rows (if known) and the
+    source as it is to be stored."""
+    kind = source.get("kind")
+    if kind == "builtin":
+        from xai_sandbox.demos.catalog import BUILTIN_MODELS
+
+        name = source.get("name")
+        if name not in BUILTIN_MODELS or name == "efficientnet-lite0":
+            raise InvalidInputError("source.name", "must be a built-in tabular model "
+                                    f"{[n for n in BUILTIN_MODELS if n != 'efficientnet-lite0']}",
+                                    name)
+        from xai_sandbox.demos.credit import credit_models
+
+        credit = credit_models()
+        base = credit.mlp if name == "german-credit-mlp" else credit.lightgbm
+        model = RegisteredModel(model_id=model_id, version=version, adapter=base.adapter,
+                                task=base.task, class_names=base.class_names,
+                                fingerprint=base.fingerprint, schema=base.schema,
+                                reference=base.reference, background=base.background,
+                                profile=base.profile)
+        return model, credit.data.X[credit.train], {"kind": "builtin", "name": name}
+    if kind == "xgboost_json":
+        return _load_xgboost(source, model_id, version)
+    raise InvalidInputError("source.kind", "must be 'builtin' or 'xgboost_json'", kind)
+
+
+def _load_xgboost(source: Mapping[str, Any], model_id: str, version: str
+                  ) -> tuple[RegisteredModel, np.ndarray | None, dict[str, Any]]:
+    """An XGBoost classifier from its JSON model format (data, never code)."""
+    import xgboost
+
+    text = source.get("model")
+    if not isinstance(text, str) or not text.strip().startswith("{"):
+        raise InvalidInputError("source.model", "must be an XGBoost model in its JSON format",
+                                str(text)[:40])
+    schema = FeatureSchema.from_dict(source.get("schema"))
+    class_names = source.get("class_names")
+    if not isinstance(class_names, list) or len(class_names) < 2 or not all(
+            isinstance(c, str) for c in class_names):
+        raise InvalidInputError("source.class_names", "must list at least two class names",
+                                class_names)
+    est = xgboost.XGBClassifier()
+    try:
+        est.load_model(bytearray(text.encode()))
+    except Exception as exc:  # xgboost raises its own XGBoostError on a bad document
+        raise InvalidInputError("source.model", f"is not a loadable XGBoost model ({exc})",
+                                text[:40]) from exc
+    rows = source.get("training_rows")
+    data = None
+    stored: dict[str, Any] = {"kind": "xgboost_json", "model": text,
+                              "schema": schema.to_dict(), "class_names": class_names}
+    if rows is not None:
+        if not isinstance(rows, list) or not 10 <= len(rows) <= 100_000:
+            raise InvalidInputError("source.training_rows", "must list 10 to 100000 rows",
+                                    type(rows).__name__)
+        data = schema.encode(rows)
+        stored["profile"] = _profile_to_dict(fit_profile(data, schema.columns))
+        stored["reference"] = schema.decode(schema.reference_row(data)[None])[0]
+    elif source.get("profile") is not None:
+        stored["profile"] = source["profile"]
+        stored["reference"] = source.get("reference")
+    reference = stored.get("reference")
+    ref = schema.encode(reference) if reference is not None else None
+    model = register(est, model_id=model_id, version=version, class_names=class_names,
+                     schema=schema, reference=ref)
+    if "profile" in stored:
+        model = RegisteredModel(**{**model.__dict__,
+                                   "profile": _profile_from_dict(stored["profile"])})
+    return model, data, stored
+
+
+class Decider:
+    """Decisions, their explanations and their reports, over one store."""
+
+    def __init__(self, store: Store, *, review_sla_working_days: int | None = None) -> None:
+        self.store = store
+        self.settings = store.settings
+        self.sla_days = review_sla_working_days or self.settings.review_sla_working_days
+        self.jobs = JobQueue(store, lease_seconds=self.settings.job_lease_seconds)
+        self._models: dict[str, ServedModel] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ models
+    def register(self, spec: Mapping[str, Any]) -> ServedModel:
+        """Load, register, record and serve a model from its spec.
+
+        ``spec``: ``model_id``, ``version``, ``source`` (``{"kind": "builtin", "name":
+        ...}`` or ``{"kind": "xgboost_json", "model": ..., "schema": ..., "class_names":
+        ..., "training_rows": [...]}``), ``policy`` and optionally ``card``.
+        """
+        if not isinstance(spec, Mapping):
+            raise InvalidInputError("spec", "must be a mapping", spec)
+        model_id, version = spec.get("model_id"), spec.get("version", "1")
+        source = spec.get("source")
+        if not isinstance(source, Mapping):
+            raise InvalidInputError("source", "must be a mapping with a 'kind'", source)
+        model, data, stored_source = _load_source(source, str(model_id), str(version))
+        if not isinstance(model_id, str) or not isinstance(version, str):
+            raise InvalidInputError("model_id", "model_id and version must be strings",
+                                    model_id)
+        policy = ExplanationPolicy.from_dict(spec.get("policy"), model.class_names)
+        card = ModelCard.from_dict(spec.get("card"))
+        stored = {"model_id": model_id, "version": version, "source": stored_source,
+                  "policy": policy.to_dict(), "card": card.to_dict()}
+        key, _ = self.store.register_model(model_id, version, model.fingerprint,
+                                           schema=model.schema.to_dict() if model.schema
+                                           else None, spec=stored)
+        served = ServedModel(key=key, model=model, policy=policy, card=card, spec=stored,
+                             data=data)
+        with self._lock:
+            self._models[key] = served
+        return served
+
+    def load_registered(self) -> list[str]:
+        """Serve again every model recorded with a spec (after a restart)."""
+        loaded = []
+        for row in self.store.models():
+            if not row.get("spec_json") or row["key"] in self._models:
+                continue
+                spec = json.loads(row["spec_json"])
+            served = self.register(spec)
+            if served.model.fingerprint != row["fingerprint"]:  # pragma: no cover
+                raise InvalidInputError("model", "reloads with another fingerprint", row["key"])
+            loaded.append(row["key"])
+        return loaded
+
+    def models(self) -> list[ServedModel]:
+        with self._lock:
+            return list(self._models.values())
+
+    def model(self, model_id: str, version: str | None = None) -> ServedModel:
+        with self._lock:
+            if version is not None:
+                found = self._models.get(f"{model_id}@{version}")
+            else:
+                same = [m for m in self._models.values() if m.model.model_id == model_id]
+                found = same[-1] if same else None
+        if found is None:
+            raise InvalidInputError("model_id", "must be a registered model",
+                                    model_id if version is None else f"{model_id}@{version}")
+        return found
+
+    def model_by_key(self, key: str) -> ServedModel:
+        with self._lock:
+            found = self._models.get(key)
+        if found is None:
+            raise InvalidInputError("model_key", "must be a served model", key)
+        return found
+
+    # ------------------------------------------------------------------ decisions
+    def score(self, served: ServedModel, features: Mapping[str, Any]
+              ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Validate one applicant against the schema and score it."""
+        if not isinstance(features, Mapping):
+            raise SchemaError("features", "must be a mapping of feature name to value",
+                              type(features).__name__)
+        x = served.schema.encode(features)
+        probs = _softmax_if_needed(served.model, served.model.adapter.predict(x))[0]
+        names = served.model.class_names
+        policy = served.policy
+        adverse_idx = names.index(policy.adverse_class)
+        p_adverse = float(probs[adverse_idx])
+        adverse = p_adverse >= policy.threshold
+        if adverse:
+            outcome = policy.adverse_class
+        else:
+            others = [i for i in np.argsort(-probs) if i != adverse_idx]
+            outcome = names[int(others[0])]
+        output = {"score": p_adverse, "score_meaning": f"probability of '{policy.adverse_class}'",
+                  "decision": outcome, "label": dict(policy.outcome_labels[outcome]),
+                  "adverse": adverse, "threshold": policy.threshold,
+                  "confidence": float(probs[names.index(outcome)]),
+                  "probabilities": {n: float(p) for n, p in zip(names, probs, strict=True)},
+                  "policy_version": policy.version, "automation": policy.automation}
+        return x, output
+
+    def decide(self, *, model_id: str, subject_id: str, features: Mapping[str, Any],
+               version: str | None = None, case_ref: str | None = None,
+               explain_now: bool = True) -> DecisionOutcome:
+        """Score, record and (by policy) explain one decision.
+
+        The decision and its explanation job are recorded in one transaction. Cheap
+        methods are run at once by the caller (``explain_now``); expensive ones are left
+        to the job pool.
+        """
+        served = self.model(model_id, version)
+        _, output = self.score(served, features)
+        decision_id = str(uuid.uuid4())
+        stored = self.store.record_decisions([{
+            "decision_id": decision_id, "model_key": served.key, "subject_id": subject_id,
+            "inputs": dict(features), "output": output,
+            "policy_version": served.policy.version, "case_ref": case_ref,
+            "explain_later": list(served.policy.methods) if served.policy.explains(
+                adverse=bool(output["adverse"]), confidence=float(output["confidence"]),
+                decision_id=decision_id) else None}])[0]
+        report_id = None
+        if stored.job_id is not None and explain_now and not served.policy.deferred:
+            job = self.jobs.claim(stored.job_id)
+            if job is not None:
+                report_id = self.run_job(job)
+        row = self.store.decision(stored.decision_id)
+        return DecisionOutcome(decision_id=stored.decision_id, case_ref=row["case_ref"],
+                               model_key=served.key, output=output,
+                               leaf_index=stored.leaf_index, explained=stored.job_id is not None,
+                               report_id=report_id, job_id=stored.job_id)
+
+    def run_job(self, job: ClaimedJob) -> str | None:
+        """Explain a claimed job's decision and complete the job; returns the report id
+        (``None`` if the job failed or was lost to another worker)."""
+        from xai_sandbox.store.jobs import JobLost
+
+        try:
+            report = self.explain_decision(job.decision_id, job.methods)
+        except Exception as exc:  # recorded on the job; retried or failed by the queue
+            self.jobs.fail(job, f"{type(exc).__name__}: {exc}")
+            return None
+        try:
+            report_id, _ = self.jobs.complete(job, report, REPORT_SCHEMA)
+        except JobLost:
+            return None
+        return report_id
+
+    # ------------------------------------------------------------------ explanation
+    def explain_decision(self, decision_id: str, methods: Sequence[str]) -> dict[str, Any]:
+        """The stored part of a decision's report: everything computed once."""
+        row = self.store.decision(decision_id)
+        features = self.store.payload(decision_id)
+        if features is None:
+            raise InvalidInputError("decision_id", "has no input any more (erased)",
+                                    decision_id)
+        served = self.model_by_key(row["model_key"])
+        model, schema, policy = served.model, served.schema, served.policy
+        output = json.loads(row["output_json"])
+        x = schema.encode(features)
+        target = output["decision"]
+        seed = int.from_bytes(hashlib.sha256(decision_id.encode()).digest()[:4], "big")
+        explanations: list[Explanation] = []
+        for method in methods:
+            explanations.append(explain(model, x, method=method, target=target,
+                                        random_state=seed))
+        primary = explanations[0]
+        reference = (schema.decode(np.atleast_2d(model.reference))[0]
+                     if model.reference is not None else None)
+        reasons = principal_reasons(primary, schema, features,
+                                    outcome=policy.outcome_labels[target], reference=reference)
+        counterfactuals = self._counterfactuals(served, features, output)
+        reliability = self._reliability(served, x, output, explanations, seed, target)
+        explained_at = datetime.now(UTC)
+        body: dict[str, Any] = {
+            "schema_version": REPORT_SCHEMA,
+            "decision": {"decision_id": decision_id, "case_ref": row["case_ref"],
+                         "subject_ref": row["subject_ref"],
+                         "decided_at": rfc3339(row["decided_at"]),
+                         "explained_at": rfc3339(explained_at)},
+            "parties": {"deployer": {"name": self.settings.deployer_name,
+                                     "contact": self.settings.deployer_contact},
+                        "provider": {"name": self.settings.provider_name,
+                                     "contact": self.settings.provider_contact}},
+            "model": {"model_id": model.model_id, "version": model.version,
+                      "fingerprint_sha256": model.fingerprint,
+                      "training_data": served.card.training_data,
+                      "purpose": served.card.purpose,
+                      "validation_status": served.card.validation_status},
+            "input": {"commitment": row["input_commitment"],
+                      "commitment_scheme": "SHA-256(salt || RFC 8785 JSON of the input)",
+                      "schema_version": schema.version,
+                      "data_sources": list(served.card.data_sources)},
+            "output": output,
+            "explanations": [self._method_block(e) for e in explanations],
+            "reasons": reasons.to_dict(),
+            "counterfactuals": counterfactuals,
+            "reliability": reliability,
+            "regimes": list(served.card.regimes or DEFAULT_REGIMES),
+            "provenance": self._provenance(row, served, explanations, reasons.catalogue_version),
+        }
+        subject = {loc: self._subject_text(body, loc) for loc in LOCALES}
+        body["subject_text"] = {loc: {"sha256": hashlib.sha256(canonical_json(v)).hexdigest()}
+                                for loc, v in subject.items()}
+        body["notices"] = ({"adverse_action_notice": {
+            "date": rfc3339(explained_at), "channel": "subject view",
+            "content_sha256": body["subject_text"]}} if output["adverse"] else {})
+        return body
+
+    @staticmethod
+    def _method_block(e: Explanation) -> dict[str, Any]:
+        names = e.feature_names or tuple(str(i) for i in range(e.values.shape[1]))
+        baseline = e.baseline
+        return {"method": e.method, "parameters": dict(e.parameters),
+                "library_versions": dict(e.library_versions), "seed": e.seed,
+                "baseline_sha256": hashlib.sha256(np.ascontiguousarray(
+                    baseline, dtype=np.float64).tobytes()).hexdigest()
+                if baseline is not None else None,
+                "output_space": e.output_space,
+                "expected_value": float(np.ravel(e.expected_value)[0])
+                if e.expected_value is not None else None,
+                "completeness_error": e.completeness_error,
+                "wall_time_s": e.wall_time_s,
+                "attributions": {n: float(v) for n, v in zip(names, e.values[0], strict=True)}}
+
+    def _counterfactuals(self, served: ServedModel, features: Mapping[str, Any],
+                         output: Mapping[str, Any]) -> dict[str, Any]:
+        k = served.policy.counterfactuals
+        if not output["adverse"] or k == 0:
+            return {"requested": False, "options": [],
+                    "message": "not adverse: no change needed" if k else "disabled by policy"}
+        favourable = [c for c in served.model.class_names if c != served.policy.adverse_class]
+        probs = output["probabilities"]
+        desired = max(favourable, key=lambda c: probs[c])
+        found = find_counterfactuals(served.model, features, desired_class=desired, k=k,
+                                     data=served.data)
+        schema = served.schema
+        options = []
+        for rank, option in enumerate(found.options, 1):
+            # Re-score the changed applicant through the same path as a decision.
+            _, rescored = self.score(served, option.row)
+            options.append({
+                "rank": rank, "cost": option.cost, "probability_desired": option.probability,
+                "valid": rescored["decision"] == desired,
+                "rescored_decision": rescored["decision"],
+                "changes": [{"feature": c.feature, "before": c.before, "after": c.after,
+                             "display": {loc: {
+                                 "feature": schema.display_name(c.feature, loc),
+                                 "before": schema.display_value(c.feature, c.before, loc),
+                                 "after": schema.display_value(c.feature, c.after, loc)}
+                                 for loc in LOCALES}}
+                            for c in option.changes]})
+        return {"requested": True, "desired_class": desired, "options": options,
+                "message": found.message if found.found else NO_FEASIBLE_CHANGE,
+                "constraints": {**dict(found.constraints),
+                                "never_changed": [f.name for f in schema.features
+                                                  if f.protected or not f.mutable]},
+                "disclaimer": DISCLAIMER}
+
+    def _reliability(self, served: ServedModel, x: np.ndarray, output: Mapping[str, Any],
+                     explanations: Sequence[Explanation], seed: int, target: str
+                     ) -> dict[str, Any]:
+        model = served.model
+        ood = model.profile.assess(x)[0].to_dict() if model.profile is not None else None
+        fidelity = {e.method: e.completeness_error for e in explanations}
+        stability: dict[str, Any] = {}
+        for e in explanations:
+            if e.method not in STOCHASTIC_METHODS:
+                stability[e.method] = {"deterministic": True}
+                continue
+            again = explain(model, x, method=e.method, target=target, random_state=seed + 1)
+            from scipy.stats import spearmanr
+
+            rho = float(spearmanr(e.values[0], again.values[0]).statistic)
+            stability[e.method] = {"deterministic": False, "seeds": [seed, seed + 1],
+                                   "spearman": rho}
+        reasons: list[str] = []
+        if ood is not None and ood["out_of_distribution"]:
+            reasons.append("input far from the training data (out of distribution)")
+        for method, err in fidelity.items():
+            if err is not None and err > _FIDELITY_LIMIT:
+                reasons.append(f"{method} completeness error {err:.1%} above "
+                               f"{_FIDELITY_LIMIT:.0%}")
+        for method, s in stability.items():
+            if s.get("spearman") is not None and s["spearman"] < 0.8:
+                reasons.append(f"{method} unstable across seeds (Spearman {s['spearman']:.2f})")
+        return {"model_confidence": output["confidence"], "fidelity": fidelity,
+                "stability": stability, "out_of_distribution": ood,
+                "level": "low" if reasons else "normal", "why_low": reasons,
+                "known_limits": list(served.card.known_limits)}
+
+    @staticmethod
+    def _provenance(row: Mapping[str, Any], served: ServedModel,
+                    explanations: Sequence[Explanation], catalogue: str) -> list[dict[str, Any]]:
+        """input -> layer activations -> gradient weighting -> anchor match -> regulatory
+        rule -> hash: each link names what it used, so the chain can be re-walked."""
+        adapter = served.model.adapter
+        layers = ("not applicable: " + type(getattr(adapter, "estimator", adapter)).__name__
+                  + " has no layers (tree ensemble or estimator)"
+                  if adapter.framework != "torch" else
+                  "; ".join(f"{name}: {type(m).__name__}" for name, m in
+                            adapter.module.named_modules() if name))  # type: ignore[attr-defined]
+        chain = [
+            {"step": "input", "detail": f"commitment {row['input_commitment']}, schema "
+                                        f"{served.schema.version}"},
+            {"step": "layer activations", "detail": layers},
+            {"step": "gradient weighting",
+             "detail": "; ".join(f"{e.method} ({e.output_space or 'output'}, "
+                                 f"completeness error {e.completeness_error})"
+                                 for e in explanations)},
+            {"step": "anchor match", "detail": "feature schema reason codes (no semantic "
+                                               "anchors registered for this model)"},
+            {"step": "regulatory rule", "detail": f"Regulation B 12 CFR 1002.9(b)(2): at most "
+                                                  f"four principal reasons, catalogue "
+                                                  f"{catalogue}; protected features excluded"},
+        ]
+        digest = hashlib.sha256(canonical_json(chain) + b"".join(
+            canonical_json(e.to_dict()) for e in explanations)).hexdigest()
+        chain.append({"step": "hash", "detail": digest})
+        return chain
+
+    # ------------------------------------------------------------------ reading
+    def _subject_text(self, body: Mapping[str, Any], locale: str) -> dict[str, Any]:
+        """The words the subject reads (the adverse-action notice), without live state."""
+        reasons = [{"rank": r["rank"], "impact": r["impact"], "text": r["text"][locale]}
+                   for r in body["reasons"]["reasons"]]
+        cf = body["counterfactuals"]
+        changes = []
+        for option in cf.get("options", []):
+            if not option["valid"]:
+                continue
+            parts = [f"{c['display'][locale]['feature']}: {c['display'][locale]['before']} → "
+                     f"{c['display'][locale]['after']}" for c in option["changes"]]
+            changes.append({"rank": option["rank"], "changes": parts})
+        low = body["reliability"]["level"] == "low"
+        return {"outcome": body["output"]["label"][locale], "reasons": reasons,
+                "what_you_could_change": {
+                    "options": changes,
+                    "message": ({"en": "No feasible change found that would lead to a "
+                                       "different outcome.",
+                                 "zh": "未找到可行的、能改变结果的调整。"}[locale]
+                                if cf.get("requested") and not changes else None),
+                    "disclaimer": DISCLAIMER[locale] if cf.get("requested") else None},
+                "caveat": CAVEAT_LOW[locale] if low else CAVEAT_OK[locale],
+                "reliability": "low" if low else "normal"}
+
+    def subject_view(self, decision_id: str, locale: str, review_link: str) -> dict[str, Any]:
+        """What the person decided about reads: no raw numbers, at most four reasons."""
+        if locale not in LOCALES:
+            raise InvalidInputError("locale", f"must be one of {list(LOCALES)}", locale)
+        row = self.store.decision(decision_id)
+        report = self.store.latest_report(decision_id)
+        reviews = self.store.reviews_of(decision_id)
+        output = json.loads(row["output_json"])
+        view: dict[str, Any] = {
+            "decision_id": decision_id, "case_ref": row["case_ref"],
+            "decided_at": rfc3339(row["decided_at"]), "locale": locale,
+            "outcome": output["label"][locale],
+            "deployer": {"name": self.settings.deployer_name,
+                         "contact": self.settings.deployer_contact}}
+        if report is None:
+            view.update({"explanation_status": "pending", "reasons": [],
+                         "what_you_could_change": None, "caveat": None})
+        else:
+            body = report["body"]
+            view.update({"explanation_status": "ready", **self._subject_text(body, locale),
+                         "data_sources": body["input"]["data_sources"],
+                         "explained_at": body["decision"]["explained_at"]})
+        view["rights"] = [{"right": r, "text": t, "link": review_link}
+                          for r, t in RIGHTS[locale]]
+        view["reviews"] = [{"review_id": r["id"], "kind": r["kind"] or "human_review",
+                            "status": r["status"],
+                            "status_text": REVIEW_STATUS[locale].get(r["status"], r["status"]),
+                            "requested_at": rfc3339(r["requested_at"]),
+                            "due_at": rfc3339(r["due_at"]),
+                            "decided_at": rfc3339(r["decided_at"])} for r in reviews]
+        human = [r for r in reviews if (r["kind"] or "human_review") == "human_review"]
+        view["review_status"] = human[-1]["status"] if human else "not_required"
+        return view
+
+    def request_review(self, decision_id: str, *, requested_by: str, reason: str,
+                       kind: str = "human_review", channel: str = "api") -> dict[str, Any]:
+        due = add_working_days(datetime.now(UTC), self.sla_days)
+        review_id, leaf = self.store.request_review(decision_id, requested_by, reason,
+                                                    kind=kind, channel=channel, due_at=due)
+        return {"review_id": review_id, "status": "pending", "due_at": rfc3339(due),
+                "leaf_index": leaf}
+
+    def full_report(self, decision_id: str) -> dict[str, Any]:
+        """Every field of COMPLIANCE.md: the stored report plus the live record (reviews,
+        requests, access log, retention) and a receipt for the report's log entry."""
+        row = self.store.decision(decision_id)
+        stored = self.store.latest_report(decision_id)
+        reviews = self.store.reviews_of(decision_id)
+        accesses = self.store.accesses_of(decision_id)
+        output = json.loads(row["output_json"])
+        served = self.model_by_key(row["model_key"])
+        if stored is not None:
+            body = dict(stored["body"])
+            receipt = self.store.receipt(self.store.leaf_of(f"reports:{stored['id']}"))
+            report_meta = {"report_id": stored["id"], "report_sha256": stored["sha256"],
+                           "created_at": rfc3339(stored["created_at"])}
+        else:
+            body = {"schema_version": REPORT_SCHEMA,
+                    "decision": {"decision_id": decision_id, "case_ref": row["case_ref"],
+                                 "subject_ref": row["subject_ref"],
+                                 "decided_at": rfc3339(row["decided_at"]),
+                                 "explained_at": None},
+                    "model": {"model_id": served.model.model_id,
+                              "version": served.model.version,
+                              "fingerprint_sha256": served.model.fingerprint},
+                    "output": output, "explanation_status": "pending or not required"}
+            receipt = self.store.receipt(self.store.leaf_of(f"decisions:{decision_id}"))
+            report_meta = None
+        erased = self.store.payload(decision_id) is None
+        body["decision"] = {**body["decision"], "logged_at": rfc3339(self._logged_at(
+            decision_id))}
+        human = [r for r in reviews if (r["kind"] or "human_review") == "human_review"]
+        body.update({
+            "report": report_meta,
+            "human_review": {
+                "status": human[-1]["status"] if human else "not_required",
+                "history": [{"review_id": r["id"], "status": r["status"],
+                             "reviewer": r["reviewer"], "reviewer_role": r["reviewer_role"],
+                             "requested_at": rfc3339(r["requested_at"]),
+                             "due_at": rfc3339(r["due_at"]),
+                             "decided_at": rfc3339(r["decided_at"]),
+                             "rationale": r["rationale"]} for r in human]},
+            "requests": [{"review_id": r["id"], "kind": r["kind"] or "human_review",
+                          "channel": r["channel"], "received": rfc3339(r["requested_at"]),
+                          "answered": rfc3339(r["decided_at"]), "outcome": r["status"]}
+                         for r in reviews],
+            "access_log": [{"actor": a["actor"], "role": a["role"], "action": a["action"],
+                            "purpose": a["purpose"], "at": rfc3339(a["at"])} for a in accesses],
+            "retention": {"legal_bases": self.settings.retention_days(),
+                          "retain_until": rfc3339(row["retain_until"]),
+                          "legal_hold": bool(row["legal_hold"]),
+                          "erasure": {"erased": erased}},
+            "receipt": receipt.to_dict(),
+        })
+        body.setdefault("regimes", list(served.card.regimes or DEFAULT_REGIMES))
+        return body
+
+    def _logged_at(self, decision_id: str) -> datetime:
+        from sqlalchemy import select
+
+        from xai_sandbox.store import tables as t
+
+        with self.store.engine.connect() as conn:
+            at = conn.execute(select(t.log_entries.c.appended_at).where(
+                t.log_entries.c.record_id == f"decisions:{decision_id}")).scalar_one()
+        return at  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ ad hoc
+    def explain_adhoc(self, *, model_id: str, features: Mapping[str, Any], method: str,
+                      actor: str, version: str | None = None, target: str | None = None,
+                      params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Explain an input that is not a decision; the log commits to input and result."""
+        served = self.model(model_id, version)
+        x, output = self.score(served, features)
+        e = explain(served.model, x, method=method, target=target or output["decision"],
+                    random_state=0, **dict(params or {}))
+        salt = secrets.token_bytes(32)
+        commitment = hashlib.sha256(salt + canonical_json(dict(features))).hexdigest()
+        result = e.to_dict()
+        digest = hashlib.sha256(canonical_json(result)).hexdigest()
+        chain = self._provenance({"input_commitment": commitment}, served, [e],
+                                 "reg-b-form-c1")
+        entry_id, leaf = self.store.record_adhoc(model_key=served.key, actor=actor,
+                                                 method=method, input_commitment=commitment,
+                                                 explanation_sha256=digest)
+        return {"explanation_id": entry_id, "model": served.key, "output": output,
+                "input_salt": base64.b64encode(salt).decode(),
+                "explanation": self._method_block(e), "explanation_sha256": digest,
+                "provenance": chain, "receipt": self.store.receipt(leaf).to_dict(),
+                "library_versions": library_versions()}
+
+
+def b64png(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()

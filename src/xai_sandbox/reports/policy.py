@@ -1,0 +1,179 @@
+"""What a served model is for and how its decisions are explained.
+
+A model's *spec* is stored with its registration (and committed to in the audit log):
+where to load it from, its card (purpose, training data, validation status, data
+sources, the regimes that apply) and its explanation policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from xai_sandbox.errors import InvalidInputError
+from xai_sandbox.explainers import EXPLAINERS
+
+__all__ = ["EXPENSIVE_METHODS", "ExplanationPolicy", "ModelCard"]
+
+# Methods that run as jobs rather than inside the request (seconds, not milliseconds).
+EXPENSIVE_METHODS = frozenset({"exact_shapley", "kernel_shap", "lime", "occlusion",
+                               "smoothgrad"})
+PolicyMode = Literal["always", "below_confidence", "sampled"]
+
+
+def _labels(raw: Any, path: str) -> dict[str, dict[str, str]]:
+    if not isinstance(raw, Mapping):
+        raise InvalidInputError(path, "must map each class to its label per locale", raw)
+    out: dict[str, dict[str, str]] = {}
+    for cls, names in raw.items():
+        if not isinstance(names, Mapping) or not all(
+                isinstance(names.get(loc), str) and names.get(loc) for loc in ("en", "zh")):
+            raise InvalidInputError(f"{path}.{cls}", "must give a label for 'en' and 'zh'",
+                                    names)
+        out[str(cls)] = {str(k): str(v) for k, v in names.items()}
+    return out
+
+
+@dataclass(frozen=True)
+class ExplanationPolicy:
+    """When and how a model's decisions are explained.
+
+    ``mode``: ``always``; ``below_confidence`` (only decisions whose confidence is under
+    ``confidence_threshold``); or ``sampled`` (a share of decisions, chosen by the
+    decision id's hash, so the choice can be re-derived by an auditor). Adverse decisions
+    are always explained: Regulation B and GDPR Art. 22 ask for their reasons.
+    ``methods`` run in the request unless one is expensive (or ``run_as_job``), then all
+    run as a job. The first method gives the principal reasons.
+    """
+
+    methods: tuple[str, ...]
+    adverse_class: str
+    outcome_labels: Mapping[str, Mapping[str, str]]
+    mode: PolicyMode = "always"
+    confidence_threshold: float = 0.9
+    share: float = 1.0
+    threshold: float = 0.5
+    counterfactuals: int = 3
+    run_as_job: bool = False
+    automation: str = "solely automated, with human review on request"
+    version: str = "1"
+
+    @classmethod
+    def from_dict(cls, raw: Any, class_names: tuple[str, ...]) -> ExplanationPolicy:
+        if not isinstance(raw, Mapping):
+            raise InvalidInputError("policy", "must be a mapping", raw)
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise InvalidInputError("policy", f"unknown fields (known: {sorted(known)})",
+                                    unknown)
+        methods = raw.get("methods")
+        if (not isinstance(methods, list | tuple) or not methods
+                or not all(isinstance(m, str) for m in methods)):
+            raise InvalidInputError("policy.methods", "must be a non-empty list of method "
+                                    "names", methods)
+        names = set(EXPLAINERS)
+        for m in methods:
+            if m not in names:
+                raise InvalidInputError("policy.methods", f"must name methods of "
+                                        f"{sorted(names)}", m)
+        if raw.get("adverse_class") not in class_names:
+            raise InvalidInputError("policy.adverse_class", f"must be one of "
+                                    f"{list(class_names)}", raw.get("adverse_class"))
+        labels = _labels(raw.get("outcome_labels"), "policy.outcome_labels")
+        if set(labels) != set(class_names):
+            raise InvalidInputError("policy.outcome_labels", f"must label every class "
+                                    f"{list(class_names)}", sorted(labels))
+        mode = raw.get("mode", "always")
+        if mode not in ("always", "below_confidence", "sampled"):
+            raise InvalidInputError("policy.mode", "must be 'always', 'below_confidence' or "
+                                    "'sampled'", mode)
+        for name in ("confidence_threshold", "share", "threshold"):
+            value = raw.get(name, getattr(cls, name))
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                    0.0 <= value <= 1.0):
+                raise InvalidInputError(f"policy.{name}", "must be a number in [0, 1]", value)
+        k = raw.get("counterfactuals", 3)
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= 10:
+            raise InvalidInputError("policy.counterfactuals", "must be an integer in [0, 10]",
+                                    k)
+        for name in ("automation", "version"):
+            value = raw.get(name, getattr(cls, name))
+            if not isinstance(value, str) or not value or len(value) > 200:
+                raise InvalidInputError(f"policy.{name}", "must be a non-empty string of at "
+                                        "most 200 characters", value)
+        return cls(methods=tuple(methods), adverse_class=raw["adverse_class"],
+                   outcome_labels=labels, mode=mode,
+                   confidence_threshold=float(raw.get("confidence_threshold", 0.9)),
+                   share=float(raw.get("share", 1.0)), threshold=float(raw.get("threshold",
+                                                                               0.5)),
+                   counterfactuals=k, run_as_job=bool(raw.get("run_as_job", False)),
+                   automation=raw.get("automation", cls.automation),
+                   version=raw.get("version", cls.version))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["methods"] = list(self.methods)
+        out["outcome_labels"] = {k: dict(v) for k, v in self.outcome_labels.items()}
+        return out
+
+    @property
+    def deferred(self) -> bool:
+        """Whether explanations run as jobs."""
+        return self.run_as_job or any(m in EXPENSIVE_METHODS for m in self.methods)
+
+    def explains(self, *, adverse: bool, confidence: float, decision_id: str) -> bool:
+        """Whether this decision is explained."""
+        if adverse or self.mode == "always":
+            return True
+        if self.mode == "below_confidence":
+            return confidence < self.confidence_threshold
+        draw = int.from_bytes(hashlib.sha256(decision_id.encode()).digest()[:8], "big")
+        return draw / 2**64 < self.share
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a regulator asks of a model in the inventory (SR 26-2, AI Act Art. 13)."""
+
+    purpose: str = "not stated"
+    training_data: str = "not stated"
+    validation_status: str = "not validated"
+    data_sources: tuple[str, ...] = ()
+    regimes: tuple[str, ...] = ()
+    known_limits: tuple[str, ...] = ()
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> ModelCard:
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise InvalidInputError("card", "must be a mapping", raw)
+        unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise InvalidInputError("card", f"unknown fields (known: "
+                                    f"{sorted(cls.__dataclass_fields__)})", unknown)
+        out: dict[str, Any] = {}
+        for name in ("purpose", "training_data", "validation_status"):
+            value = raw.get(name, getattr(cls, name))
+            if not isinstance(value, str) or not value or len(value) > 1000:
+                raise InvalidInputError(f"card.{name}", "must be a non-empty string of at most "
+                                        "1000 characters", value)
+            out[name] = value
+        for name in ("data_sources", "regimes", "known_limits"):
+            value = raw.get(name, [])
+            if not isinstance(value, list | tuple) or not all(
+                    isinstance(v, str) and 0 < len(v) <= 500 for v in value):
+                raise InvalidInputError(f"card.{name}", "must be a list of strings", value)
+            out[name] = tuple(value)
+        return cls(**out)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for name in ("data_sources", "regimes", "known_limits"):
+            out[name] = list(out[name])
+        out["extra"] = dict(self.extra)
+        return out

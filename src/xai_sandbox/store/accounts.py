@@ -1,0 +1,127 @@
+"""Principals and their bearer API keys.
+
+A key reads ``xai_<key id>_<secret>``: the key id finds the row, the secret (32 random
+bytes) is kept only as its SHA-256 and compared in constant time. A high-entropy secret
+needs no slow password hash; a stolen table gives no usable key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, insert, select, update
+
+from xai_sandbox.errors import InvalidInputError
+from xai_sandbox.store import tables as t
+
+__all__ = ["ROLES", "Accounts", "Principal"]
+
+ROLES = ("subject", "operator", "reviewer", "compliance_officer", "auditor", "admin")
+_KEY = re.compile(r"^xai_([a-z0-9]{12})_([A-Za-z0-9_-]{43})$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Principal:
+    id: str
+    name: str
+    roles: frozenset[str]
+    subject_ref: str | None
+    key_id: str
+
+    def has(self, *roles: str) -> bool:
+        return bool(self.roles & set(roles))
+
+
+class Accounts:
+    """Create principals and keys, and resolve a presented key to its principal."""
+
+    def __init__(self, engine: Engine, writer: Engine) -> None:
+        self.engine = engine
+        self.writer = writer
+
+    def create_principal(self, name: str, roles: Iterable[str],
+                         subject_ref: str | None = None) -> str:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise InvalidInputError("name", "must be 1-128 of letters, digits, '.', '_', '@', "
+                                    "'-'", name)
+        wanted = sorted(set(roles))
+        unknown = [r for r in wanted if r not in ROLES]
+        if not wanted or unknown:
+            raise InvalidInputError("roles", f"must be one or more of {list(ROLES)}",
+                                    unknown or wanted)
+        if ("subject" in wanted) != (subject_ref is not None):
+            raise InvalidInputError("subject_id", "is required for, and only for, the "
+                                    "subject role", subject_ref)
+        pid = str(uuid.uuid4())
+        with self.writer.begin() as conn:
+            if conn.execute(select(t.principals.c.id).where(t.principals.c.name == name)
+                            ).first() is not None:
+                raise InvalidInputError("name", "is already taken", name)
+            conn.execute(insert(t.principals).values(
+                id=pid, name=name, roles=",".join(wanted), subject_ref=subject_ref,
+                created_at=datetime.now(UTC), disabled=False))
+        return pid
+
+    def principal_id(self, name: str) -> str:
+        with self.engine.connect() as conn:
+            pid = conn.execute(select(t.principals.c.id).where(t.principals.c.name == name)
+                               ).scalar()
+        if pid is None:
+            raise InvalidInputError("name", "must be an existing principal", name)
+        return str(pid)
+
+    def issue_key(self, name: str, label: str = "default") -> str:
+        """A new key for principal ``name``; the only time the secret is seen."""
+        pid = self.principal_id(name)
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        with self.writer.begin() as conn:
+            conn.execute(insert(t.api_keys).values(
+                id=key_id, principal_id=pid, secret_sha256=_digest(secret),
+                label=label[:128] or "default", created_at=datetime.now(UTC)))
+        return f"xai_{key_id}_{secret}"
+
+    def revoke_key(self, key_id: str) -> None:
+        with self.writer.begin() as conn:
+            done = conn.execute(update(t.api_keys).where(
+                t.api_keys.c.id == key_id, t.api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC)))
+        if done.rowcount != 1:
+            raise InvalidInputError("key_id", "must be an active key", key_id)
+
+    def principals(self) -> list[dict[str, object]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.principals.c.name, t.principals.c.roles,
+                                       t.principals.c.created_at)
+                                .order_by(t.principals.c.created_at)).all()
+        return [{"name": r.name, "roles": r.roles.split(","), "created_at": r.created_at}
+                for r in rows]
+
+    def authenticate(self, presented: str) -> Principal | None:
+        """The principal of an active key, or ``None``."""
+        m = _KEY.match(presented)
+        if m is None:
+            return None
+        key_id, secret = m.groups()
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.api_keys.c.secret_sha256, t.principals)
+                .join(t.principals, t.principals.c.id == t.api_keys.c.principal_id)
+                .where(t.api_keys.c.id == key_id, t.api_keys.c.revoked_at.is_(None),
+                       t.principals.c.disabled.is_(False))).mappings().first()
+        if row is None or not hmac.compare_digest(row["secret_sha256"], _digest(secret)):
+            return None
+        return Principal(id=row["id"], name=row["name"], roles=frozenset(row["roles"].split(",")),
+                         subject_ref=row["subject_ref"], key_id=key_id)
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
