@@ -1,0 +1,94 @@
+"""Render one report object as JSON, HTML (Jinja2) and PDF (WeasyPrint).
+
+The HTML and the PDF come from the same template; charts are PNG images embedded as
+data URIs, so a report is one self-contained file. WeasyPrint needs the Pango libraries
+(Debian: ``libpango-1.0-0 libpangoft2-1.0-0``).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import jinja2
+
+from xai_sandbox.audit.canonical import canonical_json
+
+__all__ = ["attribution_chart", "render_html", "render_json", "render_pdf"]
+
+
+def render_json(report: Mapping[str, Any]) -> bytes:
+    """Canonical JSON (RFC 8785): the same bytes for the same report."""
+    return canonical_json(dict(report))
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("xai_sandbox", "data/templates"),
+        autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined,
+        trim_blocks=True, lstrip_blocks=True)
+    env.filters["pct"] = lambda v: "n/a" if v is None else f"{float(v):.2%}"
+    env.filters["num"] = lambda v: "n/a" if v is None else f"{float(v):.4g}"
+    return env
+
+
+def attribution_chart(explanation: Mapping[str, Any], title: str, k: int = 10) -> str:
+    """A horizontal bar chart of the ``k`` largest attributions, as a PNG data URI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    items = sorted(explanation["attributions"].items(), key=lambda kv: -abs(kv[1]))[:k][::-1]
+    fig, ax = plt.subplots(figsize=(6.4, 0.32 * len(items) + 0.9), dpi=110)
+    try:
+        ax.barh([n for n, _ in items], [v for _, v in items],
+                color=["#b2182b" if v > 0 else "#2166ac" for _, v in items])
+        ax.axvline(0, color="#333", linewidth=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.set_xlabel(f"attribution ({explanation.get('output_space') or 'output'}); red "
+                      "pushed toward the decision", fontsize=8)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+    finally:
+        plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _heat(value: float, scale: float) -> str:
+    """A background colour for one cell of the attribution heat table."""
+    if scale <= 0:
+        return "#ffffff"
+    a = min(abs(value) / scale, 1.0)
+    r, g, b = (178, 24, 43) if value > 0 else (33, 102, 172)
+    mix = [round(255 - (255 - c) * a) for c in (r, g, b)]
+    return "#{:02x}{:02x}{:02x}".format(*mix)
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    """The full report as one self-contained HTML page."""
+    explanations = report.get("explanations", [])
+    charts = [attribution_chart(e, f"{e['method']}: largest attributions")
+              for e in explanations]
+    features: list[str] = list(explanations[0]["attributions"]) if explanations else []
+    scale = max((abs(v) for e in explanations for v in e["attributions"].values()),
+                default=0.0)
+    heat = [{"feature": f, "cells": [{"value": e["attributions"][f],
+                                      "colour": _heat(e["attributions"][f], scale)}
+                                     for e in explanations]} for f in features]
+    return _environment().get_template("report.html").render(
+        r=report, charts=charts, heat=heat, methods=[e["method"] for e in explanations])
+
+
+def render_pdf(report: Mapping[str, Any]) -> bytes:
+    """The full report as PDF, from the same HTML."""
+    import weasyprint
+
+    pdf: bytes = weasyprint.HTML(string=render_html(report)).write_pdf()
+    return pdf
