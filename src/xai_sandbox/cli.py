@@ -331,5 +331,109 @@ def audit_purge() -> None:
     console.print(f"purged {len(purged)} decision(s)")
 
 
+users = typer.Typer(no_args_is_help=True, help="Principals and their API keys.")
+app.add_typer(users, name="users")
+
+
+def _accounts() -> tuple[Store, Any]:
+    from xai_sandbox.store.accounts import Accounts
+
+    store = _store()
+    return store, Accounts(store.engine, store.writer)
+
+
+@users.command("create")
+def users_create(
+    name: Annotated[str, typer.Argument(help="principal name")],
+    role: Annotated[list[str], typer.Option("--role", help="subject, operator, reviewer, "
+                                            "compliance_officer, auditor or admin")],
+    subject_id: Annotated[str | None, typer.Option(help="for a subject: their id at the "
+                                                   "deployer")] = None,
+) -> None:
+    """Create a principal and print its first API key (shown once)."""
+    try:
+        store, accounts = _accounts()
+        ref = store.subject_ref(subject_id) if subject_id is not None else None
+        accounts.create_principal(name, role, subject_ref=ref)
+        key = accounts.issue_key(name)
+    except XaiSandboxError as exc:
+        raise _fail(exc) from exc
+    console.print(f"created {name} ({', '.join(sorted(role))})")
+    print(key)
+
+
+@users.command("key")
+def users_key(name: Annotated[str, typer.Argument(help="principal name")],
+              label: Annotated[str, typer.Option(help="what the key is for")] = "cli") -> None:
+    """Issue another API key for a principal (printed once; stored only as a hash)."""
+    try:
+        key = _accounts()[1].issue_key(name, label)
+    except XaiSandboxError as exc:
+        raise _fail(exc) from exc
+    print(key)
+
+
+@users.command("revoke")
+def users_revoke(key_id: Annotated[str, typer.Argument(help="the key id: xai_<key id>_...")]
+                 ) -> None:
+    """Revoke an API key."""
+    try:
+        _accounts()[1].revoke_key(key_id)
+    except XaiSandboxError as exc:
+        raise _fail(exc) from exc
+    console.print(f"revoked {key_id}")
+
+
+@users.command("list")
+def users_list() -> None:
+    """List principals and their roles."""
+    table = Table(title="principals")
+    table.add_column("name")
+    table.add_column("roles")
+    table.add_column("created")
+    for p in _accounts()[1].principals():
+        table.add_row(str(p["name"]), ", ".join(p["roles"]),  # type: ignore[arg-type]
+                      str(p["created_at"]))
+    console.print(table)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    demo: Annotated[bool, typer.Option(help="register the German credit models, create "
+                                       "demo principals and print their keys")] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Run the REST service (settings from XAI_SANDBOX_* environment variables)."""
+    import uvicorn
+
+    from xai_sandbox.service import create_app
+    from xai_sandbox.settings import Settings
+
+    settings = Settings()
+    if demo:
+        from xai_sandbox.service.demo import setup_demo
+        from xai_sandbox.store import Store
+
+        store = Store(settings)
+        try:
+            made = setup_demo(store)
+        except XaiSandboxError as exc:
+            raise _fail(exc) from exc
+        finally:
+            store.close()
+        console.print("demo principals and their API keys (shown once):")
+        for name, key in made["keys"].items():
+            print(f"  {name:16} {key}")
+        for name, decision in made["decisions"].items():
+            console.print(f"{name}'s decision: {decision}")
+        print(f"try: curl -H 'Authorization: Bearer {made['keys']['alice']}' "
+              f"http://{host}:{port}/v1/decisions")
+        console.print(f"API documentation: http://{host}:{port}/docs")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
+                access_log=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -12,10 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ConflictError",
     "ExplanationError",
     "InvalidInputError",
     "InvalidTargetError",
     "NotDifferentiableError",
+    "NotFoundError",
     "SchemaError",
     "UnknownMethodError",
     "UnsupportedModelError",
@@ -46,6 +48,15 @@ class InvalidInputError(XaiSandboxError, ValueError):
         self.rule = rule
         self.value = value
         super().__init__(f"{parameter}: {rule}; got {_show(value)}")
+
+
+class NotFoundError(InvalidInputError):
+    """An identifier names no record (the service answers 404)."""
+
+
+class ConflictError(InvalidInputError):
+    """The request is valid but the record's state forbids it now (already decided,
+    claimed by someone else, a request already pending; the service answers 409)."""
 
 
 class InvalidTargetError(InvalidInputError):

@@ -23,7 +23,7 @@ import numpy as np
 
 from xai_sandbox.audit.canonical import canonical_json
 from xai_sandbox.counterfactuals.search import NO_FEASIBLE_CHANGE, find_counterfactuals
-from xai_sandbox.errors import InvalidInputError, SchemaError, UnsupportedModelError
+from xai_sandbox.errors import InvalidInputError, NotFoundError, SchemaError, UnsupportedModelError
 from xai_sandbox.explainers import explain
 from xai_sandbox.explainers.explanation import Explanation, library_versions
 from xai_sandbox.models.registry import RegisteredModel, register
@@ -35,7 +35,7 @@ from xai_sandbox.store.entries import rfc3339
 from xai_sandbox.store.jobs import ClaimedJob, JobQueue
 from xai_sandbox.store.store import Store
 
-__all__ = ["REPORT_SCHEMA", "DecisionOutcome", "Decider", "ServedModel", "add_working_days"]
+__all__ = ["REPORT_SCHEMA", "Decider", "DecisionOutcome", "ServedModel", "add_working_days"]
 
 REPORT_SCHEMA = "xai-sandbox.report/1"
 STOCHASTIC_METHODS = frozenset({"kernel_shap", "lime", "smoothgrad"})
@@ -272,7 +272,7 @@ class Decider:
         for row in self.store.models():
             if not row.get("spec_json") or row["key"] in self._models:
                 continue
-                spec = json.loads(row["spec_json"])
+            spec = json.loads(row["spec_json"])
             served = self.register(spec)
             if served.model.fingerprint != row["fingerprint"]:  # pragma: no cover
                 raise InvalidInputError("model", "reloads with another fingerprint", row["key"])
@@ -291,7 +291,7 @@ class Decider:
                 same = [m for m in self._models.values() if m.model.model_id == model_id]
                 found = same[-1] if same else None
         if found is None:
-            raise InvalidInputError("model_id", "must be a registered model",
+            raise NotFoundError("model_id", "must be a registered model",
                                     model_id if version is None else f"{model_id}@{version}")
         return found
 
@@ -299,7 +299,7 @@ class Decider:
         with self._lock:
             found = self._models.get(key)
         if found is None:
-            raise InvalidInputError("model_key", "must be a served model", key)
+            raise NotFoundError("model_key", "must be a served model", key)
         return found
 
     # ------------------------------------------------------------------ decisions
@@ -309,7 +309,11 @@ class Decider:
         if not isinstance(features, Mapping):
             raise SchemaError("features", "must be a mapping of feature name to value",
                               type(features).__name__)
-        x = served.schema.encode(features)
+        try:
+            x = served.schema.encode(features)
+        except SchemaError as exc:  # name the field as the caller sent it
+            where = exc.parameter.replace("rows[0]", "features", 1)
+            raise SchemaError(where, exc.rule, exc.value) from None
         probs = _softmax_if_needed(served.model, served.model.adapter.predict(x))[0]
         names = served.model.class_names
         policy = served.policy
@@ -362,7 +366,7 @@ class Decider:
     def run_job(self, job: ClaimedJob) -> str | None:
         """Explain a claimed job's decision and complete the job; returns the report id
         (``None`` if the job failed or was lost to another worker)."""
-        from xai_sandbox.store.jobs import JobLost
+        from xai_sandbox.store.jobs import JobLostError
 
         try:
             report = self.explain_decision(job.decision_id, job.methods)
@@ -371,7 +375,7 @@ class Decider:
             return None
         try:
             report_id, _ = self.jobs.complete(job, report, REPORT_SCHEMA)
-        except JobLost:
+        except JobLostError:
             return None
         return report_id
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, insert, select, update
 
-from xai_sandbox.errors import InvalidInputError
+from xai_sandbox.errors import ConflictError, InvalidInputError, NotFoundError
 from xai_sandbox.store import tables as t
 
 __all__ = ["ROLES", "Accounts", "Principal"]
@@ -64,7 +64,7 @@ class Accounts:
         with self.writer.begin() as conn:
             if conn.execute(select(t.principals.c.id).where(t.principals.c.name == name)
                             ).first() is not None:
-                raise InvalidInputError("name", "is already taken", name)
+                raise ConflictError("name", "is already taken", name)
             conn.execute(insert(t.principals).values(
                 id=pid, name=name, roles=",".join(wanted), subject_ref=subject_ref,
                 created_at=datetime.now(UTC), disabled=False))
@@ -75,7 +75,7 @@ class Accounts:
             pid = conn.execute(select(t.principals.c.id).where(t.principals.c.name == name)
                                ).scalar()
         if pid is None:
-            raise InvalidInputError("name", "must be an existing principal", name)
+            raise NotFoundError("name", "must be an existing principal", name)
         return str(pid)
 
     def issue_key(self, name: str, label: str = "default") -> str:
@@ -95,7 +95,7 @@ class Accounts:
                 t.api_keys.c.id == key_id, t.api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=datetime.now(UTC)))
         if done.rowcount != 1:
-            raise InvalidInputError("key_id", "must be an active key", key_id)
+            raise NotFoundError("key_id", "must be an active key", key_id)
 
     def principals(self) -> list[dict[str, object]]:
         with self.engine.connect() as conn:

@@ -18,18 +18,18 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, insert, or_, select, update
 
-from xai_sandbox.errors import InvalidInputError
+from xai_sandbox.errors import NotFoundError
 from xai_sandbox.store import tables as t
 
 if TYPE_CHECKING:
     from xai_sandbox.store.store import Store
 
-__all__ = ["ClaimedJob", "JobLost", "JobQueue"]
+__all__ = ["ClaimedJob", "JobLostError", "JobQueue"]
 
 JOB_STATES = ("queued", "running", "done", "failed")
 
 
-class JobLost(RuntimeError):
+class JobLostError(RuntimeError):
     """The job's lease passed to another worker; this worker's result is dropped."""
 
 
@@ -67,7 +67,7 @@ class JobQueue:
         with self.store.engine.connect() as conn:
             row = conn.execute(select(t.jobs).where(t.jobs.c.id == job_id)).mappings().first()
         if row is None:
-            raise InvalidInputError("job_id", "must be an existing job", job_id)
+            raise NotFoundError("job_id", "must be an existing job", job_id)
         return dict(row)
 
     def counts(self) -> dict[str, int]:
@@ -114,14 +114,14 @@ class JobQueue:
     def complete(self, job: ClaimedJob, report: Mapping[str, Any], schema_version: str
                  ) -> tuple[str, int]:
         """Store the job's report and mark it done, in one transaction; returns (report
-        id, leaf). Raises :class:`JobLost` if the token is no longer current."""
+        id, leaf). Raises :class:`JobLostError` if the token is no longer current."""
         with self.store.writer.begin() as conn:
             done = conn.execute(update(t.jobs).where(
                 t.jobs.c.id == job.id, t.jobs.c.token == job.token,
                 t.jobs.c.status == "running").values(status="done", finished_at=_now(),
                                                      token=None, lease_until=None))
             if done.rowcount != 1:
-                raise JobLost(job.id)
+                raise JobLostError(job.id)
             report_id, leaf = self.store.insert_report(conn, job.decision_id, report,
                                                        schema_version)
             conn.execute(update(t.jobs).where(t.jobs.c.id == job.id).values(

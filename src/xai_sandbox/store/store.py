@@ -30,7 +30,7 @@ from sqlalchemy import Connection, Engine, create_engine, delete, event, insert,
 from xai_sandbox.audit.canonical import canonical_json
 from xai_sandbox.audit.log import AuditLog, Receipt
 from xai_sandbox.audit.notes import KeyStore
-from xai_sandbox.errors import InvalidInputError
+from xai_sandbox.errors import ConflictError, InvalidInputError, NotFoundError
 from xai_sandbox.settings import Settings
 from xai_sandbox.store import tables as t
 from xai_sandbox.store.entries import ENTRY_BUILDERS
@@ -186,7 +186,7 @@ class Store:
                                     .where(t.models.c.key == key)).scalar()
             if existing is not None:
                 if existing != fingerprint:
-                    raise InvalidInputError("version", "is registered with another "
+                    raise ConflictError("version", "is registered with another "
                                             "fingerprint; register a new version", key)
                 idx = conn.execute(select(t.log_entries.c.idx).where(
                     t.log_entries.c.record_id == f"models:{key}")).scalar_one()
@@ -234,7 +234,7 @@ class Store:
             known = set(conn.execute(select(t.models.c.key).where(t.models.c.key.in_(keys)))
                         .scalars())
             if keys - known:
-                raise InvalidInputError("model_key", "must be a registered model",
+                raise NotFoundError("model_key", "must be a registered model",
                                         sorted(keys - known)[0])
             conn.execute(insert(t.decisions), rows)
             conn.execute(insert(t.payloads), payloads)
@@ -281,7 +281,7 @@ class Store:
             row = conn.execute(select(t.decisions).where(t.decisions.c.id == decision_id)
                                ).mappings().first()
         if row is None:
-            raise InvalidInputError("decision_id", "must be a recorded decision", decision_id)
+            raise NotFoundError("decision_id", "must be a recorded decision", decision_id)
         return dict(row)
 
     def payload(self, decision_id: str) -> dict[str, Any] | None:
@@ -362,16 +362,16 @@ class Store:
     def record_accesses(self, events: Sequence[Mapping[str, Any]]) -> list[int]:
         """Many access events in one transaction (one fsync); returns their leaves."""
         rows = []
-        for event in events:
-            action = event.get("action")
+        for ev in events:
+            action = ev.get("action")
             if action not in ("read", "export"):
                 raise InvalidInputError("action", "must be 'read' or 'export'", action)
             rows.append({"id": str(uuid.uuid4()),
-                         "record_type": _text("record_type", event.get("record_type"), 40),
-                         "record_id": _text("record_id", event.get("record_id"), 80),
-                         "action": action, "actor": _text("actor", event.get("actor")),
-                         "role": _text("role", event.get("role"), 64),
-                         "purpose": _text("purpose", event.get("purpose"), 200), "at": _now()})
+                         "record_type": _text("record_type", ev.get("record_type"), 40),
+                         "record_id": _text("record_id", ev.get("record_id"), 80),
+                         "action": action, "actor": _text("actor", ev.get("actor")),
+                         "role": _text("role", ev.get("role"), 64),
+                         "purpose": _text("purpose", ev.get("purpose"), 200), "at": _now()})
         if not rows:
             return []
         with self.writer.begin() as conn:
@@ -407,7 +407,7 @@ class Store:
                 t.reviews.c.decision_id == decision_id, t.reviews.c.status == "pending",
                 t.reviews.c.kind == kind)).first()
             if open_ is not None:
-                raise InvalidInputError("decision_id", f"already has a pending {kind} "
+                raise ConflictError("decision_id", f"already has a pending {kind} "
                                         "request", decision_id)
             return row["id"], self._record(conn, t.reviews, row, "review_requested")
 
@@ -416,7 +416,7 @@ class Store:
             row = conn.execute(select(t.reviews).where(t.reviews.c.id == review_id)
                                ).mappings().first()
             if row is None:
-                raise InvalidInputError("review_id", "must be a requested review", review_id)
+                raise NotFoundError("review_id", "must be a requested review", review_id)
             steps = conn.execute(select(t.review_events).where(
                 t.review_events.c.review_id == review_id).order_by(t.review_events.c.at)
             ).mappings().all()
@@ -453,15 +453,15 @@ class Store:
             row = conn.execute(select(t.reviews).where(t.reviews.c.id == review_id)
                                ).mappings().first()
             if row is None:
-                raise InvalidInputError("review_id", "must be a requested review", review_id)
+                raise NotFoundError("review_id", "must be a requested review", review_id)
             if row["status"] != "pending":
-                raise InvalidInputError("review_id", "is already decided", review_id)
+                raise ConflictError("review_id", "is already decided", review_id)
             holder = self._holder(conn, review_id)
             if release:
                 if holder != reviewer:
-                    raise InvalidInputError("review_id", "is not claimed by you", review_id)
+                    raise ConflictError("review_id", "is not claimed by you", review_id)
             elif holder is not None and holder != reviewer:
-                raise InvalidInputError("review_id", f"is claimed by {holder}", review_id)
+                raise ConflictError("review_id", f"is claimed by {holder}", review_id)
             event = {"id": str(uuid.uuid4()), "review_id": review_id,
                      "decision_id": row["decision_id"],
                      "action": "released" if release else "claimed",
@@ -485,19 +485,19 @@ class Store:
             row = conn.execute(select(t.reviews).where(t.reviews.c.id == review_id)
                                ).mappings().first()
             if row is None:
-                raise InvalidInputError("review_id", "must be a requested review", review_id)
+                raise NotFoundError("review_id", "must be a requested review", review_id)
             if row["status"] != "pending":
-                raise InvalidInputError("review_id", "is already decided", review_id)
+                raise ConflictError("review_id", "is already decided", review_id)
             holder = self._holder(conn, review_id)
             if holder is not None and holder != reviewer:
-                raise InvalidInputError("review_id", f"is claimed by {holder}", review_id)
+                raise ConflictError("review_id", f"is claimed by {holder}", review_id)
             values = {"status": outcome, "reviewer": _text("reviewer", reviewer),
                       "reviewer_role": _text("role", role, 64),
                       "rationale": _text("rationale", rationale, 4000), "decided_at": _now()}
             done = conn.execute(update(t.reviews).where(
                 t.reviews.c.id == review_id, t.reviews.c.status == "pending").values(**values))
             if done.rowcount != 1:  # pragma: no cover - the write lock makes this a race loss
-                raise InvalidInputError("review_id", "is already decided", review_id)
+                raise ConflictError("review_id", "is already decided", review_id)
             entry = ENTRY_BUILDERS["review_decided"]({**row, **values})
             return self.log.append(conn, [(f"reviews:{review_id}", entry)])[0]
 
@@ -510,7 +510,7 @@ class Store:
     def _require_decision(self, conn: Connection, decision_id: str) -> None:
         if conn.execute(select(t.decisions.c.id).where(t.decisions.c.id == decision_id)
                         ).first() is None:
-            raise InvalidInputError("decision_id", "must be a recorded decision", decision_id)
+            raise NotFoundError("decision_id", "must be a recorded decision", decision_id)
 
     # ------------------------------------------------------------------ erasure, retention
     def erase_subject(self, subject_id: str, reason: str = "GDPR Art. 17 request") -> list[int]:

@@ -1,0 +1,204 @@
+"""The FastAPI application: authentication, errors, limits and metrics around the routes.
+
+Everything the routes do is a library call (:class:`~xai_sandbox.reports.pipeline.Decider`,
+:class:`~xai_sandbox.store.Store`); this module adds who may call what, how errors map to
+HTTP statuses, and the background workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from xai_sandbox.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    UnsupportedModelError,
+    XaiSandboxError,
+)
+from xai_sandbox.reports.pipeline import Decider
+from xai_sandbox.service import metrics
+from xai_sandbox.service.background import AccessRecorder, JobPool
+from xai_sandbox.service.ratelimit import RateLimiter
+from xai_sandbox.settings import Settings
+from xai_sandbox.store.accounts import Accounts
+from xai_sandbox.store.store import Store
+
+__all__ = ["Runtime", "create_app"]
+
+log = logging.getLogger("xai_sandbox.service")
+
+DESCRIPTION = """
+Explanations of automated decisions for the people who act on them.
+
+* **Operators** register models and send decisions (`POST /v1/decisions`).
+* **The person decided about** reads the decision in plain language
+  (`GET /v1/decisions/{id}`) and asks for a human review.
+* **Reviewers** work the review queue; **compliance officers and auditors** read full
+  reports (JSON, HTML, PDF) and verify the audit log.
+
+Every endpoint but `/health` and the public checkpoint needs a bearer API key
+(`Authorization: Bearer xai_...`). Every read of a report is written to the audit log.
+"""
+
+
+@dataclass
+class Runtime:
+    """What the routes share: the store, the decider, accounts, workers and limits."""
+
+    settings: Settings
+    store: Store
+    decider: Decider
+    accounts: Accounts
+    access: AccessRecorder
+    pool: JobPool
+    subject_limit: RateLimiter
+    key_limit: RateLimiter
+
+
+class BodyLimit:
+    """413 for a request body over ``limit`` bytes, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _too_large(self.limit, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _BodyTooLargeError
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _BodyTooLargeError:
+            await _too_large(self.limit, send)
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+async def _too_large(limit: int, send: Send) -> None:
+    body = JSONResponse({"detail": f"body: must be at most {limit} bytes"}, status_code=413)
+    await send({"type": "http.response.start", "status": 413,
+                "headers": body.raw_headers})
+    await send({"type": "http.response.body", "body": body.body})
+
+
+def _error(status: int, exc: InvalidInputError | UnsupportedModelError) -> JSONResponse:
+    detail: Any = str(exc)
+    if status == 422:
+        detail = [{"loc": ["body", *exc.parameter.split(".")], "msg": exc.rule,
+                   "type": type(exc).__name__, "value": _json_value(exc.value),
+                   "message": str(exc)}]
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value][:20]
+    return repr(value)[:200]
+
+
+def create_app(settings: Settings | None = None, *, start_workers: bool = True) -> FastAPI:
+    """The service over the store that ``settings`` names (defaults: the environment)."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = Store(settings)
+        decider = Decider(store)
+        decider.load_registered()
+        rt = Runtime(settings=settings, store=store, decider=decider,
+                     accounts=Accounts(store.engine, store.writer),
+                     access=AccessRecorder(store),
+                     pool=JobPool(decider, settings.job_workers if start_workers else 0),
+                     subject_limit=RateLimiter(settings.rate_limit_subject_per_minute),
+                     key_limit=RateLimiter(settings.rate_limit_key_per_minute))
+        app.state.rt = rt
+        rt.pool.start()
+        try:
+            yield
+        finally:
+            rt.pool.stop()
+            rt.access.stop()
+            store.close()
+
+    app = FastAPI(title="XAI-Sandbox", version="0.1.0", description=DESCRIPTION,
+                  lifespan=lifespan,
+                  openapi_tags=[{"name": n} for n in ("models", "decisions", "reports",
+                                                       "reviews", "audit", "operations")])
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
+        return _error(404, exc)
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(_: Request, exc: ConflictError) -> JSONResponse:
+        return _error(409, exc)
+
+    @app.exception_handler(InvalidInputError)
+    async def _invalid(_: Request, exc: InvalidInputError) -> JSONResponse:
+        return _error(422, exc)
+
+    @app.exception_handler(UnsupportedModelError)
+    async def _unsupported(_: Request, exc: UnsupportedModelError) -> JSONResponse:
+        return _error(422, exc)
+
+    @app.exception_handler(XaiSandboxError)
+    async def _other(_: Request, exc: XaiSandboxError) -> JSONResponse:
+        log.error("explanation failed: %s", type(exc).__name__)
+        return JSONResponse({"detail": f"{type(exc).__name__}: the explanation could not "
+                                       "be computed"}, status_code=500)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.middleware("http")
+    async def _metrics(request: Request,
+                       call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.REQUESTS.labels(path, request.method, str(response.status_code)).inc()
+        metrics.LATENCY.labels(path).observe(time.perf_counter() - start)
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    from xai_sandbox.service import routes
+
+    app.include_router(routes.router)
+    return app

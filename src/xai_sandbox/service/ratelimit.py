@@ -1,0 +1,40 @@
+"""Token buckets on explanation reads, per subject and per key.
+
+A subject who could read explanations without limit could probe the model with many
+near-identical applications and reconstruct it; the limits keep reads to what a person
+needs. The buckets live in this process (one service process per database writer is the
+default deployment); a refusal says when to come back (``Retry-After``).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+__all__ = ["RateLimiter"]
+
+
+class RateLimiter:
+    """``per_minute`` requests per key, refilled continuously, bursts up to the same."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """0 if allowed (and counted), else the seconds to wait."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                if len(self._buckets) > 100_000:  # forget full buckets
+                    self._buckets = {k: v for k, v in self._buckets.items()
+                                     if v[0] < self.capacity - 1}
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return max(1.0, math.ceil((1.0 - tokens) / self.rate))

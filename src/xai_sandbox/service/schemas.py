@@ -1,0 +1,101 @@
+"""Request and response bodies of the REST API, with the examples the OpenAPI document
+shows."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["DecisionRequest", "ExplainRequest", "ModelRequest", "ReviewDecision",
+           "ReviewRequest"]
+
+Scalar = str | int | float
+
+GERMAN_CREDIT_EXAMPLE: dict[str, Scalar] = {
+    "checking_status": "A12", "duration": 48, "credit_history": "A32", "purpose": "A43",
+    "credit_amount": 5951, "savings": "A61", "employment_since": "A73",
+    "installment_rate": 2, "personal_status_sex": "A92", "other_debtors": "A101",
+    "residence_since": 2, "property": "A121", "age": 22, "other_installment_plans": "A143",
+    "housing": "A152", "existing_credits": 1, "job": "A173", "dependants": 1,
+    "telephone": "A191", "foreign_worker": "A201"}
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Source(_Strict):
+    kind: Literal["builtin", "xgboost_json"]
+    name: str | None = Field(default=None, max_length=128,
+                             description="built-in model (kind 'builtin')")
+    model: str | None = Field(default=None, max_length=50_000_000,
+                              description="XGBoost model in its JSON format")
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    class_names: list[str] | None = None
+    training_rows: list[dict[str, Scalar]] | None = None
+
+
+class ModelRequest(_Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "model_id": "credit", "version": "3",
+        "source": {"kind": "builtin", "name": "german-credit-lightgbm"},
+        "policy": {"methods": ["tree_shap"], "adverse_class": "bad",
+                   "outcome_labels": {"bad": {"en": "declined", "zh": "拒绝"},
+                                      "good": {"en": "approved", "zh": "批准"}}},
+        "card": {"purpose": "consumer credit decisions",
+                 "training_data": "German credit (Statlog), 800 applicants",
+                 "validation_status": "validated 2026-11"}}]})
+
+    model_id: str = Field(pattern=_ID)
+    version: str = Field(default="1", pattern=_ID)
+    source: Source
+    policy: dict[str, Any]
+    card: dict[str, Any] | None = None
+
+
+class DecisionRequest(_Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "model_id": "credit", "subject_id": "applicant-0001", "case_ref": "APP-2026-0001",
+        "features": GERMAN_CREDIT_EXAMPLE}]})
+
+    model_id: str = Field(pattern=_ID)
+    version: str | None = Field(default=None, pattern=_ID)
+    subject_id: str = Field(min_length=1, max_length=256,
+                            description="the person's id at the deployer; stored only as "
+                                        "a keyed hash")
+    case_ref: str | None = Field(default=None, min_length=1, max_length=128)
+    features: dict[str, Scalar] = Field(description="one value per feature of the schema")
+
+
+class ExplainRequest(_Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "model_id": "credit", "input": GERMAN_CREDIT_EXAMPLE, "method": "tree_shap"}]})
+
+    model_id: str = Field(pattern=_ID)
+    version: str | None = Field(default=None, pattern=_ID)
+    input: dict[str, Scalar] | list[float] = Field(
+        description="feature name -> value, or the encoded columns in schema order")
+    method: str = Field(default="tree_shap", max_length=64)
+    target: str | None = Field(default=None, max_length=128)
+    params: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class ReviewRequest(_Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "reason": "My savings were recently moved to another bank; please look again.",
+        "kind": "human_review"}]})
+
+    reason: str = Field(min_length=1, max_length=4000)
+    kind: Literal["human_review", "contest", "explanation"] = "human_review"
+
+
+class ReviewDecision(_Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "outcome": "overridden",
+        "rationale": "Verified savings statement shows 1,200 DM; approved on review."}]})
+
+    outcome: Literal["confirmed", "overridden", "reversed"]
+    rationale: str = Field(min_length=1, max_length=4000)
