@@ -6,7 +6,6 @@ the suite fails with a message saying so (see ``tools/pgserver.py``).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,22 +13,6 @@ import pytest
 
 from xai_sandbox.settings import Settings
 from xai_sandbox.store import Store
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-from pgserver import MissingPostgresError, PostgresServer
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    try:
-        server = PostgresServer()
-    except MissingPostgresError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,0 +1,473 @@
+"""The REST service end to end, over real HTTP on loopback and a real SQLite store."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from datetime import UTC, datetime
+
+import pytest
+
+from xai_sandbox.audit.log import Receipt, check_receipt
+from xai_sandbox.audit.merkle import verify_consistency, verify_inclusion
+from xai_sandbox.audit.notes import parse_checkpoint, parse_verifier, verify_note
+from xai_sandbox.demos.credit import credit_models
+from xai_sandbox.reports.pipeline import add_working_days
+
+ROWS = credit_models().data.rows
+SCHEMA = credit_models().data.schema
+COMPLIANCE_FIELDS = ("decision", "parties", "model", "input", "output", "explanations",
+                     "reasons", "counterfactuals", "reliability", "human_review", "requests",
+                     "notices", "access_log", "retention", "regimes", "receipt",
+                     "subject_text", "provenance")
+
+
+def _verifiers(live):
+    with live.client() as c:
+        cp = c.get("/v1/audit/checkpoint").json()
+    return [parse_verifier(k) for k in cp["verifier_keys"]]
+
+
+def _subject(live, name: str, subject_id: str) -> str:
+    """A subject principal with a key, made through the accounts of the live store."""
+    from xai_sandbox.store import Store
+    from xai_sandbox.store.accounts import Accounts
+
+    store = Store(live.settings)
+    try:
+        accounts = Accounts(store.engine, store.writer)
+        accounts.create_principal(name, ["subject"], subject_ref=store.subject_ref(subject_id))
+        return accounts.issue_key(name)
+    finally:
+        store.close()
+
+
+def _decide(live, subject_id: str, row: dict, model: str = "credit", **extra):
+    with live.client("olivia-operator") as c:
+        return c.post("/v1/decisions", json={"model_id": model, "subject_id": subject_id,
+                                             "features": row, **extra})
+
+
+def _declined_row() -> dict:
+    m = credit_models()
+    probs = m.lightgbm.adapter.predict(m.data.X)
+    bad = m.lightgbm.class_index("bad")
+    index = next(i for i in range(len(ROWS)) if probs[i, bad] > 0.7)
+    return ROWS[index]
+
+
+# ---------------------------------------------------------------------- authentication
+def test_health_is_public_and_everything_else_needs_a_key(live):
+    with live.client() as c:
+        assert c.get("/health").json()["status"] == "ok"
+        for method, path in [("GET", "/v1/models"), ("POST", "/v1/decisions"),
+                             ("GET", "/v1/decisions"), ("GET", "/v1/reviews"),
+                             ("GET", "/metrics"), ("GET", "/v1/audit/entries"),
+                             ("POST", "/v1/explain")]:
+            r = c.request(method, path, json={})
+            assert r.status_code == 401, (path, r.text)
+            assert r.headers["www-authenticate"] == "Bearer"
+    with live.client("xai_000000000000_" + "A" * 43) as c:
+        assert c.get("/v1/models").status_code == 401
+
+
+def test_roles_are_enforced(live):
+    with live.client("alice") as c:
+        assert c.get("/v1/models").status_code == 403
+        assert c.post("/v1/decisions", json={"model_id": "credit", "subject_id": "a",
+                                             "features": ROWS[0]}).status_code == 403
+        assert c.get("/v1/reviews").status_code == 403
+    with live.client("rita-reviewer") as c:
+        r = c.post("/v1/decisions", json={"model_id": "credit", "subject_id": "a",
+                                          "features": ROWS[0]})
+        assert r.status_code == 403 and "operator" in r.json()["detail"]
+
+
+def test_keys_are_stored_hashed_and_revocable(live):
+    from xai_sandbox.store import Store
+    from xai_sandbox.store import tables as t
+    from xai_sandbox.store.accounts import Accounts
+
+    key = _subject(live, "revoke-me", "applicant-revoke")
+    key_id, secret = key.split("_")[1], key.split("_", 2)[2]
+    store = Store(live.settings)
+    try:
+        with store.engine.connect() as conn:
+            stored = conn.execute(t.api_keys.select()).mappings().all()
+        assert all(secret not in json.dumps({k: str(v) for k, v in r.items()}) for r in stored)
+        with live.client(key) as c:
+            assert c.get("/v1/decisions").status_code == 200
+        Accounts(store.engine, store.writer).revoke_key(key_id)
+    finally:
+        store.close()
+    with live.client(key) as c:
+        assert c.get("/v1/decisions").status_code == 401
+
+
+# ---------------------------------------------------------------------- decisions
+def test_decision_is_scored_recorded_explained_and_its_receipt_verifies(live):
+    r = _decide(live, "applicant-rx", _declined_row(), case_ref="APP-RX-1")
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["case_ref"] == "APP-RX-1"
+    assert body["output"]["decision"] == "bad" and body["output"]["adverse"] is True
+    assert body["explanation"]["status"] == "ready"
+    receipt = Receipt.from_dict(body["receipt"])
+    checked = check_receipt(receipt, _verifiers(live))
+    assert checked["decision_id"] == body["decision_id"]
+    # The log holds a commitment, never the applicant's values.
+    entry = json.loads(receipt.entry)
+    assert "features" not in entry and str(ROWS[0]["credit_amount"]) not in receipt.entry.decode()
+
+
+def test_subject_view_reasons_are_plain_ranked_and_directional(live):
+    key = _subject(live, "sv-subject", "applicant-sv")
+    decision = _decide(live, "applicant-sv", _declined_row()).json()["decision_id"]
+    with live.client(key) as c:
+        en = c.get(f"/v1/decisions/{decision}").json()
+        zh = c.get(f"/v1/decisions/{decision}", headers={"Accept-Language": "zh-CN,zh"}).json()
+        zh2 = c.get(f"/v1/decisions/{decision}", params={"lang": "zh"}).json()
+        assert c.get(f"/v1/decisions/{decision}", params={"lang": "fr"}).status_code == 422
+    assert en["outcome"] == "declined" and zh["outcome"] == "拒绝" == zh2["outcome"]
+    assert 1 <= len(en["reasons"]) <= 4
+    assert [r["rank"] for r in en["reasons"]] == list(range(1, len(en["reasons"]) + 1))
+    assert {r["impact"] for r in en["reasons"]} <= {"HIGH", "MEDIUM", "LOW"}
+    assert set(en["reasons"][0]) == {"rank", "impact", "text"}  # no raw attribution numbers
+    for reason in en["reasons"]:
+        assert 'pushed the decision toward "declined"' in reason["text"]
+    assert all("使决定倾向于“拒绝”" in r["text"] for r in zh["reasons"])
+    # Which way and why: the side of the typical applicant the value lies on.
+    assert any(re.search(r"(higher|lower) than for a typical applicant", r["text"])
+               for r in en["reasons"])
+    change = en["what_you_could_change"]
+    assert change["disclaimer"].startswith("These are examples") and "not a promise" in \
+        change["disclaimer"]
+    assert {r["right"] for r in en["rights"]} == {"human_review", "contest", "explanation"}
+    assert en["rights"][0]["link"].endswith(f"/v1/decisions/{decision}/reviews")
+    assert en["review_status"] == "not_required"
+    # Protected features are never given as reasons.
+    protected = [SCHEMA.display_name(f.name) for f in SCHEMA.features if f.protected]
+    assert not any(p in r["text"] for p in protected for r in en["reasons"])
+
+
+def test_a_subject_sees_only_their_own_decisions(live):
+    alice = live.decisions["alice"]
+    with live.client("bob") as c:
+        mine = c.get("/v1/decisions").json()
+        assert [d["decision_id"] for d in mine] == [live.decisions["bob"]]
+        other = c.get(f"/v1/decisions/{alice}")
+        unknown = c.get("/v1/decisions/00000000-0000-4000-8000-000000000000")
+        assert other.status_code == unknown.status_code == 404
+        assert other.json()["detail"].split(";")[0] == unknown.json()["detail"].split(";")[0]
+        assert c.post(f"/v1/decisions/{alice}/reviews",
+                      json={"reason": "not mine"}).status_code == 404
+        assert c.get(f"/v1/decisions/{alice}/report").status_code == 403
+
+
+def test_full_report_carries_every_compliance_field_in_json_html_and_pdf(live):
+    decision = live.decisions["alice"]
+    with live.client("carl-compliance") as c:
+        report = c.get(f"/v1/decisions/{decision}/report",
+                       params={"purpose": "complaint 17"}).json()
+        html = c.get(f"/v1/decisions/{decision}/report.html")
+        pdf = c.get(f"/v1/decisions/{decision}/report.pdf")
+    for name in COMPLIANCE_FIELDS:
+        assert name in report, name
+    assert report["schema_version"] == "xai-sandbox.report/1"
+    assert report["parties"]["deployer"]["name"] and report["parties"]["provider"]["contact"]
+    assert len(report["model"]["fingerprint_sha256"]) == 64
+    assert report["model"]["validation_status"]
+    assert len(report["input"]["commitment"]) == 64
+    assert {"score", "decision", "threshold", "policy_version", "automation"} <= set(
+        report["output"])
+    tree = report["explanations"][0]
+    assert tree["method"] == "tree_shap" and tree["library_versions"]["shap"]
+    assert tree["completeness_error"] < 1e-6
+    reasons = report["reasons"]["reasons"]
+    assert len(reasons) <= 4 and all(r["reason_code"] and r["contribution"] > 0 for r in reasons)
+    assert all(re.fullmatch(r"C1-\d\d", r["reason_code"]) for r in reasons)
+    assert report["decision"]["decided_at"].endswith("Z") and report["decision"]["logged_at"]
+    assert report["retention"]["retain_until"] and report["retention"]["legal_bases"]
+    assert report["notices"]["adverse_action_notice"]["content_sha256"]["en"]["sha256"]
+    assert set(report["subject_text"]) == {"en", "zh"}
+    assert [p["step"] for p in report["provenance"]] == [
+        "input", "layer activations", "gradient weighting", "anchor match",
+        "regulatory rule", "hash"]
+    # The read itself is in the access log the report shows.
+    assert any(a["actor"] == "carl-compliance" and a["purpose"] == "complaint 17"
+               for a in report["access_log"])
+    assert check_receipt(Receipt.from_dict(report["receipt"]), _verifiers(live))
+    assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+    for heading in ["1&ndash;3.", *[f"{n}." for n in range(4, 19)]]:
+        assert f"<h2>{heading} " in html.text, heading
+    assert 'src="data:image/png;base64,' in html.text
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    assert "attachment" in pdf.headers["content-disposition"]
+
+
+def test_every_report_read_and_export_writes_an_access_event(live):
+    decision = live.decisions["bob"]
+    with live.client("aude-auditor") as c:
+        before = c.get("/health").json()["log_size"]
+        c.get(f"/v1/decisions/{decision}/report")
+        c.get(f"/v1/decisions/{decision}/report.html")
+        c.get(f"/v1/decisions/{decision}/report.pdf")
+        after = c.get("/v1/audit/entries", params={"start": before}).json()["entries"]
+    accessed = [e["body"] for e in after if e["kind"] == "record_accessed"
+                and e["body"]["record_id"] == decision]
+    assert [a["action"] for a in accessed] == ["read", "read", "export"]
+    assert {a["actor"] for a in accessed} == {"aude-auditor"}
+    assert {a["role"] for a in accessed} == {"auditor"}
+
+
+def test_counterfactuals_flip_the_decision_and_respect_the_schema(live):
+    decision = live.decisions["alice"]
+    with live.client("carl-compliance") as c:
+        cf = c.get(f"/v1/decisions/{decision}/report").json()["counterfactuals"]
+    assert cf["requested"] and cf["options"]
+    frozen = {f.name for f in SCHEMA.features if f.protected or not f.mutable}
+    assert set(cf["constraints"]["never_changed"]) == frozen
+    for option in cf["options"]:
+        assert option["valid"] and option["rescored_decision"] == "good"
+        assert not {c["feature"] for c in option["changes"]} & frozen
+        for change in option["changes"]:
+            spec = SCHEMA.feature(change["feature"])
+            if spec.bounds is not None:
+                assert spec.bounds[0] <= change["after"] <= spec.bounds[1]
+            if spec.monotone == "increasing":  # more of it raises risk: only lowered
+                assert change["after"] < change["before"]
+    costs = [o["cost"] for o in cf["options"]]
+    assert costs == sorted(costs)
+
+
+def test_an_input_far_from_the_training_data_is_marked_unreliable(live):
+    row = dict(_declined_row(), credit_amount=900_000, duration=120, age=99,
+               existing_credits=4)
+    key = _subject(live, "ood-subject", "applicant-ood")
+    decision = _decide(live, "applicant-ood", row).json()["decision_id"]
+    with live.client("carl-compliance") as c:
+        reliability = c.get(f"/v1/decisions/{decision}/report").json()["reliability"]
+    assert reliability["level"] == "low"
+    assert reliability["out_of_distribution"]["out_of_distribution"] is True
+    with live.client(key) as c:
+        view = c.get(f"/v1/decisions/{decision}").json()
+    assert view["caveat"].startswith("Explanation reliability low")
+    typical = _decide(live, "applicant-ood", ROWS[0]).json()["decision_id"]
+    with live.client(key) as c:
+        assert c.get(f"/v1/decisions/{typical}").json()["reliability"] == "normal"
+
+
+# ---------------------------------------------------------------------- reviews
+def test_human_review_from_request_to_decision(live):
+    key = _subject(live, "rev-subject", "applicant-rev")
+    first = _decide(live, "applicant-rev", _declined_row()).json()["decision_id"]
+    with live.client(key) as c:
+        asked = c.post(f"/v1/decisions/{first}/reviews",
+                       json={"reason": "My income has changed."})
+        assert asked.status_code == 201, asked.text
+        again = c.post(f"/v1/decisions/{first}/reviews", json={"reason": "again"})
+        assert again.status_code == 409
+        assert c.post(f"/v1/decisions/{first}/reviews", json={"reason": ""}).status_code == 422
+    review = asked.json()
+    due = datetime.fromisoformat(review["due_at"].replace("Z", "+00:00"))
+    expected = add_working_days(datetime.now(UTC), 7)
+    assert abs((due - expected).total_seconds()) < 120 and due.weekday() < 5
+
+    with live.client("rita-reviewer") as c:
+        queue = c.get("/v1/reviews").json()
+        dues = [q["due_at"] for q in queue]
+        assert dues == sorted(dues) and review["review_id"] in [q["review_id"] for q in queue]
+        claimed = c.post(f"/v1/reviews/{review['review_id']}/claim")
+        assert claimed.status_code == 200
+        queue = c.get("/v1/reviews").json()
+        mine = next(q for q in queue if q["review_id"] == review["review_id"])
+        assert mine["claimed_by"] == "rita-reviewer"
+    other = _staff(live, "rex-reviewer", ["reviewer"])
+    with live.client(other) as c:
+        assert c.post(f"/v1/reviews/{review['review_id']}/claim").status_code == 409
+        assert c.post(f"/v1/reviews/{review['review_id']}/decision",
+                      json={"outcome": "reversed", "rationale": "x"}).status_code == 409
+    with live.client("rita-reviewer") as c:
+        bad = c.post(f"/v1/reviews/{review['review_id']}/decision",
+                     json={"outcome": "maybe", "rationale": "x"})
+        assert bad.status_code == 422
+        done = c.post(f"/v1/reviews/{review['review_id']}/decision",
+                      json={"outcome": "overridden", "rationale": "Income verified."})
+        assert done.status_code == 200 and done.json()["status"] == "overridden"
+        assert c.post(f"/v1/reviews/{review['review_id']}/decision",
+                      json={"outcome": "confirmed", "rationale": "x"}).status_code == 409
+    with live.client(key) as c:
+        view = c.get(f"/v1/decisions/{first}").json()
+        status = c.get(f"/v1/reviews/{review['review_id']}").json()
+    assert view["review_status"] == "overridden" and view["reviews"][0]["due_at"]
+    assert status["status"] == "overridden" and "rationale" not in status
+    with live.client("carl-compliance") as c:
+        report = c.get(f"/v1/decisions/{first}/report").json()
+    history = report["human_review"]["history"][0]
+    assert report["human_review"]["status"] == "overridden"
+    assert history["reviewer"] == "rita-reviewer" and history["rationale"] == "Income verified."
+    assert report["requests"][0]["kind"] == "human_review"
+
+
+def _staff(live, name: str, roles: list[str]) -> str:
+    from xai_sandbox.store import Store
+    from xai_sandbox.store.accounts import Accounts
+
+    store = Store(live.settings)
+    try:
+        accounts = Accounts(store.engine, store.writer)
+        accounts.create_principal(name, roles)
+        return accounts.issue_key(name)
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(("features", "loc"), [
+    ({"age": 30}, ["body", "features", "checking_status"]),
+    ({**ROWS[0], "checking_status": "A99"}, ["body", "features", "checking_status"]),
+    ({**ROWS[0], "duration": 0}, ["body", "features", "duration"]),
+    ({**ROWS[0], "shoe_size": 42}, ["body", "features"]),
+])
+def test_schema_violations_are_422_with_the_field(live, features, loc):
+    r = _decide(live, "applicant-bad", features)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"][0]
+    assert detail["loc"] == loc and detail["msg"]
+
+
+def test_bad_requests_get_clear_4xx_never_500(live):
+    with live.client("olivia-operator") as c:
+        r = c.post("/v1/decisions", content=b"{not json",
+                   headers={"content-type": "application/json"})
+        assert r.status_code == 422
+        r = c.post("/v1/decisions", json={"model_id": "nope", "subject_id": "a",
+                                          "features": ROWS[0]})
+        assert r.status_code == 404 and "model_id" in r.json()["detail"]
+        r = c.post("/v1/decisions", json={"model_id": "credit", "features": ROWS[0]})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "subject_id"]
+        big = {"model_id": "credit", "subject_id": "a", "features": {"x": "y" * 300_000}}
+        assert c.post("/v1/decisions", json=big).status_code == 413
+
+        def chunks():
+            yield b'{"model_id": "credit", "subject_id": "a", "features": {"x": "'
+            for _ in range(40):
+                yield b"z" * 10_000
+            yield b'"}}'
+
+        assert c.post("/v1/decisions", content=chunks(),
+                      headers={"content-type": "application/json"}).status_code == 413
+        assert c.get("/v1/jobs/not-a-uuid").status_code == 422
+        assert c.get("/v1/jobs/00000000-0000-4000-8000-000000000000").status_code == 404
+
+
+# ---------------------------------------------------------------------- audit
+def test_audit_endpoints_prove_inclusion_and_consistency(live):
+    with live.client() as c:
+        cp = c.get("/v1/audit/checkpoint").json()
+    verifiers = [parse_verifier(k) for k in cp["verifier_keys"]]
+    body, _ = verify_note(cp["checkpoint"], verifiers)
+    old = parse_checkpoint(body)
+    _decide(live, "applicant-audit", ROWS[2])
+    with live.client("aude-auditor") as c:
+        entries = c.get("/v1/audit/entries", params={"start": 0, "end": 3}).json()
+        assert [e["index"] for e in entries["entries"]] == [0, 1, 2]
+        assert entries["entries"][0]["kind"] == "model_registered"
+        # A fresh checkpoint covers the new decision.
+        new_size = c.get("/health").json()["log_size"]
+        proof = c.get("/v1/audit/proofs/consistency",
+                      params={"old": old.size, "new": new_size})
+        assert proof.status_code == 200, proof.text
+        leaf = entries["entries"][1]
+        incl = c.get("/v1/audit/proofs/inclusion",
+                     params={"index": 1, "size": old.size}).json()
+        assert c.get("/v1/audit/proofs/inclusion",
+                     params={"index": old.size, "size": old.size}).status_code == 422
+    verify_inclusion(1, old.size, base64.b64decode(leaf["leaf_hash"]),
+                     [base64.b64decode(p) for p in incl["proof"]], old.root)
+    from xai_sandbox.store import Store
+
+    store = Store(live.settings)
+    try:
+        new_root = store.log.root(new_size)
+    finally:
+        store.close()
+    verify_consistency(old.size, new_size, old.root, new_root,
+                       [base64.b64decode(p) for p in proof.json()["proof"]])
+    with live.client("alice") as c:
+        assert c.get("/v1/audit/entries").status_code == 403
+
+
+def test_metrics_need_a_key_and_count_decisions(live):
+    _decide(live, "applicant-metrics", ROWS[3])
+    with live.client("olivia-operator") as c:
+        text = c.get("/metrics").text
+    assert re.search(r'xai_decisions_total\{model="credit@3",outcome="(good|bad)"\} \d', text)
+    assert "xai_http_request_seconds_bucket" in text and 'xai_jobs{status="done"}' in text
+    with live.client("alice") as c:
+        assert c.get("/metrics").status_code == 403
+
+
+# ---------------------------------------------------------------------- models, ad hoc
+def test_register_an_xgboost_model_from_its_json_format_and_decide_with_it(live):
+    import xgboost
+
+    m = credit_models()
+    est = xgboost.XGBClassifier(n_estimators=30, max_depth=3, random_state=0, n_jobs=1)
+    est.fit(m.data.X[m.train], m.data.y[m.train])
+    spec = {"model_id": "credit-xgb", "version": "1",
+            "source": {"kind": "xgboost_json",
+                       "model": bytes(est.get_booster().save_raw("json")).decode(),
+                       "schema": SCHEMA.to_dict(), "class_names": ["good", "bad"],
+                       "training_rows": [ROWS[i] for i in m.train[:300]]},
+            "policy": {"methods": ["tree_shap"], "adverse_class": "bad",
+                       "outcome_labels": {"bad": {"en": "declined", "zh": "拒绝"},
+                                          "good": {"en": "approved", "zh": "批准"}}}}
+    with live.client("olivia-operator") as c:
+        r = c.post("/v1/models", json=spec)
+        assert r.status_code == 201, r.text
+        assert r.json()["source"] == "xgboost_json" and len(r.json()["fingerprint"]) == 64
+        assert "credit-xgb@1" in [x["key"] for x in c.get("/v1/models").json()]
+        bad = c.post("/v1/models", json={**spec, "version": "2",
+                                         "source": {**spec["source"], "model": "{}"}})
+        assert bad.status_code == 422 and "source.model" in json.dumps(bad.json())
+        pol = c.post("/v1/models", json={**spec, "version": "3",
+                                         "policy": {**spec["policy"], "methods": ["magic"]}})
+        assert pol.status_code == 422
+    decided = _decide(live, "applicant-xgb", _declined_row(), model="credit-xgb")
+    assert decided.status_code == 201, decided.text
+    expected = est.predict_proba(SCHEMA.encode(_declined_row()))[0, 1]
+    assert decided.json()["output"]["score"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_adhoc_explanation_with_provenance_and_receipt(live):
+    with live.client("olivia-operator") as c:
+        r = c.post("/v1/explain", json={"model_id": "credit", "input": ROWS[5],
+                                        "method": "tree_shap"})
+        encoded = c.post("/v1/explain", json={"model_id": "credit",
+                                              "input": SCHEMA.encode(ROWS[5])[0].tolist(),
+                                              "method": "tree_shap"})
+        wrong = c.post("/v1/explain", json={"model_id": "credit", "input": ROWS[5],
+                                            "method": "integrated_gradients"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert [p["step"] for p in out["provenance"]][-1] == "hash"
+    assert out["explanation"]["attributions"] == encoded.json()["explanation"]["attributions"]
+    checked = check_receipt(Receipt.from_dict(out["receipt"]), _verifiers(live))
+    assert checked["kind"] == "adhoc_explanation"
+    assert checked["explanation_sha256"] == out["explanation_sha256"]
+    assert wrong.status_code == 422  # a gradient method on a tree model
+
+
+def test_rate_limit_on_explanation_reads(tmp_path):
+    from conftest import make_settings, prepared
+
+    server = prepared(make_settings(tmp_path, rate_limit_subject_per_minute=3)).start()
+    try:
+        with server.client("alice") as c:
+            codes = [c.get(f"/v1/decisions/{server.decisions['alice']}") for _ in range(5)]
+    finally:
+        server.stop()
+    assert [r.status_code for r in codes[:3]] == [200, 200, 200]
+    assert codes[3].status_code == 429 and int(codes[3].headers["retry-after"]) >= 1
