@@ -32,6 +32,7 @@ from xai_sandbox.reports.render import render_html, render_json, render_pdf
 from xai_sandbox.service import metrics
 from xai_sandbox.service.app import Runtime
 from xai_sandbox.service.schemas import (
+    ERROR_RESPONSES,
     DecisionRequest,
     ExplainRequest,
     ModelRequest,
@@ -41,7 +42,7 @@ from xai_sandbox.service.schemas import (
 from xai_sandbox.store.accounts import Principal
 from xai_sandbox.store.entries import rfc3339
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 _bearer = HTTPBearer(auto_error=False, description="an API key: xai_<key id>_<secret>")
 
 STAFF = ("operator", "reviewer", "compliance_officer", "auditor", "admin")
@@ -137,7 +138,9 @@ def health(rt: RT) -> dict[str, Any]:
             "models": len(rt.decider.models())}
 
 
-@router.get("/metrics", tags=["operations"], response_class=Response)
+@router.get("/metrics", tags=["operations"],
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}},
+                             "description": "Prometheus text format"}})
 def prometheus(rt: RT, who: Who) -> Response:
     """Prometheus metrics (text exposition format)."""
     _require(who, "operator", "auditor", "admin")
@@ -235,7 +238,8 @@ def subject_view(decision_id: DecisionId, request: Request, rt: RT, who: Who,
     return view
 
 
-@router.get("/v1/decisions/{decision_id}/report", tags=["reports"])
+@router.get("/v1/decisions/{decision_id}/report", tags=["reports"],
+            responses={200: {"content": {"application/json": {}}, "description": "the report"}})
 def report_json(decision_id: DecisionId, rt: RT, who: Who,
                 purpose: Annotated[str, Query(min_length=1, max_length=200)] = "review"
                 ) -> Response:
@@ -245,7 +249,7 @@ def report_json(decision_id: DecisionId, rt: RT, who: Who,
 
 
 @router.get("/v1/decisions/{decision_id}/report.html", tags=["reports"],
-            response_class=HTMLResponse)
+            responses={200: {"content": {"text/html": {}}, "description": "the report"}})
 def report_html(decision_id: DecisionId, rt: RT, who: Who,
                 purpose: Annotated[str, Query(min_length=1, max_length=200)] = "review"
                 ) -> HTMLResponse:
@@ -254,7 +258,7 @@ def report_html(decision_id: DecisionId, rt: RT, who: Who,
 
 
 @router.get("/v1/decisions/{decision_id}/report.pdf", tags=["reports"],
-            response_class=Response, responses={200: {"content": {"application/pdf": {}}}})
+            responses={200: {"content": {"application/pdf": {}}, "description": "the report"}})
 def report_pdf(decision_id: DecisionId, rt: RT, who: Who,
                purpose: Annotated[str, Query(min_length=1, max_length=200)] = "export"
                ) -> Response:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DecisionRequest", "ExplainRequest", "ModelRequest", "ReviewDecision",
+__all__ = ["ERROR_RESPONSES", "DecisionRequest", "ErrorBody", "ExplainRequest", "ModelRequest", "ReviewDecision",
            "ReviewRequest"]
 
 Scalar = str | int | float
@@ -21,6 +21,24 @@ GERMAN_CREDIT_EXAMPLE: dict[str, Scalar] = {
     "telephone": "A191", "foreign_worker": "A201"}
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class ErrorBody(BaseModel):
+    """Every error: a message naming the parameter, the rule and the value; for 422 a
+    list with one entry per field (``loc`` is the path to it)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text} for status, text in (
+        (401, "no key, or an unknown or revoked key"),
+        (403, "the key's roles do not allow this"),
+        (404, "no such record (or not yours)"),
+        (409, "the record's state forbids this now"),
+        (413, "the body is too large"),
+        (422, "a parameter or field breaks a rule"),
+        (429, "too many explanation reads; see Retry-After"))}
 
 
 class _Strict(BaseModel):
