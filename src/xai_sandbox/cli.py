@@ -392,8 +392,7 @@ def users_list() -> None:
     table.add_column("roles")
     table.add_column("created")
     for p in _accounts()[1].principals():
-        table.add_row(str(p["name"]), ", ".join(p["roles"]),  # type: ignore[arg-type]
-                      str(p["created_at"]))
+        table.add_row(str(p["name"]), ", ".join(p["roles"]), str(p["created_at"]))
     console.print(table)
 
 
@@ -404,6 +403,8 @@ def serve(
     demo: Annotated[bool, typer.Option(help="register the German credit models, create "
                                        "demo principals and print their keys")] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    workers: Annotated[int, typer.Option(min=1, max=64, help="server processes (each with "
+                                         "its own job workers and rate-limit buckets)")] = 1,
 ) -> None:
     """Run the REST service (settings from XAI_SANDBOX_* environment variables)."""
     import uvicorn
@@ -431,8 +432,12 @@ def serve(
         print(f"try: curl -H 'Authorization: Bearer {made['keys']['alice']}' "
               f"http://{host}:{port}/v1/decisions")
         console.print(f"API documentation: http://{host}:{port}/docs")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
-                access_log=False)
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
+                    access_log=False)
+    else:  # each process builds the app from the same environment
+        uvicorn.run("xai_sandbox.service.app:create_app", factory=True, workers=workers,
+                    host=host, port=port, log_level=log_level, access_log=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     review_sla_working_days: int = Field(default=7, ge=1, le=90)
     job_workers: int = Field(default=1, ge=0, le=32)
     job_lease_seconds: float = Field(default=30.0, gt=0)
+    # How long the service may remember a valid API key (a revocation takes effect
+    # within this time); 0 checks the database on every request.
+    key_cache_seconds: float = Field(default=2.0, ge=0, le=60)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     # Explanation reads per subject and per key, per minute (stops model probing).
     rate_limit_subject_per_minute: int = Field(default=60, ge=1)

@@ -69,7 +69,8 @@ def make_settings(tmp: Path, database_url: str | None = None, **overrides: Any) 
     values: dict[str, Any] = {"data_dir": tmp, "database_url": database_url,
                               "log_origin": "test.example/service",
                               "rate_limit_subject_per_minute": 10_000,
-                              "rate_limit_key_per_minute": 100_000, "job_lease_seconds": 2.0}
+                              "rate_limit_key_per_minute": 100_000, "job_lease_seconds": 2.0,
+                              "key_cache_seconds": 0.5}
     values.update(overrides)
     return Settings(**values)
 

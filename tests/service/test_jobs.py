@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import make_settings, prepared
 
+from conftest import make_settings, prepared
 from xai_sandbox.demos.credit import credit_models
 from xai_sandbox.reports.pipeline import REPORT_SCHEMA, Decider
 from xai_sandbox.service.demo import DEMO_MODELS

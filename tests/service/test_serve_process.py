@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import free_port
 
+from conftest import free_port
 from xai_sandbox.demos.credit import credit_models
 
 CLI = [sys.executable, "-m", "xai_sandbox.cli"]

@@ -233,6 +233,7 @@ class Decider:
         self.sla_days = review_sla_working_days or self.settings.review_sla_working_days
         self.jobs = JobQueue(store, lease_seconds=self.settings.job_lease_seconds)
         self._models: dict[str, ServedModel] = {}
+        self._texts: dict[str, dict[str, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ models
@@ -577,13 +578,18 @@ class Decider:
                 "caveat": CAVEAT_LOW[locale] if low else CAVEAT_OK[locale],
                 "reliability": "low" if low else "normal"}
 
-    def subject_view(self, decision_id: str, locale: str, review_link: str) -> dict[str, Any]:
-        """What the person decided about reads: no raw numbers, at most four reasons."""
+    def subject_view(self, decision_id: str, locale: str, review_link: str,
+                     subject_ref: str | None = None) -> dict[str, Any]:
+        """What the person decided about reads: no raw numbers, at most four reasons.
+
+        With ``subject_ref``, a decision of anyone else is reported as not found (the same
+        answer as an unknown id, so ids cannot be probed)."""
         if locale not in LOCALES:
             raise InvalidInputError("locale", f"must be one of {list(LOCALES)}", locale)
-        row = self.store.decision(decision_id)
-        report = self.store.latest_report(decision_id)
-        reviews = self.store.reviews_of(decision_id)
+        row, report_id, reviews = self.store.decision_with_report(decision_id)
+        if subject_ref is not None and row["subject_ref"] != subject_ref:
+            raise NotFoundError("decision_id", "must be a recorded decision", decision_id)
+        texts = self._subject_texts(report_id) if report_id is not None else None
         output = json.loads(row["output_json"])
         view: dict[str, Any] = {
             "decision_id": decision_id, "case_ref": row["case_ref"],
@@ -591,14 +597,11 @@ class Decider:
             "outcome": output["label"][locale],
             "deployer": {"name": self.settings.deployer_name,
                          "contact": self.settings.deployer_contact}}
-        if report is None:
+        if texts is None:
             view.update({"explanation_status": "pending", "reasons": [],
                          "what_you_could_change": None, "caveat": None})
         else:
-            body = report["body"]
-            view.update({"explanation_status": "ready", **self._subject_text(body, locale),
-                         "data_sources": body["input"]["data_sources"],
-                         "explained_at": body["decision"]["explained_at"]})
+            view.update({"explanation_status": "ready", **texts[locale]})
         view["rights"] = [{"right": r, "text": t, "link": review_link}
                           for r, t in RIGHTS[locale]]
         view["reviews"] = [{"review_id": r["id"], "kind": r["kind"] or "human_review",
@@ -610,6 +613,23 @@ class Decider:
         human = [r for r in reviews if (r["kind"] or "human_review") == "human_review"]
         view["review_status"] = human[-1]["status"] if human else "not_required"
         return view
+
+    def _subject_texts(self, report_id: str) -> dict[str, dict[str, Any]]:
+        """The subject's words of a report, per locale; reports never change, so the
+        parsed texts are kept (bounded) and a read does not parse the report again."""
+        with self._lock:
+            found = self._texts.get(report_id)
+        if found is not None:
+            return found
+        body = self.store.report_body(report_id)
+        texts = {loc: {**self._subject_text(body, loc),
+                       "data_sources": body["input"]["data_sources"],
+                       "explained_at": body["decision"]["explained_at"]} for loc in LOCALES}
+        with self._lock:
+            if len(self._texts) >= 4096:
+                self._texts.pop(next(iter(self._texts)))
+            self._texts[report_id] = texts
+        return texts
 
     def request_review(self, decision_id: str, *, requested_by: str, reason: str,
                        kind: str = "human_review", channel: str = "api") -> dict[str, Any]:

@@ -3,6 +3,7 @@ access events."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -99,6 +100,12 @@ class AccessRecorder:
         future: Future[int] = Future()
         self._queue.put((event, future))
         return future.result(timeout=60)
+
+    async def record_async(self, **event: Any) -> int:
+        """:meth:`record` for the event loop: waits for the commit without a thread."""
+        future: Future[int] = Future()
+        self._queue.put((event, future))
+        return await asyncio.wrap_future(future)
 
     def stop(self) -> None:
         self._queue.put(None)

@@ -3,6 +3,7 @@ declined and an approved applicant, so every endpoint can be tried at once."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from xai_sandbox.errors import ConflictError
@@ -58,10 +59,8 @@ def setup_demo(store: Store) -> dict[str, Any]:
     keys = {}
     for name, (roles, subject_id) in DEMO_PRINCIPALS.items():
         ref = store.subject_ref(subject_id) if subject_id else None
-        try:
+        with contextlib.suppress(ConflictError):  # made by an earlier --demo run
             accounts.create_principal(name, roles, subject_ref=ref)
-        except ConflictError:
-            pass
         keys[name] = accounts.issue_key(name, "demo")
     rows = credit_models().data.rows
     decisions = {}

@@ -7,12 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ERROR_RESPONSES", "DecisionRequest", "ErrorBody", "ExplainRequest", "ModelRequest", "ReviewDecision",
-           "ReviewRequest"]
+__all__ = ["ERROR_RESPONSES", "DecisionRequest", "ErrorBody", "ExplainRequest", "ModelRequest",
+           "ReviewDecision", "ReviewRequest"]
 
 Scalar = str | int | float
 
-GERMAN_CREDIT_EXAMPLE: dict[str, Scalar] = {
+GERMAN_CREDIT_EXAMPLE: dict[str, Any] = {
     "checking_status": "A12", "duration": 48, "credit_history": "A32", "purpose": "A43",
     "credit_amount": 5951, "savings": "A61", "employment_since": "A73",
     "installment_rate": 2, "personal_status_sex": "A92", "other_debtors": "A101",

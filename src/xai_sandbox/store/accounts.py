@@ -11,10 +11,13 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
@@ -43,9 +46,14 @@ class Principal:
 class Accounts:
     """Create principals and keys, and resolve a presented key to its principal."""
 
-    def __init__(self, engine: Engine, writer: Engine) -> None:
+    def __init__(self, engine: Engine, writer: Engine, cache_seconds: float = 0.0) -> None:
         self.engine = engine
         self.writer = writer
+        # A service may remember a good key for a few seconds (a revocation then takes
+        # effect within that time); the cache is keyed by the key's hash, never the key.
+        self.cache_seconds = cache_seconds
+        self._cache: dict[bytes, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
 
     def create_principal(self, name: str, roles: Iterable[str],
                          subject_ref: str | None = None) -> str:
@@ -97,7 +105,7 @@ class Accounts:
         if done.rowcount != 1:
             raise NotFoundError("key_id", "must be an active key", key_id)
 
-    def principals(self) -> list[dict[str, object]]:
+    def principals(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.principals.c.name, t.principals.c.roles,
                                        t.principals.c.created_at)
@@ -107,6 +115,25 @@ class Accounts:
 
     def authenticate(self, presented: str) -> Principal | None:
         """The principal of an active key, or ``None``."""
+        if self.cache_seconds > 0:
+            tag = hashlib.sha256(presented.encode()).digest()
+            now = time.monotonic()
+            with self._lock:
+                hit = self._cache.get(tag)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+            found = self._lookup(presented)
+            if found is not None:
+                with self._lock:
+                    if len(self._cache) >= 10_000:
+                        self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+                        if len(self._cache) >= 10_000:
+                            self._cache.clear()
+                    self._cache[tag] = (now + self.cache_seconds, found)
+            return found
+        return self._lookup(presented)
+
+    def _lookup(self, presented: str) -> Principal | None:
         m = _KEY.match(presented)
         if m is None:
             return None

@@ -318,6 +318,35 @@ class Store:
             return None
         return {**dict(row), "body": json.loads(bytes(row["body"]))}
 
+    def decision_with_report(self, decision_id: str
+                             ) -> tuple[dict[str, Any], str | None, list[dict[str, Any]]]:
+        """A decision's row, its newest report's id and its reviews: one query when it has
+        no reviews (the common read), two when it has."""
+        newest = (select(t.reports.c.id).where(t.reports.c.decision_id == t.decisions.c.id)
+                  .order_by(t.reports.c.created_at.desc()).limit(1).scalar_subquery())
+        asked = (select(t.reviews.c.id).where(t.reviews.c.decision_id == t.decisions.c.id)
+                 .limit(1).scalar_subquery())
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.decisions, newest.label("report_id"),
+                                      asked.label("any_review"))
+                               .where(t.decisions.c.id == decision_id)).mappings().first()
+            if row is None:
+                raise NotFoundError("decision_id", "must be a recorded decision", decision_id)
+            reviews = [] if row["any_review"] is None else [
+                dict(r) for r in conn.execute(select(t.reviews).where(
+                    t.reviews.c.decision_id == decision_id)
+                    .order_by(t.reviews.c.requested_at)).mappings()]
+        decision = {k: v for k, v in row.items() if k not in ("report_id", "any_review")}
+        return decision, row["report_id"], reviews
+
+    def report_body(self, report_id: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            body = conn.execute(select(t.reports.c.body).where(t.reports.c.id == report_id)
+                                ).scalar()
+        if body is None:
+            raise NotFoundError("report_id", "must be a stored report", report_id)
+        return dict(json.loads(bytes(body)))
+
     def leaf_of(self, record_id: str) -> int:
         """The leaf index of the first log entry of a record ('table:id')."""
         with self.engine.connect() as conn:
@@ -344,7 +373,8 @@ class Store:
     def record_adhoc(self, *, model_key: str, actor: str, method: str, input_commitment: str,
                      explanation_sha256: str) -> tuple[str, int]:
         """Log an ad hoc explanation by the hashes of its input and result."""
-        row = {"id": str(uuid.uuid4()), "model_key": _text("model_key", model_key, 260),
+        row: dict[str, Any] = {
+               "id": str(uuid.uuid4()), "model_key": _text("model_key", model_key, 260),
                "actor": _text("actor", actor), "method": _text("method", method, 64),
                "input_commitment": input_commitment,
                "explanation_sha256": explanation_sha256, "created_at": _now()}
