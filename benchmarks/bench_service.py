@@ -33,7 +33,6 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import parse
-
 from xai_sandbox.demos.credit import credit_models
 from xai_sandbox.settings import Settings
 from xai_sandbox.store import Store
