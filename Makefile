@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean system-deps
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,11 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/xai-sandbox demo
 
-test: $(STAMP)
+# wrk, a CJK font and HarfBuzz-Subset from Debian (see tools/system-deps.sh).
+system-deps:
+	tools/system-deps.sh
+
+test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check src tests benchmarks tools
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
@@ -26,7 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks tools
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	for f in benchmarks/bench_*.py; do $(PY) $$f --quick || exit 1; done
 
 clean:

@@ -12,10 +12,13 @@ from typing import Any
 import torch
 
 
-def parse(description: str) -> argparse.Namespace:
+def parse(description: str, extra: list[tuple[str, dict[str, Any]]] | None = None
+          ) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="smaller run for CI smoke tests")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for both sides")
+    for flag, options in extra or []:
+        parser.add_argument(flag, **options)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     return args

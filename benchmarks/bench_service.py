@@ -144,7 +144,10 @@ def serve(env: dict[str, str], port: int, workers: int = 1) -> subprocess.Popen[
 
 
 def main() -> None:
-    args = parse(__doc__.splitlines()[0])
+    args = parse(__doc__.splitlines()[0],
+                 extra=[("--wrk-threads", {"type": int, "default": 1,
+                                           "help": "wrk threads for the read runs (one "
+                                                   "leaves the other core to the server)"})])
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
     seconds = 3 if args.quick else 20
@@ -195,8 +198,10 @@ def main() -> None:
         # 2. Subject view, and the framework's ceiling on the same machine.
         pairs = ",".join("{" + lua_string(d) + "," + lua_string(k) + "}" for d, k in view_pairs)
         httpx.get(f"{url}/health")
-        views = wrk(url, VIEW_SCRIPT % {"pairs": pairs}, seconds=seconds, connections=16)
-        health = wrk(url, HEALTH_SCRIPT, seconds=seconds, connections=16)
+        views = wrk(url, VIEW_SCRIPT % {"pairs": pairs}, seconds=seconds, connections=16,
+                    threads=args.wrk_threads)
+        health = wrk(url, HEALTH_SCRIPT, seconds=seconds, connections=16,
+                     threads=args.wrk_threads)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -219,8 +224,9 @@ def main() -> None:
     finally:
         store.close()
     ack = set(acknowledged)
-    print(f"xai-sandbox service benchmark, {seconds} s per run, wrk 2 threads, "
-          f"16 connections, {os.cpu_count()} cores shared by wrk and the server")
+    print(f"xai-sandbox service benchmark, {seconds} s per run, 16 connections (wrk 2 "
+          f"threads for decisions, {args.wrk_threads} for reads), {os.cpu_count()} cores "
+          f"shared by wrk and the server")
     print(f"POST /v1/decisions (LightGBM + TreeSHAP + counterfactuals + report + log): "
           f"{decisions['rps']:.1f} req/s, p50 {decisions['p50']:.1f} ms, "
           f"p99 {decisions['p99']:.1f} ms, non-2xx {decisions['non2xx']}, "

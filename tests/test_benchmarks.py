@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ("bench_image_ig.py", "median photo: adaptive"),
     ("bench_audit_log.py", "inclusion proof, median"),
     ("bench_counterfactuals.py", "DiCE genetic"),
+    ("bench_service.py", "acknowledged"),
 ])
 def test_benchmark_runs_quick(script, expect):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"],

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # The service.
     review_sla_working_days: int = Field(default=7, ge=1, le=90)
     job_workers: int = Field(default=1, ge=0, le=32)
+    # Requests that compute (decisions, ad hoc explanations) at once in one process.
+    compute_concurrency: int = Field(default=2, ge=1, le=64)
     job_lease_seconds: float = Field(default=30.0, gt=0)
     # How long the service may remember a valid API key (a revocation takes effect
     # within this time); 0 checks the database on every request.

@@ -206,6 +206,8 @@ def test_full_report_carries_every_compliance_field_in_json_html_and_pdf(live):
         assert f"<h2>{heading} " in html.text, heading
     assert 'src="data:image/png;base64,' in html.text
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    # The Chinese reason texts are set in a CJK font (make test installs one).
+    assert b"WenQuanYi" in pdf.content or b"CJK" in pdf.content
     assert "attachment" in pdf.headers["content-disposition"]
 
 

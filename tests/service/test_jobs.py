@@ -3,6 +3,7 @@ a restart, never lost and never completed twice; on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -49,8 +50,15 @@ def test_expensive_methods_run_as_a_job_and_answer_202(settings):
         assert job["status"] == "done", job
         with server.client("carl-compliance") as c:
             report = c.get(job["report_url"]).json()
+        # The subject view's plain-SQL read on this backend too.
+        with server.client("alice") as c:
+            view = c.get(f"/v1/decisions/{server.decisions['alice']}").json()
+            other = c.get(f"/v1/decisions/{server.decisions['bob']}")
     finally:
         server.stop()
+    assert view["explanation_status"] == "ready" and view["reasons"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", view["decided_at"])
+    assert other.status_code == 404
     assert [e["method"] for e in report["explanations"]] == ["exact_shapley",
                                                              "integrated_gradients"]
     assert report["explanations"][0]["completeness_error"] < 1e-6

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -156,6 +157,7 @@ class AuditLog:
         self.writer = writer or engine
         self.keys = keys
         self.origin = origin
+        self._signing = threading.Lock()
 
     # ------------------------------------------------------------------ appends
     def append(self, conn: Connection, entries: Sequence[tuple[str, Mapping[str, Any]]]
@@ -247,7 +249,12 @@ class AuditLog:
         newest does not cover the entry yet)."""
         latest = self.latest_checkpoint()
         if latest is None or latest[0] <= index:
-            latest = self.checkpoint()
+            # Concurrent callers share one signing: whoever waited finds the checkpoint the
+            # first one signed (it covers every entry appended before it) and uses it.
+            with self._signing:
+                latest = self.latest_checkpoint()
+                if latest is None or latest[0] <= index:
+                    latest = self.checkpoint()
         size, note = latest
         with self.engine.connect() as conn:
             row = conn.execute(select(log_entries.c.body, log_entries.c.leaf_hash)

@@ -32,6 +32,13 @@ __all__ = ["ExactShapley", "KernelShap", "TreeShap", "coalition_values", "shaple
 _BATCH_ELEMENTS = 1 << 22
 
 
+# shap tells every binary LightGBM explanation that its output layout changed; this module
+# reads both layouts. A process-wide filter, because catch_warnings is not thread-safe.
+warnings.filterwarnings("ignore", message="LightGBM binary classifier with TreeExplainer",
+                        category=UserWarning)
+
+
+@functools.cache
 def _import_shap() -> Any:
     """Import shap without its import-time deprecation noise from matplotlib."""
     with warnings.catch_warnings():

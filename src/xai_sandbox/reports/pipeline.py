@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import secrets
 import threading
 import uuid
@@ -38,6 +39,7 @@ from xai_sandbox.store.store import Store
 __all__ = ["REPORT_SCHEMA", "Decider", "DecisionOutcome", "ServedModel", "add_working_days"]
 
 REPORT_SCHEMA = "xai-sandbox.report/1"
+log = logging.getLogger("xai_sandbox.reports")
 STOCHASTIC_METHODS = frozenset({"kernel_shap", "lime", "smoothgrad"})
 _FIDELITY_LIMIT = 0.05   # completeness error above this marks the explanation unreliable
 
@@ -346,23 +348,29 @@ class Decider:
         served = self.model(model_id, version)
         _, output = self.score(served, features)
         decision_id = str(uuid.uuid4())
-        stored = self.store.record_decisions([{
+        prepared = self.store.prepare_decision({
             "decision_id": decision_id, "model_key": served.key, "subject_id": subject_id,
             "inputs": dict(features), "output": output,
-            "policy_version": served.policy.version, "case_ref": case_ref,
-            "explain_later": list(served.policy.methods) if served.policy.explains(
-                adverse=bool(output["adverse"]), confidence=float(output["confidence"]),
-                decision_id=decision_id) else None}])[0]
-        report_id = None
-        if stored.job_id is not None and explain_now and not served.policy.deferred:
-            job = self.jobs.claim(stored.job_id)
-            if job is not None:
-                report_id = self.run_job(job)
-        row = self.store.decision(stored.decision_id)
-        return DecisionOutcome(decision_id=stored.decision_id, case_ref=row["case_ref"],
-                               model_key=served.key, output=output,
-                               leaf_index=stored.leaf_index, explained=stored.job_id is not None,
-                               report_id=report_id, job_id=stored.job_id)
+            "policy_version": served.policy.version, "case_ref": case_ref})
+        explains = served.policy.explains(adverse=bool(output["adverse"]),
+                                          confidence=float(output["confidence"]),
+                                          decision_id=decision_id)
+        methods = list(served.policy.methods) if explains else None
+        report = None
+        if methods and explain_now and not served.policy.deferred:
+            try:
+                report = self._report_body(prepared.row, features, methods)
+            except Exception:  # recorded with a job instead: retried, and its error kept
+                log.exception("explaining decision %s failed; queued as a job", decision_id)
+        # The decision and its report (or its job) in one transaction.
+        stored = self.store.record_prepared([prepared], reports=[report],
+                                            jobs=[None if report is not None else methods],
+                                            report_schema=REPORT_SCHEMA)[0]
+        return DecisionOutcome(decision_id=stored.decision_id,
+                               case_ref=prepared.row["case_ref"], model_key=served.key,
+                               output=output, leaf_index=stored.leaf_index,
+                               explained=methods is not None, report_id=stored.report_id,
+                               job_id=stored.job_id)
 
     def run_job(self, job: ClaimedJob) -> str | None:
         """Explain a claimed job's decision and complete the job; returns the report id
@@ -388,6 +396,11 @@ class Decider:
         if features is None:
             raise InvalidInputError("decision_id", "has no input any more (erased)",
                                     decision_id)
+        return self._report_body(row, features, methods)
+
+    def _report_body(self, row: Mapping[str, Any], features: Mapping[str, Any],
+                     methods: Sequence[str]) -> dict[str, Any]:
+        decision_id = row["id"]
         served = self.model_by_key(row["model_key"])
         model, schema, policy = served.model, served.schema, served.policy
         output = json.loads(row["output_json"])

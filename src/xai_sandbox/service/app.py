@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ class Runtime:
     pool: JobPool
     subject_limit: RateLimiter
     key_limit: RateLimiter
+    compute_slots: threading.BoundedSemaphore
 
 
 class BodyLimit:
@@ -183,7 +185,8 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
                      access=AccessRecorder(store),
                      pool=JobPool(decider, settings.job_workers if start_workers else 0),
                      subject_limit=RateLimiter(settings.rate_limit_subject_per_minute),
-                     key_limit=RateLimiter(settings.rate_limit_key_per_minute))
+                     key_limit=RateLimiter(settings.rate_limit_key_per_minute),
+                     compute_slots=threading.BoundedSemaphore(settings.compute_concurrency))
         app.state.rt = rt
         # Models and libraries are a million long-lived objects: moved out of the
         # collector's reach, a full collection no longer stalls every request for

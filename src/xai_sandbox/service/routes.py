@@ -62,10 +62,12 @@ async def runtime(request: Request) -> Runtime:
 RT = Annotated[Runtime, Depends(runtime)]
 
 
-async def principal(request: Request, rt: RT,
+async def principal(request: Request,
                     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
                     ) -> Principal:
-    # async: one indexed lookup, run on the event loop rather than hopping to a thread.
+    # async: one indexed lookup (or a cache hit), run on the event loop rather than
+    # hopping to a thread.
+    rt: Runtime = request.app.state.rt
     if creds is None:
         raise HTTPException(401, "authorization: a bearer API key is required",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -179,9 +181,12 @@ def record_decision(body: DecisionRequest, request: Request, rt: RT, who: Who
     policy's methods run as a job. The receipt proves the decision is in the audit log.
     """
     _require(who, "operator")
-    out = rt.decider.decide(model_id=body.model_id, version=body.version,
-                            subject_id=body.subject_id, features=body.features,
-                            case_ref=body.case_ref)
+    # At most a few decisions compute at once: more threads would only take turns at
+    # the interpreter lock, and one holding the database's write lock would wait its turn.
+    with rt.compute_slots:
+        out = rt.decider.decide(model_id=body.model_id, version=body.version,
+                                subject_id=body.subject_id, features=body.features,
+                                case_ref=body.case_ref)
     metrics.DECISIONS.labels(out.model_key, str(out.output["decision"])).inc()
     base = str(request.base_url).rstrip("/")
     if out.report_id is not None:
@@ -220,7 +225,7 @@ def list_decisions(rt: RT, who: Who, model: Annotated[str | None, Query(max_leng
 
 
 @router.get("/v1/decisions/{decision_id}", tags=["decisions"])
-async def subject_view(decision_id: DecisionId, request: Request, rt: RT, who: Who,
+async def subject_view(decision_id: DecisionId, request: Request, who: Who,
                        lang: Annotated[str | None, Query(description="en or zh; default: "
                                                                      "Accept-Language")] = None
                        ) -> Response:
@@ -231,6 +236,7 @@ async def subject_view(decision_id: DecisionId, request: Request, rt: RT, who: W
     The hot path of the service: a few indexed reads run on the event loop, and the
     access event joins the next group commit without holding a thread.
     """
+    rt: Runtime = request.app.state.rt
     if not who.has(*STAFF) and who.subject_ref is None:  # pragma: no cover - no such key
         raise NotFoundError("decision_id", "must be a recorded decision", decision_id)
     locale = _locale(request, lang)

@@ -15,10 +15,13 @@ from typing import Any
 __all__ = ["ENTRY_BUILDERS", "KIND_TABLE", "rfc3339"]
 
 
-def rfc3339(value: datetime | None) -> str | None:
-    """UTC time as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (SQLite returns naive UTC times)."""
+def rfc3339(value: datetime | str | None) -> str | None:
+    """UTC time as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (SQLite returns naive UTC times; read
+    with plain SQL, it returns them as ``YYYY-MM-DD HH:MM:SS[.ffffff]`` text)."""
     if value is None:
         return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat(timespec="microseconds") + "Z"

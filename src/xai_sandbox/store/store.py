@@ -15,6 +15,7 @@ import hmac
 import json
 import os
 import secrets
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,17 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
 
 from xai_sandbox.audit.canonical import canonical_json
 from xai_sandbox.audit.log import AuditLog, Receipt
@@ -36,11 +47,22 @@ from xai_sandbox.store import tables as t
 from xai_sandbox.store.entries import ENTRY_BUILDERS
 from xai_sandbox.store.jobs import enqueue
 
-__all__ = ["REVIEW_KINDS", "REVIEW_OUTCOMES", "Store", "StoredDecision"]
+__all__ = ["REVIEW_KINDS", "REVIEW_OUTCOMES", "PreparedDecision", "Store", "StoredDecision"]
 
 REVIEW_OUTCOMES = ("confirmed", "overridden", "reversed")
 REVIEW_KINDS = ("human_review", "contest", "explanation")
 _ID_TEXT = 128
+
+
+# The subject view's reads, built once (the hot path of the service).
+_DECISION_WITH_REPORT_SQL = (
+    "SELECT d.id, d.case_ref, d.subject_ref, d.model_key, d.output_json, d.decided_at, "
+    "(SELECT r.id FROM reports r WHERE r.decision_id = d.id ORDER BY r.created_at DESC "
+    "LIMIT 1) AS report_id, "
+    "(SELECT v.id FROM reviews v WHERE v.decision_id = d.id LIMIT 1) AS any_review "
+    "FROM decisions d WHERE d.id = ?")
+_REVIEWS_OF = (select(t.reviews).where(t.reviews.c.decision_id == bindparam("decision_id"))
+               .order_by(t.reviews.c.requested_at))
 
 
 def make_engine(url: str) -> Engine:
@@ -60,12 +82,35 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=60000")
             cur.close()
 
+        # Writers of this process queue on a lock of their own before taking SQLite's:
+        # SQLite's busy handler waits by sleeping in growing steps (up to 100 ms), so
+        # threads that met a held lock there would wait far longer than the write takes.
+        writing = threading.Lock()
+
         @event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
             # Writers take the write lock up front, so concurrent writers queue instead of
             # deadlocking on a lock upgrade; readers begin deferred and never block them.
-            immediate = conn.get_execution_options().get("xai_write", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            if not conn.get_execution_options().get("xai_write", False):
+                conn.exec_driver_sql("BEGIN")
+                return
+            if conn.info.get("xai_writing"):  # a second transaction on this connection
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            writing.acquire()
+            conn.info["xai_writing"] = True
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                conn.info.pop("xai_writing", None)
+                writing.release()
+                raise
+
+        @event.listens_for(engine, "checkin")
+        def _end(_dbapi_conn: Any, record: Any) -> None:
+            # After the commit (or rollback) has returned and the connection is back.
+            if record.info.pop("xai_writing", False):
+                writing.release()
 
         return engine
     if url.startswith(("postgresql", "postgres")):
@@ -107,6 +152,15 @@ class StoredDecision:
     leaf_index: int
     retain_until: datetime
     job_id: str | None = None   # the explanation job created with it, if any
+    report_id: str | None = None  # the report recorded with it, if any
+
+
+@dataclass(frozen=True)
+class PreparedDecision:
+    """A validated decision's rows, not yet written."""
+
+    row: dict[str, Any]
+    payload: dict[str, Any]
 
 
 class Store:
@@ -221,30 +275,49 @@ class Store:
         none. An item with ``explain_later`` (method names) gets an explanation job in the
         same transaction.
         """
-        rows: list[dict[str, Any]] = []
-        payloads: list[dict[str, Any]] = []
-        for n, item in enumerate(items):
-            row, payload = self._decision_rows(item, f"items[{n}]")
-            rows.append(row)
-            payloads.append(payload)
-        if not rows:
+        prepared = [self.prepare_decision(item, f"items[{n}]") for n, item in enumerate(items)]
+        return self.record_prepared(prepared, jobs=[item.get("explain_later")
+                                                    for item in items])
+
+    def prepare_decision(self, item: Mapping[str, Any], where: str = "decision"
+                         ) -> PreparedDecision:
+        """Validate a decision and build its rows (id, commitment, times), writing nothing:
+        a caller can explain it from these before :meth:`record_prepared` writes it."""
+        row, payload = self._decision_rows(item, where)
+        return PreparedDecision(row, payload)
+
+    def record_prepared(self, prepared: Sequence[PreparedDecision], *,
+                        reports: Sequence[Mapping[str, Any] | None] | None = None,
+                        jobs: Sequence[Sequence[str] | None] | None = None,
+                        report_schema: str = "xai-sandbox.report/1") -> list[StoredDecision]:
+        """Write prepared decisions with, per decision, its report (already computed) or
+        an explanation job (method names), all in one transaction."""
+        if not prepared:
             return []
+        reports = reports or [None] * len(prepared)
+        jobs = jobs or [None] * len(prepared)
+        rows = [p.row for p in prepared]
         with self.writer.begin() as conn:
             keys = {r["model_key"] for r in rows}
             known = set(conn.execute(select(t.models.c.key).where(t.models.c.key.in_(keys)))
                         .scalars())
             if keys - known:
                 raise NotFoundError("model_key", "must be a registered model",
-                                        sorted(keys - known)[0])
+                                    sorted(keys - known)[0])
             conn.execute(insert(t.decisions), rows)
-            conn.execute(insert(t.payloads), payloads)
+            conn.execute(insert(t.payloads), [p.payload for p in prepared])
             indexes = self.log.append(conn, [
                 (f"decisions:{r['id']}", ENTRY_BUILDERS["decision_recorded"](r)) for r in rows])
-            job_ids = [enqueue(conn, r["id"], item["explain_later"])
-                       if item.get("explain_later") else None
-                       for r, item in zip(rows, items, strict=True)]
-        return [StoredDecision(r["id"], r["subject_ref"], i, r["retain_until"], j)
-                for r, i, j in zip(rows, indexes, job_ids, strict=True)]
+            out = []
+            for row, leaf, report, methods in zip(rows, indexes, reports, jobs, strict=True):
+                report_id = job_id = None
+                if report is not None:
+                    report_id, _ = self.insert_report(conn, row["id"], report, report_schema)
+                elif methods:
+                    job_id = enqueue(conn, row["id"], methods)
+                out.append(StoredDecision(row["id"], row["subject_ref"], leaf,
+                                          row["retain_until"], job_id, report_id))
+        return out
 
     def _decision_rows(self, item: Mapping[str, Any], where: str
                        ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -321,21 +394,23 @@ class Store:
     def decision_with_report(self, decision_id: str
                              ) -> tuple[dict[str, Any], str | None, list[dict[str, Any]]]:
         """A decision's row, its newest report's id and its reviews: one query when it has
-        no reviews (the common read), two when it has."""
-        newest = (select(t.reports.c.id).where(t.reports.c.decision_id == t.decisions.c.id)
-                  .order_by(t.reports.c.created_at.desc()).limit(1).scalar_subquery())
-        asked = (select(t.reviews.c.id).where(t.reviews.c.decision_id == t.decisions.c.id)
-                 .limit(1).scalar_subquery())
+        no reviews (the common read), two when it has.
+
+        The hot read of the service: plain SQL on the driver, no statement compiling or
+        result processing (``decided_at`` comes back as the driver gives it: a string on
+        SQLite, a datetime on PostgreSQL; :func:`rfc3339` takes either)."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(t.decisions, newest.label("report_id"),
-                                      asked.label("any_review"))
-                               .where(t.decisions.c.id == decision_id)).mappings().first()
-            if row is None:
+            sql = _DECISION_WITH_REPORT_SQL
+            if conn.dialect.paramstyle != "qmark":  # psycopg: format style
+                sql = sql.replace("?", "%s")
+            cur = conn.exec_driver_sql(sql, (decision_id,))
+            found = cur.first()
+            if found is None:
                 raise NotFoundError("decision_id", "must be a recorded decision", decision_id)
+            row = dict(zip(cur.keys(), found, strict=True))
             reviews = [] if row["any_review"] is None else [
-                dict(r) for r in conn.execute(select(t.reviews).where(
-                    t.reviews.c.decision_id == decision_id)
-                    .order_by(t.reviews.c.requested_at)).mappings()]
+                dict(r) for r in conn.execute(_REVIEWS_OF, {"decision_id": decision_id}
+                                              ).mappings()]
         decision = {k: v for k, v in row.items() if k not in ("report_id", "any_review")}
         return decision, row["report_id"], reviews
 
