@@ -488,3 +488,22 @@ def test_rate_limit_on_explanation_reads(tmp_path):
         server.stop()
     assert [r.status_code for r in codes[:3]] == [200, 200, 200]
     assert codes[3].status_code == 429 and int(codes[3].headers["retry-after"]) >= 1
+
+
+def test_a_below_confidence_policy_leaves_confident_approvals_unexplained(live):
+    spec = {"model_id": "credit-doubt", "version": "1",
+            "source": {"kind": "builtin", "name": "german-credit-lightgbm"},
+            "policy": {"methods": ["tree_shap"], "adverse_class": "bad", "mode":
+                       "below_confidence", "confidence_threshold": 0.6,
+                       "outcome_labels": {"bad": {"en": "declined", "zh": "拒绝"},
+                                          "good": {"en": "approved", "zh": "批准"}}}}
+    with live.client("olivia-operator") as c:
+        assert c.post("/v1/models", json=spec).status_code == 201
+    m = credit_models()
+    probs = m.lightgbm.adapter.predict(m.data.X)
+    confident = next(i for i in range(len(ROWS)) if probs[i, 0] > 0.9)
+    adverse = _declined_row()
+    quiet = _decide(live, "applicant-doubt", ROWS[confident], model="credit-doubt").json()
+    loud = _decide(live, "applicant-doubt", adverse, model="credit-doubt").json()
+    assert quiet["explanation"]["status"] == "not_required"
+    assert loud["explanation"]["status"] == "ready"  # adverse decisions always are

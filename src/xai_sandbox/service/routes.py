@@ -309,9 +309,11 @@ def explain_adhoc(body: ExplainRequest, rt: RT, who: Who) -> dict[str, Any]:
         x = served.model.adapter.validate_inputs(np.asarray([features], dtype=np.float64),
                                                  "input")
         features = served.schema.decode(x)[0]
-    result = rt.decider.explain_adhoc(model_id=body.model_id, version=body.version,
-                                      features=features, method=body.method,
-                                      target=body.target, params=body.params, actor=who.name)
+    with rt.compute_slots:
+        result = rt.decider.explain_adhoc(model_id=body.model_id, version=body.version,
+                                          features=features, method=body.method,
+                                          target=body.target, params=body.params,
+                                          actor=who.name)
     metrics.EXPLANATIONS.labels(body.method, "ok").inc()
     return result
 
