@@ -236,8 +236,9 @@ def main() -> None:
           f"{len(ack - stored) + len(ack - logged)}")
     print(f"GET /v1/decisions/{{id}} (subject view + access event): {views['rps']:.1f} "
           f"req/s, p50 {views['p50']:.1f} ms, p99 {views['p99']:.1f} ms, non-2xx "
-          f"{views['non2xx']}; target 500 req/s, p99 < 50 ms: "
-          f"{'met' if views['rps'] >= 500 and views['p99'] < 50 else 'NOT met'}")
+          f"{views['non2xx']}; target 500 req/s: "
+          f"{'met' if views['rps'] >= 500 else 'NOT met'}, p99 < 50 ms: "
+          f"{'met' if views['p99'] < 50 else 'NOT met'}")
     print(f"access events in the log: {len(access)} (subject-view requests answered: "
           f"{views['requests']})")
     print(f"GET /health (framework ceiling): {health['rps']:.1f} req/s, p99 "
