@@ -241,4 +241,24 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     from xai_sandbox.service import routes
 
     app.include_router(routes.router)
+    openapi_security(app)
     return app
+
+
+def openapi_security(app: FastAPI) -> None:
+    """Declare the bearer-key scheme once, for every operation but the public ones."""
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes,
+                                 tags=app.openapi_tags)
+            schema.setdefault("components", {})["securitySchemes"] = {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "an API key: xai_<key id>_<secret>"}}
+            schema["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = build  # type: ignore[method-assign]
