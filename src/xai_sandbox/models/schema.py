@@ -59,7 +59,7 @@ class FeatureSpec:
     kind: Kind
     display: Mapping[str, str]
     categories: tuple[Category, ...] = ()
-    unit: str | None = None
+    unit: Mapping[str, str] | None = None   # per locale; a plain string is every locale's
     bounds: tuple[float, float] | None = None
     mutable: bool = False
     monotone: Monotone | None = None
@@ -127,12 +127,13 @@ class FeatureSpec:
         for flag in ("mutable", "protected"):
             if not isinstance(raw.get(flag, False), bool):
                 raise SchemaError(f"{path}.{flag}", "must be true or false", raw.get(flag))
-        for text in ("unit", "reason_code", "description"):
+        for text in ("reason_code", "description"):
             if raw.get(text) is not None and not isinstance(raw.get(text), str):
                 raise SchemaError(f"{path}.{text}", "must be a string", raw.get(text))
+        unit = None if raw.get("unit") is None else _display(raw["unit"], f"{path}.unit", "")
         return cls(name=name, kind=kind, display=_display(raw.get("display"), f"{path}.display",
                                                           name),
-                   categories=categories, unit=raw.get("unit"), bounds=bounds,
+                   categories=categories, unit=unit, bounds=bounds,
                    mutable=raw.get("mutable", False), monotone=monotone,
                    protected=raw.get("protected", False), reason_code=raw.get("reason_code"),
                    description=raw.get("description"))
@@ -144,9 +145,11 @@ class FeatureSpec:
         if self.categories:
             out["categories"] = [{"code": c.code, "display": dict(c.display)}
                                  for c in self.categories]
-        for key in ("unit", "monotone", "reason_code", "description"):
+        for key in ("monotone", "reason_code", "description"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        if self.unit is not None:
+            out["unit"] = dict(self.unit)
         if self.bounds is not None:
             out["bounds"] = list(self.bounds)
         return out
@@ -244,7 +247,8 @@ class FeatureSchema:
                     return f"{shown} ({cat.code})" if with_code else shown
             return str(value)
         number = f"{float(value):g}"
-        return f"{number} {spec.unit}" if spec.unit else number
+        unit = spec.unit.get(locale, "") if spec.unit else ""
+        return f"{number} {unit}" if unit else number
 
     # ------------------------------------------------------------------ rows
     def encode(self, rows: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> np.ndarray:
