@@ -111,7 +111,7 @@ class RiskRule:
         if self.kind == "share":
             return float(min(1.0, share / self.at))
         if self.kind == "value":
-            if row is None or self.feature not in row:
+            if row is None or self.feature is None or self.feature not in row:
                 return 0.0
             value = row[self.feature]
             if self.op == "equals":
