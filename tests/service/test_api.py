@@ -209,6 +209,18 @@ def test_full_report_carries_every_compliance_field_in_json_html_and_pdf(live):
     assert [p["step"] for p in report["provenance"]] == [
         "input", "layer activations", "gradient weighting", "anchor match",
         "regulatory rule", "hash"]
+    # Semantic anchors: the table region or feature | sensitivity | anchor | regulation.
+    matches = report["anchors"]["matches"]
+    assert report["anchors"]["library"] == "german-credit-anchors/1"
+    # Disjoint anchors share at most the whole attribution (some features have none).
+    assert 0.5 < sum(m["sensitivity"] for m in matches
+                     if m["anchor"] != "protected-over-merit") <= 1 + 1e-9
+    assert all(m["regulations"] and 0 <= m["risk"] <= 1 for m in matches)
+    assert "HIT" in report["provenance"][3]["detail"] or "risk" in report["provenance"][3][
+        "detail"]
+    assert 0 <= report["fairness"]["protected_share"] <= 1
+    assert set(report["fairness"]["by_feature"]) == {"personal_status_sex", "age",
+                                                     "foreign_worker"}
     # The read itself is in the access log the report shows.
     assert any(a["actor"] == "carl-compliance" and a["purpose"] == "complaint 17"
                for a in report["access_log"])
@@ -217,6 +229,7 @@ def test_full_report_carries_every_compliance_field_in_json_html_and_pdf(live):
     for heading in ["1&ndash;3.", *[f"{n}." for n in range(4, 19)]]:
         assert f"<h2>{heading} " in html.text, heading
     assert 'src="data:image/png;base64,' in html.text
+    assert "Semantic anchors and regulations" in html.text
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     # The Chinese reason texts are set in a CJK font (make test installs one).
     assert any(name in _pdf_text(pdf.content) for name in (b"WenQuanYi", b"CJK"))

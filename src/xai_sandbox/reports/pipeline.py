@@ -31,6 +31,7 @@ from xai_sandbox.models.registry import RegisteredModel, register
 from xai_sandbox.models.schema import LOCALES, FeatureSchema
 from xai_sandbox.quality.ood import TrainingProfile, fit_profile
 from xai_sandbox.reports.policy import ExplanationPolicy, ModelCard
+from xai_sandbox.semantics.anchors import AnchorLibrary, AnchorMatch, align, load_anchors
 from xai_sandbox.semantics.reasons import principal_reasons
 from xai_sandbox.store.entries import rfc3339
 from xai_sandbox.store.jobs import ClaimedJob, JobQueue
@@ -104,6 +105,7 @@ class ServedModel:
     card: ModelCard
     spec: Mapping[str, Any]
     data: np.ndarray | None = field(default=None, repr=False)   # encoded training rows
+    anchors: AnchorLibrary | None = None
 
     @property
     def schema(self) -> FeatureSchema:
@@ -117,6 +119,7 @@ class ServedModel:
                 "task": self.model.task, "class_names": list(self.model.class_names),
                 "features": list(self.schema.names), "schema_version": self.schema.version,
                 "policy": self.policy.to_dict(), "card": self.card.to_dict(),
+                "anchors": self.anchors.to_dict() if self.anchors is not None else None,
                 "source": self.spec["source"].get("kind", "builtin")}
 
 
@@ -258,13 +261,23 @@ class Decider:
                                     model_id)
         policy = ExplanationPolicy.from_dict(spec.get("policy"), model.class_names)
         card = ModelCard.from_dict(spec.get("card"))
+        anchors = None
+        if spec.get("anchors") is not None:
+            if not isinstance(spec["anchors"], str | Mapping):
+                raise InvalidInputError("anchors", "must name a shipped anchor library or "
+                                        "give one", spec["anchors"])
+            anchors = load_anchors(spec["anchors"])
+            if model.schema is not None:
+                anchors.check_schema(model.schema)
         stored = {"model_id": model_id, "version": version, "source": stored_source,
                   "policy": policy.to_dict(), "card": card.to_dict()}
+        if anchors is not None:
+            stored["anchors"] = spec["anchors"]
         key, _ = self.store.register_model(model_id, version, model.fingerprint,
                                            schema=model.schema.to_dict() if model.schema
                                            else None, spec=stored)
         served = ServedModel(key=key, model=model, policy=policy, card=card, spec=stored,
-                             data=data)
+                             data=data, anchors=anchors)
         with self._lock:
             self._models[key] = served
         return served
@@ -417,6 +430,8 @@ class Decider:
         reasons = principal_reasons(primary, schema, features,
                                     outcome=policy.outcome_labels[target], reference=reference)
         counterfactuals = self._counterfactuals(served, features, output)
+        matches = (align(explanations, served.anchors, row=features)
+                   if served.anchors is not None else None)
         reliability = self._reliability(served, x, output, explanations, seed, target)
         explained_at = datetime.now(UTC)
         body: dict[str, Any] = {
@@ -444,8 +459,14 @@ class Decider:
             "counterfactuals": counterfactuals,
             "reliability": reliability,
             "regimes": list(served.card.regimes or DEFAULT_REGIMES),
-            "provenance": self._provenance(row, served, explanations, reasons.catalogue_version),
+            "provenance": self._provenance(row, served, explanations, reasons.catalogue_version,
+                                           matches),
+            "fairness": self._fairness(served, explanations[0]),
         }
+        if matches is not None and served.anchors is not None:
+            body["anchors"] = {"library": served.anchors.version,
+                               "matches": [m.to_dict() for m in matches],
+                               "hits": [m.anchor for m in matches if m.hit]}
         subject = {loc: self._subject_text(body, loc) for loc in LOCALES}
         body["subject_text"] = {loc: {"sha256": hashlib.sha256(canonical_json(v)).hexdigest()}
                                 for loc, v in subject.items()}
@@ -537,8 +558,20 @@ class Decider:
                 "known_limits": list(served.card.known_limits)}
 
     @staticmethod
+    def _fairness(served: ServedModel, explanation: Explanation) -> dict[str, Any]:
+        """The share of the attribution on protected features (and, by name, on each)."""
+        values = np.abs(np.asarray(explanation.values[0], dtype=np.float64))
+        total = float(values.sum())
+        names = explanation.feature_names or ()
+        shares = {f.name: (float(values[names.index(f.name)]) / total if total else 0.0)
+                  for f in served.schema.features if f.protected and f.name in names}
+        return {"protected_share": float(sum(shares.values())), "by_feature": shares,
+                "method": explanation.method}
+
+    @staticmethod
     def _provenance(row: Mapping[str, Any], served: ServedModel,
-                    explanations: Sequence[Explanation], catalogue: str) -> list[dict[str, Any]]:
+                    explanations: Sequence[Explanation], catalogue: str,
+                    matches: Sequence[AnchorMatch] | None = None) -> list[dict[str, Any]]:
         """input -> layer activations -> gradient weighting -> anchor match -> regulatory
         rule -> hash: each link names what it used, so the chain can be re-walked."""
         adapter = served.model.adapter
@@ -555,8 +588,11 @@ class Decider:
              "detail": "; ".join(f"{e.method} ({e.output_space or 'output'}, "
                                  f"completeness error {e.completeness_error})"
                                  for e in explanations)},
-            {"step": "anchor match", "detail": "feature schema reason codes (no semantic "
-                                               "anchors registered for this model)"},
+            {"step": "anchor match", "detail": "; ".join(
+                f"{m.anchor} sensitivity {m.sensitivity:.3f} risk {m.risk:.2f}"
+                f"{' HIT' if m.hit else ''}" for m in matches)
+             if matches else "feature schema reason codes (no semantic anchors registered "
+                             "for this model)"},
             {"step": "regulatory rule", "detail": f"Regulation B 12 CFR 1002.9(b)(2): at most "
                                                   f"four principal reasons, catalogue "
                                                   f"{catalogue}; protected features excluded"},

@@ -28,12 +28,12 @@ DEMO_MODELS: list[dict[str, Any]] = [
      "source": {"kind": "builtin", "name": "german-credit-lightgbm"},
      "policy": {"methods": ["tree_shap"], "adverse_class": "bad",
                 "outcome_labels": CREDIT_LABELS},
-     "card": _CARD},
+     "card": _CARD, "anchors": "german-credit"},
     {"model_id": "credit-mlp", "version": "1",
      "source": {"kind": "builtin", "name": "german-credit-mlp"},
      "policy": {"methods": ["exact_shapley", "integrated_gradients"],
                 "adverse_class": "bad", "outcome_labels": CREDIT_LABELS},
-     "card": _CARD},
+     "card": _CARD, "anchors": "german-credit"},
 ]
 # name -> (roles, subject id)
 DEMO_PRINCIPALS: dict[str, tuple[list[str], str | None]] = {

@@ -72,6 +72,9 @@ class ModelRequest(_Strict):
     source: Source
     policy: dict[str, Any]
     card: dict[str, Any] | None = None
+    anchors: str | dict[str, Any] | None = Field(
+        default=None, description="a shipped anchor library (e.g. 'german-credit') or one "
+                                  "given inline")
 
 
 class DecisionRequest(_Strict):
