@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     # The service.
     review_sla_working_days: int = Field(default=7, ge=1, le=90)
     job_workers: int = Field(default=1, ge=0, le=32)
+    # Alerts: receivers as "shape=url" items, comma-separated (shapes: generic, wecom,
+    # slack, teams); an anchor alert after this many consecutive risky decisions.
+    webhooks: str = ""
+    alert_streak: int = Field(default=5, ge=1, le=1000)
     # Requests that compute (decisions, ad hoc explanations) at once in one process.
     compute_concurrency: int = Field(default=2, ge=1, le=64)
     job_lease_seconds: float = Field(default=30.0, gt=0)

@@ -491,7 +491,7 @@ def test_adhoc_explanation_with_provenance_and_receipt(live):
 
 
 def test_rate_limit_on_explanation_reads(tmp_path):
-    from conftest import make_settings, prepared
+    from liveserver import make_settings, prepared
 
     server = prepared(make_settings(tmp_path, rate_limit_subject_per_minute=3)).start()
     try:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import make_settings, prepared
+from liveserver import make_settings, prepared
 from xai_sandbox.demos.credit import credit_models
 from xai_sandbox.reports.pipeline import REPORT_SCHEMA, Decider
 from xai_sandbox.service.demo import DEMO_MODELS

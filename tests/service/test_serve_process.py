@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import free_port
+from liveserver import free_port
 from xai_sandbox.demos.credit import credit_models
 
 CLI = [sys.executable, "-m", "xai_sandbox.cli"]

@@ -29,6 +29,7 @@ from xai_sandbox.explainers import explain
 from xai_sandbox.explainers.explanation import Explanation, library_versions
 from xai_sandbox.models.registry import RegisteredModel, register
 from xai_sandbox.models.schema import LOCALES, FeatureSchema
+from xai_sandbox.monitor.alerts import AnchorStreaks, parse_webhooks, raise_alert
 from xai_sandbox.quality.ood import TrainingProfile, fit_profile
 from xai_sandbox.reports.policy import ExplanationPolicy, ModelCard
 from xai_sandbox.semantics.anchors import AnchorLibrary, AnchorMatch, align, load_anchors
@@ -237,6 +238,8 @@ class Decider:
         self.settings = store.settings
         self.sla_days = review_sla_working_days or self.settings.review_sla_working_days
         self.jobs = JobQueue(store, lease_seconds=self.settings.job_lease_seconds)
+        self.streaks = AnchorStreaks(self.settings.alert_streak)
+        self.webhooks = parse_webhooks(self.settings.webhooks)
         self._models: dict[str, ServedModel] = {}
         self._texts: dict[str, dict[str, dict[str, Any]]] = {}
         self._lock = threading.Lock()
@@ -379,6 +382,8 @@ class Decider:
         stored = self.store.record_prepared([prepared], reports=[report],
                                             jobs=[None if report is not None else methods],
                                             report_schema=REPORT_SCHEMA)[0]
+        if report is not None:
+            self.watch(served.key, decision_id, report)
         return DecisionOutcome(decision_id=stored.decision_id,
                                case_ref=prepared.row["case_ref"], model_key=served.key,
                                output=output, leaf_index=stored.leaf_index,
@@ -399,7 +404,32 @@ class Decider:
             report_id, _ = self.jobs.complete(job, report, REPORT_SCHEMA)
         except JobLostError:
             return None
+        self.watch(self.store.decision(job.decision_id)["model_key"], job.decision_id, report)
         return report_id
+
+    def watch(self, model_key: str, decision_id: str, report: Mapping[str, Any]) -> list[str]:
+        """Anchor-risk alerts: an anchor whose risk reached its threshold on ``n``
+        consecutive decisions of a model raises one alert (stored, logged, sent to the
+        webhooks). Returns the ids of the alerts raised."""
+        anchors = report.get("anchors")
+        if not anchors:
+            return []
+        raised = []
+        for match, decisions in self.streaks.update(model_key, decision_id,
+                                                    anchors["matches"]):
+            body = {"title": f"{match['label']['en']}: risk at or above its threshold on "
+                             f"{len(decisions)} consecutive decisions of {model_key}",
+                    "model": model_key, "anchor": match["anchor"],
+                    "label": match["label"]["en"], "rule": match["rule"],
+                    "regulations": "; ".join(match["regulations"]),
+                    "protected": match["protected"], "consecutive": len(decisions),
+                    "decisions": decisions}
+            alert_id = raise_alert(self.store, "anchor_risk", body,
+                                   dedup_key=f"anchor_risk:{model_key}:{match['anchor']}",
+                                   webhooks=self.webhooks)
+            if alert_id is not None:
+                raised.append(alert_id)
+        return raised
 
     # ------------------------------------------------------------------ explanation
     def explain_decision(self, decision_id: str, methods: Sequence[str]) -> dict[str, Any]:

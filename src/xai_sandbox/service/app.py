@@ -28,6 +28,7 @@ from xai_sandbox.errors import (
     UnsupportedModelError,
     XaiSandboxError,
 )
+from xai_sandbox.monitor.alerts import WebhookDispatcher
 from xai_sandbox.reports.pipeline import Decider
 from xai_sandbox.service import metrics
 from xai_sandbox.service.background import AccessRecorder, JobPool
@@ -67,6 +68,7 @@ class Runtime:
     subject_limit: RateLimiter
     key_limit: RateLimiter
     compute_slots: threading.BoundedSemaphore
+    webhooks: WebhookDispatcher
 
 
 class BodyLimit:
@@ -186,7 +188,8 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
                      pool=JobPool(decider, settings.job_workers if start_workers else 0),
                      subject_limit=RateLimiter(settings.rate_limit_subject_per_minute),
                      key_limit=RateLimiter(settings.rate_limit_key_per_minute),
-                     compute_slots=threading.BoundedSemaphore(settings.compute_concurrency))
+                     compute_slots=threading.BoundedSemaphore(settings.compute_concurrency),
+                     webhooks=WebhookDispatcher(store))
         app.state.rt = rt
         # Models and libraries are a million long-lived objects: moved out of the
         # collector's reach, a full collection no longer stalls every request for
@@ -195,9 +198,12 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
         gc.freeze()
         gc.set_threshold(20_000, 50, 1000)  # fewer young collections per request
         rt.pool.start()
+        if start_workers:
+            rt.webhooks.start()
         try:
             yield
         finally:
+            rt.webhooks.stop()
             rt.pool.stop()
             rt.access.stop()
             store.close()
@@ -205,7 +211,8 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     app = FastAPI(title="XAI-Sandbox", version="0.1.0", description=DESCRIPTION,
                   lifespan=lifespan,
                   openapi_tags=[{"name": n} for n in ("models", "decisions", "reports",
-                                                       "reviews", "audit", "operations")])
+                                                       "reviews", "alerts", "audit",
+                                                       "operations")])
 
     @app.exception_handler(NotFoundError)
     async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:

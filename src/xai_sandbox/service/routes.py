@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from xai_sandbox.errors import InvalidInputError, NotFoundError
 from xai_sandbox.models.schema import LOCALES
+from xai_sandbox.monitor.alerts import acknowledge, list_alerts
 from xai_sandbox.reports.render import render_html, render_json, render_pdf
 from xai_sandbox.service import metrics
 from xai_sandbox.service.app import Runtime
@@ -403,6 +404,27 @@ def _review_out(r: dict[str, Any]) -> dict[str, Any]:
             "requested_at": rfc3339(r["requested_at"]), "due_at": rfc3339(r.get("due_at")),
             "claimed_by": r.get("claimed_by"), "reviewer": r["reviewer"],
             "decided_at": rfc3339(r["decided_at"]), "rationale": r["rationale"]}
+
+
+# ---------------------------------------------------------------------- alerts
+ALERT_READERS = ("compliance_officer", "auditor", "admin")
+
+
+@router.get("/v1/alerts", tags=["alerts"])
+def alerts(rt: RT, who: Who, open_only: bool = False,
+           limit: Annotated[int, Query(ge=1, le=500)] = 100,
+           offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> list[dict[str, Any]]:
+    """Alerts, newest first, with the state of their webhook deliveries."""
+    _require(who, *ALERT_READERS)
+    return list_alerts(rt.store, open_only=open_only, limit=limit, offset=offset)
+
+
+@router.post("/v1/alerts/{alert_id}/ack", tags=["alerts"])
+def acknowledge_alert(alert_id: ReviewId, rt: RT, who: Who) -> dict[str, Any]:
+    """Acknowledge an alert (an alert of the same kind can then be raised again)."""
+    _require(who, "compliance_officer", "admin")
+    acknowledge(rt.store, alert_id, who.name)
+    return {"alert_id": alert_id, "acknowledged_by": who.name}
 
 
 # ---------------------------------------------------------------------- audit

@@ -199,6 +199,26 @@ alerts = Table(
     Column("kind", String(64), nullable=False),
     Column("body_json", Text, nullable=False),
     Column("raised_at", DateTime(timezone=True), nullable=False),
+    # Added in 0003.
+    Column("dedup_key", String(200), index=True),
+    Column("acknowledged_at", DateTime(timezone=True)),
+    Column("acknowledged_by", String(128)),
+)
+
+# The webhook outbox: one row per alert and receiver, written with the alert, retried with
+# backoff until delivered, so an alert raised while a receiver is down reaches it later,
+# across restarts.
+alert_deliveries = Table(
+    "alert_deliveries", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("alert_id", String(36), ForeignKey("alerts.id"), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("shape", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("last_error", Text),
+    Column("delivered_at", DateTime(timezone=True)),
 )
 
 erasures = Table(

@@ -1,0 +1,1 @@
+"""Watching decisions: anchor-risk alerts with webhook delivery, explanation drift."""
