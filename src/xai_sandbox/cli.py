@@ -331,6 +331,39 @@ def audit_purge() -> None:
     console.print(f"purged {len(purged)} decision(s)")
 
 
+monitor = typer.Typer(no_args_is_help=True, help="Explanation drift, success rate, alerts.")
+app.add_typer(monitor, name="monitor")
+
+
+@monitor.command("run")
+def monitor_run(
+    window_days: Annotated[float, typer.Option(help="window length in days")] = 7.0,
+    every: Annotated[float, typer.Option(help="repeat every this many seconds (0: once)")] = 0,
+    min_reports: Annotated[int, typer.Option(help="reports needed in each window")] = 30,
+) -> None:
+    """Compare this window's attributions with the previous window's per model and
+    feature (PSI, KS, mean |attribution|), check the explanation success rate per hour,
+    raise alerts (delivered to XAI_SANDBOX_WEBHOOKS) and print the result as JSON."""
+    import time
+
+    from xai_sandbox.monitor.alerts import WebhookDispatcher, parse_webhooks
+    from xai_sandbox.monitor.drift import run_checks
+
+    try:
+        store = _store()
+        hooks = parse_webhooks(store.settings.webhooks)
+        while True:
+            result = run_checks(store, window_days=window_days, webhooks=hooks,
+                                min_reports=min_reports)
+            WebhookDispatcher(store).deliver_due()
+            print(json.dumps(result, indent=2, default=str))
+            if every <= 0:
+                return
+            time.sleep(every)
+    except XaiSandboxError as exc:
+        raise _fail(exc) from exc
+
+
 users = typer.Typer(no_args_is_help=True, help="Principals and their API keys.")
 app.add_typer(users, name="users")
 
