@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ("bench_audit_log.py", "inclusion proof, median"),
     ("bench_counterfactuals.py", "DiCE genetic"),
     ("bench_service.py", "acknowledged"),
+    ("bench_anchors.py", "with anchors and alerts"),
 ])
 def test_benchmark_runs_quick(script, expect):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"],

@@ -285,14 +285,14 @@ class AnchorMatch:
                 "protected": self.protected, "covers": list(self.covers)}
 
 
-def _mass(explanation: Explanation, anchor: Anchor, index: int,
-          tokens: Sequence[str] | None) -> float:
-    """Absolute attribution of row ``index`` inside the anchor's cover."""
-    values = np.abs(np.asarray(explanation.values[index], dtype=np.float64))
+def _mass(values: np.ndarray, flat: list[float] | None, position: Mapping[str, int],
+          anchor: Anchor, tokens: Sequence[str] | None) -> float:
+    """Absolute attribution inside the anchor's cover (``values``: one row, absolute;
+    ``flat``/``position``: the same as a list and the feature positions, for features)."""
     if anchor.features:
-        names = explanation.feature_names or ()
-        idx = [names.index(f) for f in anchor.features if f in names]
-        return float(values[idx].sum()) if idx else 0.0
+        if flat is None:
+            return 0.0
+        return float(sum(flat[position[f]] for f in anchor.features if f in position))
     if anchor.boxes:
         plane = values.sum(axis=0) if values.ndim == 3 else values
         mask = np.zeros(plane.shape, dtype=bool)
@@ -302,15 +302,15 @@ def _mass(explanation: Explanation, anchor: Anchor, index: int,
                  max(0, int(x0)):min(w, int(np.ceil(x1)))] = True
         return float(plane[mask].sum())
     if anchor.phrases and tokens is not None:
-        flat = values.reshape(len(tokens), -1).sum(axis=1) if values.size != len(tokens) \
-            else values.reshape(-1)
+        per_token = (values.reshape(len(tokens), -1).sum(axis=1)
+                     if values.size != len(tokens) else values.reshape(-1))
         words = [t.lower().lstrip("#▁Ġ ") for t in tokens]
         total = 0.0
         for phrase in anchor.phrases:
             parts = phrase.split()
             for start in range(len(words) - len(parts) + 1):
                 if words[start:start + len(parts)] == parts:
-                    total += float(flat[start:start + len(parts)].sum())
+                    total += float(per_token[start:start + len(parts)].sum())
         return total
     return 0.0
 
@@ -329,10 +329,14 @@ def align(explanations: Explanation | Sequence[Explanation], library: AnchorLibr
         raise InvalidInputError("explanations", "must hold at least one explanation", runs)
     per_run: list[dict[str, float]] = []
     for e in runs:
-        total = float(np.abs(np.asarray(e.values[index], dtype=np.float64)).sum())
-        per_run.append({a.id: (_mass(e, a, index, tokens) / total if total > 0 else 0.0)
-                        for a in library.anchors})
-    shares = {a.id: float(np.mean([r[a.id] for r in per_run])) for a in library.anchors}
+        values = np.abs(np.asarray(e.values[index], dtype=np.float64))
+        total = float(values.sum())
+        names = e.feature_names or ()
+        flat = values.reshape(-1).tolist() if names else None
+        position = {n: i for i, n in enumerate(names)}
+        per_run.append({a.id: (_mass(values, flat, position, a, tokens) / total
+                               if total > 0 else 0.0) for a in library.anchors})
+    shares = {a.id: sum(r[a.id] for r in per_run) / len(per_run) for a in library.anchors}
     out = []
     for a in library.anchors:
         spread = [r[a.id] for r in per_run]
