@@ -14,7 +14,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import alternate, parse, versions
-
 from xai_sandbox.demos.credit import credit_models
 from xai_sandbox.explainers import explain
 from xai_sandbox.monitor.alerts import AnchorStreaks
