@@ -1,0 +1,88 @@
+"""Bias heatmaps: weighting by anchor risk, privacy filtering, and the PNG on the real photo
+and on a planted document-like image model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from xai_sandbox.errors import InvalidInputError
+from xai_sandbox.explainers import explain
+from xai_sandbox.models.registry import register
+from xai_sandbox.reports.bias import bias_heatmap, privacy_filter, risk_weighted_map
+from xai_sandbox.semantics.anchors import align, load_anchors
+
+LIB = load_anchors({"version": "doc/1", "anchors": [
+    {"id": "id-digits", "label": {"en": "Last four digits of the ID number", "zh": "身份证号后四位"},
+     "covers": {"boxes": [[4, 16, 12, 24]]}, "protected": True,
+     "regulations": ["GDPR Art. 87 (national identification number)"],
+     "risk": {"kind": "compare", "anchor": "page", "ratio": 1}},
+    {"id": "page", "label": {"en": "Rest of the page", "zh": "页面其余部分"},
+     "covers": {"boxes": [[16, 0, 32, 32]]}}]})
+
+
+class Planted(torch.nn.Module):
+    """A 'document classifier' whose decision is the mean of the ID-number box."""
+
+    def forward(self, x):
+        corner = x[:, :, 16:24, 4:12].mean(dim=(1, 2, 3))
+        return torch.stack([-corner, corner], dim=1)
+
+
+def _document():
+    rng = np.random.default_rng(3)
+    page = np.ones((32, 32, 3)) * 0.95
+    page[2:30:4, 16:30] = 0.2  # lines of "text"
+    page[16:24, 4:12] = rng.uniform(0, 1, size=(8, 8, 3))  # the ID digits
+    return page
+
+
+def test_the_planted_region_carries_the_weighted_map_and_the_png_is_written(tmp_path):
+    model = register(Planted().eval(), model_id="doc", version="1", class_names=["a", "b"],
+                     input_kind="image", sample_shape=(3, 32, 32))
+    page = _document()
+    x = page.transpose(2, 0, 1)[None].astype(np.float32)
+    e = explain(model, x, method="integrated_gradients", target=1)
+    matches = align(e, LIB)
+    weighted = risk_weighted_map(e, LIB, matches)
+    inside = weighted[16:24, 4:12].sum()
+    assert inside / weighted.sum() > 0.99
+    out = bias_heatmap(page, e, LIB, matches, tmp_path / "doc.png", privacy="blur",
+                       title="planted document model")
+    with Image.open(out) as png:
+        assert png.format == "PNG" and png.size[0] > 400
+
+
+def test_privacy_blurs_or_blanks_only_protected_regions():
+    page = _document()
+    blurred = privacy_filter(page, LIB, "blur")
+    blank = privacy_filter(page, LIB, "crop")
+    assert blurred[16:24, 4:12].std() < page[16:24, 4:12].std() / 2
+    assert np.ptp(blank[16:24, 4:12]) == 0
+    outside = np.ones(page.shape[:2], dtype=bool)
+    outside[16:24, 4:12] = False
+    assert np.array_equal(blurred[outside], page[outside])
+    assert np.array_equal(privacy_filter(page, LIB, "none"), page)
+    with pytest.raises(InvalidInputError):
+        privacy_filter(page, LIB, "pixelate")
+
+
+def test_grad_cam_pp_bias_heatmap_on_the_real_photo(tmp_path):
+    from xai_sandbox.demos.images import efficientnet_lite0, load_photo, preprocess
+
+    model = efficientnet_lite0()
+    pixels = load_photo("chelsea")
+    x = preprocess(pixels)
+    e = explain(model, x, method="grad_cam_pp", target=int(model.adapter.predict(x).argmax()))
+    lib = load_anchors({"version": "photo/1", "anchors": [
+        {"id": "face", "label": {"en": "Face", "zh": "面部"},
+         "covers": {"boxes": [[60, 20, 170, 130]]}, "protected": True},
+        {"id": "floor", "label": {"en": "Background", "zh": "背景"},
+         "covers": {"boxes": [[0, 170, 224, 224]]}}]})
+    matches = {m.anchor: m for m in align(e, lib)}
+    assert matches["face"].sensitivity > matches["floor"].sensitivity
+    out = bias_heatmap(pixels, e, lib, list(matches.values()), tmp_path / "cat.png",
+                       privacy="crop")
+    assert out.stat().st_size > 10_000
