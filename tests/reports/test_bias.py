@@ -15,7 +15,8 @@ from xai_sandbox.reports.bias import bias_heatmap, privacy_filter, risk_weighted
 from xai_sandbox.semantics.anchors import align, load_anchors
 
 LIB = load_anchors({"version": "doc/1", "anchors": [
-    {"id": "id-digits", "label": {"en": "Last four digits of the ID number", "zh": "身份证号后四位"},
+    {"id": "id-digits",
+     "label": {"en": "Last four digits of the ID number", "zh": "身份证号后四位"},
      "covers": {"boxes": [[4, 16, 12, 24]]}, "protected": True,
      "regulations": ["GDPR Art. 87 (national identification number)"],
      "risk": {"kind": "compare", "anchor": "page", "ratio": 1}},
