@@ -364,6 +364,26 @@ def monitor_run(
         raise _fail(exc) from exc
 
 
+@monitor.command("calibrate")
+def monitor_calibrate(
+    model: Annotated[str, typer.Option(help="model key, e.g. credit@3")],
+    precision: Annotated[float, typer.Option(help="target precision of an alert")] = 0.9,
+    min_wrong: Annotated[int, typer.Option(help="overridden or reversed reviews needed")] = 5,
+) -> None:
+    """Pick each anchor's alert threshold from reviewed decisions for a target precision,
+    and record the calibration in the audit log (used from the next start)."""
+    from xai_sandbox.monitor.calibrate import calibrate, record_calibration
+
+    try:
+        store = _store()
+        result = calibrate(store, model, target_precision=precision, min_wrong=min_wrong)
+        calibration_id, leaf = record_calibration(store, result)
+    except XaiSandboxError as exc:
+        raise _fail(exc) from exc
+    print(json.dumps({**result, "calibration_id": calibration_id, "leaf_index": leaf},
+                     indent=2))
+
+
 users = typer.Typer(no_args_is_help=True, help="Principals and their API keys.")
 app.add_typer(users, name="users")
 

@@ -30,6 +30,7 @@ from xai_sandbox.explainers.explanation import Explanation, library_versions
 from xai_sandbox.models.registry import RegisteredModel, register
 from xai_sandbox.models.schema import LOCALES, FeatureSchema
 from xai_sandbox.monitor.alerts import AnchorStreaks, parse_webhooks, raise_alert
+from xai_sandbox.monitor.calibrate import latest_thresholds
 from xai_sandbox.quality.ood import TrainingProfile, fit_profile
 from xai_sandbox.reports.policy import ExplanationPolicy, ModelCard
 from xai_sandbox.semantics.anchors import AnchorLibrary, AnchorMatch, align, load_anchors
@@ -272,6 +273,9 @@ class Decider:
             anchors = load_anchors(spec["anchors"])
             if model.schema is not None:
                 anchors.check_schema(model.schema)
+            calibrated = latest_thresholds(self.store, f"{model_id}@{version}")
+            if calibrated:
+                anchors = anchors.with_thresholds(calibrated)
         stored = {"model_id": model_id, "version": version, "source": stored_source,
                   "policy": policy.to_dict(), "card": card.to_dict()}
         if anchors is not None:

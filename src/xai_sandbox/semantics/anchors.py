@@ -15,6 +15,7 @@ risk reaches the anchor's threshold (default 0.85).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Mapping, Sequence
@@ -236,7 +237,14 @@ class AnchorLibrary:
                            f"{schema.version}", missing)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "anchors": [a.id for a in self.anchors]}
+        return {"version": self.version, "anchors": [a.id for a in self.anchors],
+                "thresholds": {a.id: a.threshold for a in self.anchors}}
+
+    def with_thresholds(self, thresholds: Mapping[str, float]) -> AnchorLibrary:
+        """The same library with calibrated thresholds where given."""
+        return AnchorLibrary(version=self.version, anchors=tuple(
+            dataclasses.replace(a, threshold=thresholds.get(a.id, a.threshold))
+            for a in self.anchors))
 
 
 @functools.lru_cache(maxsize=8)

@@ -111,6 +111,12 @@ def _adhoc(row: Mapping[str, Any]) -> dict[str, Any]:
             "explanation_sha256": row["explanation_sha256"], "at": rfc3339(row["created_at"])}
 
 
+def _calibration(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": "calibration_recorded", "calibration_id": row["id"],
+            "model": row["model_key"], "body_sha256": _sha(row["body_json"]),
+            "at": rfc3339(row["created_at"])}
+
+
 ENTRY_BUILDERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "model_registered": _model,
     "decision_recorded": _decision,
@@ -123,6 +129,7 @@ ENTRY_BUILDERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "payload_erased": _erasure,
     "record_purged": _purge,
     "adhoc_explanation": _adhoc,
+    "calibration_recorded": _calibration,
 }
 
 # The table whose row each kind of entry is rebuilt from (keyed by that table's id).
@@ -132,5 +139,5 @@ KIND_TABLE: dict[str, str] = {
     "review_requested": "reviews", "review_decided": "reviews",
     "review_step": "review_events", "alert_raised": "alerts",
     "payload_erased": "erasures", "record_purged": "purges",
-    "adhoc_explanation": "adhoc_explanations",
+    "adhoc_explanation": "adhoc_explanations", "calibration_recorded": "calibrations",
 }

@@ -249,3 +249,12 @@ adhoc_explanations = Table(
     Column("explanation_sha256", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+# Anchor thresholds chosen from reviewed decisions (xai-sandbox monitor calibrate).
+calibrations = Table(
+    "calibrations", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("model_key", String(260), nullable=False, index=True),
+    Column("body_json", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

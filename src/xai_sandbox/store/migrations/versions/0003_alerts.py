@@ -1,4 +1,4 @@
-"""Alerts: acknowledgement, de-duplication key, and the webhook outbox.
+"""Alerts: acknowledgement, de-duplication key, the webhook outbox; anchor calibrations.
 
 Revision ID: 0003
 Revises: 0002
@@ -32,9 +32,17 @@ def upgrade() -> None:
         sa.Column("delivered_at", TS))
     op.create_index("ix_alert_deliveries_due", "alert_deliveries", ["status",
                                                                      "next_attempt_at"])
+    op.create_table(
+        "calibrations",
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("model_key", sa.String(260), nullable=False),
+        sa.Column("body_json", sa.Text, nullable=False),
+        sa.Column("created_at", TS, nullable=False))
+    op.create_index("ix_calibrations_model_key", "calibrations", ["model_key"])
 
 
 def downgrade() -> None:
+    op.drop_table("calibrations")
     op.drop_table("alert_deliveries")
     op.drop_index("ix_alerts_dedup_key", "alerts")
     with op.batch_alter_table("alerts") as batch:
