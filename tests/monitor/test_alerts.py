@@ -182,10 +182,21 @@ def test_the_service_alerts_after_five_consecutive_risky_decisions(tmp_path):
             assert alert["body"]["anchor"] == "foreign-worker"
             assert alert["body"]["consecutive"] == 5 and len(alert["body"]["decisions"]) == 5
             assert alert["deliveries"][0]["status"] == "delivered"
+            # The open alert shows in the reports of the model's decisions.
+            mine = c.get("/v1/decisions", params={"model": "credit-watch@1"}).json()[0]
+            report = c.get(f"/v1/decisions/{mine['decision_id']}/report").json()
+            assert report["monitoring"]["open_alerts"][0]["kind"] == "anchor_risk"
+            assert report["monitoring"]["open_alerts"][0]["this_decision"]
+            html = c.get(f"/v1/decisions/{mine['decision_id']}/report.html").text
+            assert "Alerts and drift open on this model" in html and "anchor_risk" in html
             assert c.post(f"/v1/alerts/{alert['alert_id']}/ack").status_code == 200
             assert c.get("/v1/alerts", params={"open_only": True}).json() == []
         with server.client("alice") as c:
             assert c.get("/v1/alerts").status_code == 403
+        with server.client("olivia-operator") as c:
+            text = c.get("/metrics").text
+            assert "xai_alert_deliveries_pending 0.0" in text
+            assert "xai_explanation_success_rate 1.0" in text
     finally:
         server.stop()
         receiver.stop()

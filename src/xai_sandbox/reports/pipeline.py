@@ -775,6 +775,14 @@ class Decider:
             "receipt": receipt.to_dict(),
         })
         body.setdefault("regimes", list(served.card.regimes or DEFAULT_REGIMES))
+        from xai_sandbox.monitor.alerts import list_alerts
+
+        model_alerts = [a for a in list_alerts(self.store, open_only=True, limit=500)
+                        if a["body"].get("model") == row["model_key"]]
+        body["monitoring"] = {"open_alerts": [
+            {"kind": a["kind"], "title": a["body"].get("title"), "raised_at": a["raised_at"],
+             "this_decision": decision_id in a["body"].get("decisions", [])}
+            for a in model_alerts]}
         return body
 
     def _logged_at(self, decision_id: str) -> datetime:

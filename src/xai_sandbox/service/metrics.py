@@ -26,3 +26,11 @@ ACCESS_EVENTS = Counter("xai_access_events_total", "Access events written to the
 RATE_LIMITED = Counter("xai_rate_limited_total", "Requests refused by a rate limit",
                        ["scope"], registry=REGISTRY)
 LOG_SIZE = Gauge("xai_audit_log_size", "Entries in the audit log", registry=REGISTRY)
+OPEN_ALERTS = Gauge("xai_alerts_open", "Unacknowledged alerts by kind", ["kind"],
+                    registry=REGISTRY)
+PENDING_DELIVERIES = Gauge("xai_alert_deliveries_pending",
+                           "Webhook deliveries not yet accepted by their receiver",
+                           registry=REGISTRY)
+SUCCESS_RATE = Gauge("xai_explanation_success_rate",
+                     "Explanations stored over explanations attempted, last full hour",
+                     registry=REGISTRY)

@@ -152,6 +152,23 @@ def prometheus(rt: RT, who: Who) -> Response:
     for status, n in rt.decider.jobs.counts().items():
         metrics.JOBS_WAITING.labels(status).set(n)
     metrics.LOG_SIZE.set(rt.store.log.size())
+    from sqlalchemy import func, select
+
+    from xai_sandbox.monitor.drift import success_rates
+    from xai_sandbox.store import tables as t
+
+    with rt.store.engine.connect() as conn:
+        open_alerts = conn.execute(select(t.alerts.c.kind, func.count()).where(
+            t.alerts.c.acknowledged_at.is_(None)).group_by(t.alerts.c.kind)).all()
+        pending = conn.execute(select(func.count()).select_from(t.alert_deliveries).where(
+            t.alert_deliveries.c.status == "pending")).scalar_one()
+    metrics.OPEN_ALERTS.clear()
+    for kind, n in open_alerts:
+        metrics.OPEN_ALERTS.labels(kind).set(n)
+    metrics.PENDING_DELIVERIES.set(pending)
+    rates = success_rates(rt.store, hours=2)
+    if rates:
+        metrics.SUCCESS_RATE.set(rates[-1]["success_rate"])
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
