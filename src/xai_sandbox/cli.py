@@ -364,6 +364,42 @@ def monitor_run(
         raise _fail(exc) from exc
 
 
+@monitor.command("fairness")
+def monitor_fairness(
+    model: Annotated[str, typer.Option(help="model key, e.g. credit@3")],
+    limit: Annotated[int, typer.Option(help="decisions to read, newest first")] = 1000,
+) -> None:
+    """Fairness of a served model on its own recent decisions: how often changing only a
+    protected attribute changes the decision, the share of attribution on protected
+    features, and the features that are likely proxies for them."""
+    import numpy as np
+
+    from xai_sandbox.reports.pipeline import Decider
+    from xai_sandbox.semantics.fairness import counterfactual_fairness, likely_proxies
+
+    try:
+        store = _store()
+        decider = Decider(store)
+        decider.load_registered()
+        served = decider.model_by_key(model)
+        decisions = store.decisions_of(model_key=model, limit=limit)
+        rows = [p for p in (store.payload(d["id"]) for d in decisions) if p is not None]
+        shares = [r["body"]["fairness"]["protected_share"] for r in
+                  (store.latest_report(d["id"]) for d in decisions)
+                  if r is not None and "fairness" in r["body"]]
+        result = {"model": model, "decisions": len(rows),
+                  "counterfactual_fairness": counterfactual_fairness(served.model, rows,
+                                                                     data=served.data)
+                  if rows else {},
+                  "protected_share": {"mean": float(np.mean(shares)),
+                                      "max": float(np.max(shares))} if shares else None,
+                  "likely_proxies": likely_proxies(served.schema, rows)
+                  if len(rows) >= 50 else "needs at least 50 decisions"}
+    except XaiSandboxError as exc:
+        raise _fail(exc) from exc
+    print(json.dumps(result, indent=2))
+
+
 @monitor.command("calibrate")
 def monitor_calibrate(
     model: Annotated[str, typer.Option(help="model key, e.g. credit@3")],

@@ -56,3 +56,45 @@ def test_the_demo_mlp_leans_on_protected_features_more_than_lightgbm_is_measured
     assert sum(share["by_feature"].values()) == pytest.approx(share["mean_share"])
     with pytest.raises(InvalidInputError):
         protected_share(e, ["shoe_size"])
+
+
+def test_a_copy_of_a_protected_feature_is_found_as_its_proxy():
+    from xai_sandbox.semantics.fairness import likely_proxies
+
+    rows = [dict(r) for r in CREDIT.data.rows]
+    codes = {"A91": "A121", "A92": "A122", "A93": "A123", "A94": "A124", "A95": "A124"}
+    for r in rows:  # plant: 'property' now encodes sex and marital status
+        r["property"] = codes[r["personal_status_sex"]]
+    proxies = dict(likely_proxies(SCHEMA, rows)["personal_status_sex"])
+    assert proxies["property"] > 0.9
+    assert max(v for n, v in likely_proxies(SCHEMA, CREDIT.data.rows)[
+        "personal_status_sex"]) < 0.5
+
+
+def test_monitor_fairness_cli(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from xai_sandbox.reports.pipeline import Decider
+    from xai_sandbox.service.demo import DEMO_MODELS
+    from xai_sandbox.settings import Settings
+    from xai_sandbox.store import Store
+
+    store = Store(Settings(data_dir=tmp_path))
+    decider = Decider(store)
+    decider.register(DEMO_MODELS[0])
+    for i in range(60):
+        decider.decide(model_id="credit", subject_id=f"f{i}", features=CREDIT.data.rows[i])
+    store.close()
+    out = subprocess.run([sys.executable, "-m", "xai_sandbox.cli", "monitor", "fairness",
+                          "--model", "credit@3"],
+                         env={**os.environ, "XAI_SANDBOX_DATA_DIR": str(tmp_path)},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads(out.stdout)
+    assert result["decisions"] == 60
+    assert set(result["counterfactual_fairness"]) == set(PROTECTED)
+    assert 0 < result["protected_share"]["mean"] < 1
+    assert set(result["likely_proxies"]) == set(PROTECTED)

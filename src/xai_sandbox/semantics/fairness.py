@@ -18,7 +18,7 @@ from xai_sandbox.errors import InvalidInputError, UnsupportedModelError
 from xai_sandbox.explainers.explanation import Explanation
 from xai_sandbox.models.registry import RegisteredModel
 
-__all__ = ["counterfactual_fairness", "protected_share"]
+__all__ = ["counterfactual_fairness", "likely_proxies", "protected_share"]
 
 
 def _decisions(model: RegisteredModel, X: np.ndarray) -> np.ndarray:
@@ -88,3 +88,43 @@ def protected_share(explanations: Sequence[Explanation] | Explanation,
     return {"mean_share": float(np.mean(shares)), "max_share": float(np.max(shares)),
             "by_feature": {p: float(np.mean(v)) for p, v in per_feature.items()},
             "rows": len(shares)}
+
+
+def _codes(values: Sequence[Any]) -> np.ndarray:
+    """Integer codes of a column (categories as they are, numbers by quintile)."""
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        numbers = np.asarray(values, dtype=np.float64)
+        edges = np.unique(np.quantile(numbers, [0.2, 0.4, 0.6, 0.8]))
+        return np.searchsorted(edges, numbers, side="right")
+    _, inverse = np.unique(np.asarray([str(v) for v in values]), return_inverse=True)
+    return np.asarray(inverse)
+
+
+def _cramers_v(a: np.ndarray, b: np.ndarray) -> float:
+    table = np.zeros((a.max() + 1, b.max() + 1))
+    np.add.at(table, (a, b), 1)
+    table = table[table.sum(axis=1) > 0][:, table.sum(axis=0) > 0]
+    n = table.sum()
+    if min(table.shape) < 2:
+        return 0.0
+    expected = table.sum(axis=1, keepdims=True) @ table.sum(axis=0, keepdims=True) / n
+    chi2 = float(((table - expected) ** 2 / expected).sum())
+    return float(np.sqrt(chi2 / (n * (min(table.shape) - 1))))
+
+
+def likely_proxies(schema: Any, rows: Sequence[Mapping[str, Any]], *,
+                   min_association: float = 0.2) -> dict[str, list[tuple[str, float]]]:
+    """Per protected feature, the other features associated with it in ``rows``
+    (Cramér's V at least ``min_association``; numbers binned by quintile), strongest
+    first: what a model could use in its place."""
+    if len(rows) < 50:
+        raise InvalidInputError("rows", "needs at least 50 rows to measure association",
+                                len(rows))
+    codes = {f.name: _codes([r[f.name] for r in rows]) for f in schema.features}
+    out: dict[str, list[tuple[str, float]]] = {}
+    for p in (f.name for f in schema.features if f.protected):
+        found = [(f.name, _cramers_v(codes[p], codes[f.name])) for f in schema.features
+                 if not f.protected]
+        out[p] = sorted([(n, v) for n, v in found if v >= min_association],
+                        key=lambda nv: -nv[1])
+    return out
