@@ -108,7 +108,7 @@ def test_demo_writes_its_outputs(tmp_path):
     for label in ("IG (MLP)", "Shapley (MLP)", "TreeSHAP (LightGBM)"):
         e = Explanation.from_dict(doc["explanations"][label])
         assert e.completeness_error <= 0.01
-    for name in ("grad_cam", "grad_cam_pp", "integrated_gradients"):
+    for name in ("grad_cam", "grad_cam_pp", "integrated_gradients", "bias"):
         with Image.open(tmp_path / "demo" / f"chelsea_{name}.png") as image:
             img = np.asarray(image)
         assert img.shape[0] > 300 and img.std() > 10  # a real picture, not a blank

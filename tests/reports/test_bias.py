@@ -21,7 +21,9 @@ LIB = load_anchors({"version": "doc/1", "anchors": [
      "regulations": ["GDPR Art. 87 (national identification number)"],
      "risk": {"kind": "compare", "anchor": "page", "ratio": 1}},
     {"id": "page", "label": {"en": "Rest of the page", "zh": "页面其余部分"},
-     "covers": {"boxes": [[16, 0, 32, 32]]}}]})
+     "covers": {"boxes": [[16, 0, 32, 32]]}},
+    {"id": "signature", "label": {"en": "Signature", "zh": "签名"},
+     "covers": {"polygons": [[[2, 26], [14, 26], [14, 31], [2, 31]]]}, "protected": True}]})
 
 
 class Planted(torch.nn.Module):
@@ -62,8 +64,10 @@ def test_privacy_blurs_or_blanks_only_protected_regions():
     blank = privacy_filter(page, LIB, "crop")
     assert blurred[16:24, 4:12].std() < page[16:24, 4:12].std() / 2
     assert np.ptp(blank[16:24, 4:12]) == 0
+    assert np.ptp(blank[26:31, 2:14]) == 0  # the polygon-masked signature too
     outside = np.ones(page.shape[:2], dtype=bool)
     outside[16:24, 4:12] = False
+    outside[26:31, 2:14] = False
     assert np.array_equal(blurred[outside], page[outside])
     assert np.array_equal(privacy_filter(page, LIB, "none"), page)
     with pytest.raises(InvalidInputError):

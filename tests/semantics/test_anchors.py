@@ -137,3 +137,15 @@ def test_value_rules_read_the_input():
                     library_versions={}, wall_time_s=0.0, feature_names=("f0",))
     assert align(e, lib, row={"f0": "missing"})[0].hit
     assert not align(e, lib, row={"f0": "given"})[0].hit
+
+
+def test_polygon_masks_cover_their_inside():
+    from xai_sandbox.semantics.anchors import region_mask
+
+    lib = load_anchors(_lib({"id": "tri", "label": LABEL,
+                             "covers": {"polygons": [[[0, 0], [10, 0], [0, 10]]]}}))
+    mask = region_mask(lib.anchors[0], (20, 20))
+    assert 40 <= mask.sum() <= 60 and mask[1, 1] and not mask[9, 9]
+    with pytest.raises(SchemaError) as err:
+        load_anchors(_lib({"id": "bad", "label": LABEL, "covers": {"polygons": [[[0, 0]]]}}))
+    assert err.value.parameter == "anchors[0].covers.polygons[0]"

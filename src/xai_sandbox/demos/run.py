@@ -98,8 +98,32 @@ def run_image_demo(out_dir: Path, console: Console, progress: Progress) -> tuple
         title = f"{label}: '{top[0][0]}' (p = {top[0][1]:.2f}){extra}"
         paths.append(save_overlay(pixels, e, out_dir / f"chelsea_{method}.png", title=title))
         progress.advance(task)
+        if method == "grad_cam_pp":
+            paths.append(_bias_demo(pixels, e, out_dir, console))
     console.print(f"cat photo: top classes {', '.join(f'{n} {p:.2f}' for n, p in top)}")
     return tuple(paths)
+
+
+def _bias_demo(pixels: np.ndarray, explanation: Explanation, out_dir: Path,
+               console: Console) -> Path:
+    """The Grad-CAM++ map weighted by anchor risk, the face region blurred for export."""
+    from xai_sandbox.reports.bias import bias_heatmap
+    from xai_sandbox.semantics.anchors import align, load_anchors
+
+    library = load_anchors({"version": "demo-photo/1", "anchors": [
+        {"id": "face", "label": {"en": "Face (biometric data)", "zh": "面部（生物识别数据）"},
+         "covers": {"polygons": [[[70, 15], [165, 15], [185, 120], [115, 165], [50, 120]]]},
+         "regulations": ["GDPR Art. 9(1) (biometric data)"], "protected": True,
+         "risk": {"kind": "share", "at": 0.5}},
+        {"id": "surroundings", "label": {"en": "Surroundings", "zh": "周围环境"},
+         "covers": {"boxes": [[0, 175, 224, 224]]}}]})
+    matches = align(explanation, library)
+    for m in matches:
+        console.print(f"cat photo anchor {m.label['en']}: {m.sensitivity:.0%} of the "
+                      f"Grad-CAM++ map, risk {m.risk:.2f}{' (hit)' if m.hit else ''}")
+    return bias_heatmap(pixels, explanation, library, matches, out_dir / "chelsea_bias.png",
+                        privacy="blur", title="Grad-CAM++ weighted by anchor risk "
+                                              "(face blurred for export)")
 
 
 def run_demo(out_dir: Path, console: Console) -> DemoOutput:

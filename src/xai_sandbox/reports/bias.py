@@ -20,19 +20,12 @@ import numpy as np
 from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.explainers.explanation import Explanation
 from xai_sandbox.reports.heatmap import attribution_map
-from xai_sandbox.semantics.anchors import AnchorLibrary, AnchorMatch
+from xai_sandbox.semantics.anchors import AnchorLibrary, AnchorMatch, region_mask
 
 __all__ = ["bias_heatmap", "privacy_filter", "risk_weighted_map"]
 
 Privacy = Literal["none", "blur", "crop"]
 _FLOOR = 0.1
-
-
-def _box_slices(box: tuple[float, float, float, float], h: int, w: int
-                ) -> tuple[slice, slice]:
-    x0, y0, x1, y1 = box
-    return (slice(max(0, int(y0)), min(h, int(np.ceil(y1)))),
-            slice(max(0, int(x0)), min(w, int(np.ceil(x1)))))
 
 
 def risk_weighted_map(explanation: Explanation, library: AnchorLibrary,
@@ -44,9 +37,9 @@ def risk_weighted_map(explanation: Explanation, library: AnchorLibrary,
     weight = np.full((h, w), _FLOOR)
     risk = {m.anchor: m.risk for m in matches}
     for anchor in library.anchors:
-        for box in anchor.boxes:
-            ys, xs = _box_slices(box, h, w)
-            weight[ys, xs] = np.maximum(weight[ys, xs], risk.get(anchor.id, 0.0))
+        if anchor.boxes or anchor.polygons:
+            inside = region_mask(anchor, (h, w))
+            weight[inside] = np.maximum(weight[inside], risk.get(anchor.id, 0.0))
     out: np.ndarray = heat * weight
     return out
 
@@ -65,15 +58,13 @@ def privacy_filter(pixels: np.ndarray, library: AnchorLibrary, mode: Privacy = "
     from scipy.ndimage import gaussian_filter
 
     h, w = image.shape[:2]
+    blurred = gaussian_filter(image, sigma=(8, 8, 0)) if mode == "blur" else None
+    grey = image.max() / 2
     for anchor in library.anchors:
-        if not anchor.protected:
+        if not anchor.protected or not (anchor.boxes or anchor.polygons):
             continue
-        for box in anchor.boxes:
-            ys, xs = _box_slices(box, h, w)
-            if mode == "crop":
-                image[ys, xs] = image.max() / 2
-            else:
-                image[ys, xs] = gaussian_filter(image[ys, xs], sigma=(8, 8, 0))
+        inside = region_mask(anchor, (h, w))
+        image[inside] = grey if blurred is None else blurred[inside]
     return image
 
 
@@ -85,7 +76,7 @@ def bias_heatmap(pixels: np.ndarray, explanation: Explanation, library: AnchorLi
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Polygon, Rectangle
 
     image = privacy_filter(pixels, library, privacy)
     if image.max() > 1.0:
@@ -101,12 +92,15 @@ def bias_heatmap(pixels: np.ndarray, explanation: Explanation, library: AnchorLi
                           vmax=float(heat.max()) or 1.0)
         for anchor in library.anchors:
             m = by_id.get(anchor.id)
-            for x0, y0, x1, y1 in anchor.boxes:
-                colour = "red" if m is not None and m.hit else "white"
-                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False,
-                                       edgecolor=colour, linewidth=1.5))
-                text = anchor.label["en"] + (f": {m.sensitivity:.0%} of attribution, risk "
-                                             f"{m.risk:.2f}" if m is not None else "")
+            colour = "red" if m is not None and m.hit else "white"
+            text = anchor.label["en"] + (f": {m.sensitivity:.0%} of attribution, risk "
+                                         f"{m.risk:.2f}" if m is not None else "")
+            outlines = [Rectangle((x0, y0), x1 - x0, y1 - y0) for x0, y0, x1, y1 in
+                        anchor.boxes] + [Polygon(list(p)) for p in anchor.polygons]
+            for patch in outlines:
+                patch.set(fill=False, edgecolor=colour, linewidth=1.5)
+                ax.add_patch(patch)
+                x0, y0 = patch.get_xy()[0] if isinstance(patch, Polygon) else patch.get_xy()
                 ax.text(x0 + 2, y0 + 9, text, color=colour, fontsize=6,
                         bbox={"facecolor": "black", "alpha": 0.5, "pad": 1})
         ax.set_axis_off()

@@ -31,7 +31,8 @@ from xai_sandbox.errors import InvalidInputError, SchemaError
 from xai_sandbox.explainers.explanation import Explanation
 from xai_sandbox.models.schema import LOCALES, FeatureSchema
 
-__all__ = ["Anchor", "AnchorLibrary", "AnchorMatch", "RiskRule", "align", "load_anchors"]
+__all__ = ["Anchor", "AnchorLibrary", "AnchorMatch", "RiskRule", "align", "load_anchors",
+           "region_mask"]
 
 DEFAULT_THRESHOLD = 0.85
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -140,6 +141,7 @@ class Anchor:
     label: Mapping[str, str]
     features: tuple[str, ...] = ()                          # tabular
     boxes: tuple[tuple[float, float, float, float], ...] = ()  # images: x0, y0, x1, y1
+    polygons: tuple[tuple[tuple[float, float], ...], ...] = ()  # images: masks as outlines
     phrases: tuple[str, ...] = ()                           # text (case-insensitive)
     regulations: tuple[str, ...] = ()
     rule: RiskRule = field(default_factory=lambda: RiskRule(kind="share"))
@@ -161,8 +163,9 @@ class Anchor:
             raise _err(f"{path}.id", "must be 1-64 of a-z, 0-9, '.', '_', '-'", anchor_id)
         covers = raw.get("covers")
         if not isinstance(covers, Mapping) or not covers or set(covers) - {
-                "features", "boxes", "phrases"}:
-            raise _err(f"{path}.covers", "must give features, boxes or phrases", covers)
+                "features", "boxes", "polygons", "phrases"}:
+            raise _err(f"{path}.covers", "must give features, boxes, polygons or phrases",
+                       covers)
         features = covers.get("features", [])
         if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
             raise _err(f"{path}.covers.features", "must be a list of feature names", features)
@@ -174,6 +177,15 @@ class Anchor:
                 raise _err(f"{path}.covers.boxes[{n}]", "must be [x0, y0, x1, y1] with "
                            "x0 < x1 and y0 < y1 (input pixels)", box)
             boxes.append(tuple(float(v) for v in box))
+        polygons = []
+        for n, poly in enumerate(covers.get("polygons", [])):
+            if (not isinstance(poly, list) or len(poly) < 3 or not all(
+                    isinstance(p, list) and len(p) == 2 and all(
+                        isinstance(v, int | float) and not isinstance(v, bool) for v in p)
+                    for p in poly)):
+                raise _err(f"{path}.covers.polygons[{n}]", "must be a list of at least "
+                           "three [x, y] points (input pixels)", poly)
+            polygons.append(tuple((float(x), float(y)) for x, y in poly))
         phrases = covers.get("phrases", [])
         if not isinstance(phrases, list) or not all(isinstance(p, str) and p.strip()
                                                     for p in phrases):
@@ -193,6 +205,7 @@ class Anchor:
             raise _err(f"{path}.protected", "must be true or false", raw.get("protected"))
         return cls(id=anchor_id, label=_labels(raw.get("label"), f"{path}.label"),
                    features=tuple(features), boxes=tuple(boxes),  # type: ignore[arg-type]
+                   polygons=tuple(polygons),
                    phrases=tuple(p.lower() for p in phrases), regulations=tuple(regulations),
                    rule=RiskRule.from_dict(raw.get("risk"), f"{path}.risk"),
                    threshold=float(threshold), reason_code=code,
@@ -293,6 +306,24 @@ class AnchorMatch:
                 "protected": self.protected, "covers": list(self.covers)}
 
 
+def region_mask(anchor: Anchor, shape: tuple[int, ...]) -> np.ndarray:
+    """The (H, W) pixels an image anchor covers: its boxes and the inside of its polygons
+    (pixel centres)."""
+    h, w = shape[-2], shape[-1]
+    mask = np.zeros((h, w), dtype=bool)
+    for x0, y0, x1, y1 in anchor.boxes:
+        mask[max(0, int(y0)):min(h, int(np.ceil(y1))),
+             max(0, int(x0)):min(w, int(np.ceil(x1)))] = True
+    if anchor.polygons:
+        from matplotlib.path import Path as Outline
+
+        ys, xs = np.mgrid[0:h, 0:w]
+        centres = np.column_stack([xs.ravel() + 0.5, ys.ravel() + 0.5])
+        for poly in anchor.polygons:
+            mask |= Outline(poly).contains_points(centres).reshape(h, w)
+    return mask
+
+
 def _mass(values: np.ndarray, flat: list[float] | None, position: Mapping[str, int],
           anchor: Anchor, tokens: Sequence[str] | None) -> float:
     """Absolute attribution inside the anchor's cover (``values``: one row, absolute;
@@ -301,14 +332,9 @@ def _mass(values: np.ndarray, flat: list[float] | None, position: Mapping[str, i
         if flat is None:
             return 0.0
         return float(sum(flat[position[f]] for f in anchor.features if f in position))
-    if anchor.boxes:
+    if anchor.boxes or anchor.polygons:
         plane = values.sum(axis=0) if values.ndim == 3 else values
-        mask = np.zeros(plane.shape, dtype=bool)
-        h, w = plane.shape
-        for x0, y0, x1, y1 in anchor.boxes:
-            mask[max(0, int(y0)):min(h, int(np.ceil(y1))),
-                 max(0, int(x0)):min(w, int(np.ceil(x1)))] = True
-        return float(plane[mask].sum())
+        return float(plane[region_mask(anchor, plane.shape)].sum())
     if anchor.phrases and tokens is not None:
         per_token = (values.reshape(len(tokens), -1).sum(axis=1)
                      if values.size != len(tokens) else values.reshape(-1))
@@ -355,5 +381,6 @@ def align(explanations: Explanation | Sequence[Explanation], library: AnchorLibr
             anchor=a.id, label=a.label, sensitivity=shares[a.id], confidence=confidence,
             risk=risk, hit=risk >= a.threshold, regulations=a.regulations,
             rule=a.rule.describe(), reason_code=a.reason_code, protected=a.protected,
-            covers=a.features or tuple(f"box {list(b)}" for b in a.boxes) or a.phrases))
+            covers=a.features or tuple(f"box {list(b)}" for b in a.boxes) + tuple(
+                f"polygon of {len(p)} points" for p in a.polygons) or a.phrases))
     return sorted(out, key=lambda m: -m.sensitivity)
