@@ -201,3 +201,36 @@ def test_the_service_alerts_after_five_consecutive_risky_decisions(tmp_path):
         server.stop()
         receiver.stop()
     assert receiver.received[0][1]["@type"] == "MessageCard"
+
+
+def test_a_streak_continues_across_a_restart(tmp_path):
+    from xai_sandbox.demos.credit import credit_models
+    from xai_sandbox.reports.pipeline import Decider
+
+    spec = {"model_id": "watch", "version": "1",
+            "source": {"kind": "builtin", "name": "german-credit-lightgbm"},
+            "policy": {"methods": ["tree_shap"], "adverse_class": "bad",
+                       "outcome_labels": {"bad": {"en": "d", "zh": "d"},
+                                          "good": {"en": "a", "zh": "a"}}},
+            "anchors": {"version": "w/1", "anchors": [
+                {"id": "fw", "label": {"en": "fw", "zh": "fw"},
+                 "covers": {"features": ["foreign_worker"]},
+                 "risk": {"kind": "value", "feature": "foreign_worker", "equals": "A201"}}]}}
+    rows = [r for r in credit_models().data.rows if r["foreign_worker"] == "A201"][:5]
+    settings = Settings(data_dir=tmp_path, log_origin="test.example/alerts")
+    first = Store(settings)
+    decider = Decider(first)
+    decider.register(spec)
+    for i, row in enumerate(rows[:3]):
+        decider.decide(model_id="watch", subject_id=f"s{i}", features=row)
+    first.close()  # restart after three of five
+    second = Store(settings)
+    try:
+        decider = Decider(second)
+        decider.load_registered()
+        for i, row in enumerate(rows[3:], 3):
+            decider.decide(model_id="watch", subject_id=f"s{i}", features=row)
+        [alert] = list_alerts(second)
+        assert alert["body"]["consecutive"] == 5
+    finally:
+        second.close()

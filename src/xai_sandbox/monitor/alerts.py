@@ -150,10 +150,11 @@ class AnchorStreaks:
         self._streaks: dict[tuple[str, str], list[str]] = {}
         self._lock = threading.Lock()
 
-    def update(self, model_key: str, decision_id: str, matches: Sequence[Mapping[str, Any]]
-               ) -> list[tuple[Mapping[str, Any], list[str]]]:
+    def update(self, model_key: str, decision_id: str, matches: Sequence[Mapping[str, Any]],
+               *, replay: bool = False) -> list[tuple[Mapping[str, Any], list[str]]]:
         """Record one decision's anchor matches; returns (match, decision ids) of every
-        anchor whose streak has just reached ``n``."""
+        anchor whose streak has just reached ``n``. ``replay`` (rebuilding the streaks from
+        stored reports after a restart) raises nothing: those alerts were raised then."""
         due = []
         with self._lock:
             for m in matches:
@@ -162,7 +163,8 @@ class AnchorStreaks:
                 if m["hit"]:
                     streak.append(decision_id)
                     if len(streak) == self.n:
-                        due.append((m, list(streak)))
+                        if not replay:
+                            due.append((m, list(streak)))
                         streak.clear()
                 else:
                     streak.clear()

@@ -285,6 +285,11 @@ class Decider:
                                            else None, spec=stored)
         served = ServedModel(key=key, model=model, policy=policy, card=card, spec=stored,
                              data=data, anchors=anchors)
+        if anchors is not None:  # streaks continue across a restart
+            for decision_id, body in self.store.recent_reports(key, self.streaks.n):
+                if body.get("anchors"):
+                    self.streaks.update(key, decision_id, body["anchors"]["matches"],
+                                        replay=True)
         with self._lock:
             self._models[key] = served
         return served

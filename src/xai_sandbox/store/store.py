@@ -414,6 +414,15 @@ class Store:
         decision = {k: v for k, v in row.items() if k not in ("report_id", "any_review")}
         return decision, row["report_id"], reviews
 
+    def recent_reports(self, model_key: str, n: int) -> list[tuple[str, dict[str, Any]]]:
+        """The ``n`` newest reports of a model, oldest first: (decision id, body)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.reports.c.decision_id, t.reports.c.body).join(
+                t.decisions, t.decisions.c.id == t.reports.c.decision_id).where(
+                t.decisions.c.model_key == model_key)
+                .order_by(t.reports.c.created_at.desc()).limit(n)).all()
+        return [(r.decision_id, dict(json.loads(bytes(r.body)))) for r in reversed(rows)]
+
     def report_body(self, report_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
             body = conn.execute(select(t.reports.c.body).where(t.reports.c.id == report_id)
