@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -219,6 +220,7 @@ alert_deliveries = Table(
     Column("next_attempt_at", DateTime(timezone=True), nullable=False),
     Column("last_error", Text),
     Column("delivered_at", DateTime(timezone=True)),
+    Index("ix_alert_deliveries_due", "status", "next_attempt_at"),
 )
 
 erasures = Table(
