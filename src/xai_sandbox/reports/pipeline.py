@@ -385,8 +385,10 @@ class Decider:
         if methods and explain_now and not served.policy.deferred:
             try:
                 report = self._report_body(prepared.row, features, methods)
-            except Exception:  # recorded with a job instead: retried, and its error kept
-                log.exception("explaining decision %s failed; queued as a job", decision_id)
+            except Exception as exc:  # recorded with a job instead: retried, error kept
+                # The type only: an error's message may quote the applicant's values.
+                log.error("explaining decision %s failed (%s); queued as a job",
+                          decision_id, type(exc).__name__)
         # The decision and its report (or its job) in one transaction.
         stored = self.store.record_prepared([prepared], reports=[report],
                                             jobs=[None if report is not None else methods],
