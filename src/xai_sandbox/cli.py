@@ -384,15 +384,19 @@ def monitor_fairness(
         served = decider.model_by_key(model)
         decisions = store.decisions_of(model_key=model, limit=limit)
         rows = [p for p in (store.payload(d["id"]) for d in decisions) if p is not None]
-        shares = [r["body"]["fairness"]["protected_share"] for r in
+        blocks = [r["body"]["fairness"] for r in
                   (store.latest_report(d["id"]) for d in decisions)
                   if r is not None and "fairness" in r["body"]]
+        shares = [b["protected_share"] for b in blocks]
+        proxy = [b["proxy_share"] for b in blocks if "proxy_share" in b]
         result = {"model": model, "decisions": len(rows),
                   "counterfactual_fairness": counterfactual_fairness(served.model, rows,
                                                                      data=served.data)
                   if rows else {},
                   "protected_share": {"mean": float(np.mean(shares)),
                                       "max": float(np.max(shares))} if shares else None,
+                  "proxy_share": {"mean": float(np.mean(proxy)),
+                                  "max": float(np.max(proxy))} if proxy else None,
                   "likely_proxies": likely_proxies(served.schema, rows)
                   if len(rows) >= 50 else "needs at least 50 decisions"}
     except XaiSandboxError as exc:

@@ -197,6 +197,8 @@ def test_the_service_alerts_after_five_consecutive_risky_decisions(tmp_path):
             text = c.get("/metrics").text
             assert "xai_alert_deliveries_pending 0.0" in text
             assert "xai_explanation_success_rate 1.0" in text
+            assert ('xai_anchor_hits_total{anchor="foreign-worker",model="credit-watch@1"} 5.0'
+                    in text)
     finally:
         server.stop()
         receiver.stop()

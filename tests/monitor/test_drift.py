@@ -112,3 +112,34 @@ def test_monitor_cli_runs_once(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"drift": [], "success_rates": [], "alerts_raised": []}
+
+
+def test_the_latest_drift_run_is_exported_at_metrics(tmp_path):
+    from liveserver import make_settings, prepared
+
+    server = prepared(make_settings(tmp_path)).start()
+    try:
+        store = Store(server.settings)
+        try:
+            decider = Decider(store)
+            decider.load_registered()
+            rows = CREDIT.data.rows
+            old = [decider.decide(model_id="credit", subject_id=f"o{i}",
+                                  features=rows[i]).decision_id for i in range(40)]
+            for i in range(40, 80):
+                decider.decide(model_id="credit", subject_id=f"n{i}",
+                               features=dict(rows[i], duration=min(120,
+                                                                   rows[i]["duration"] + 24)))
+            with store.writer.begin() as conn:
+                conn.execute(update(t.reports).where(t.reports.c.decision_id.in_(old))
+                             .values(created_at=datetime.now(UTC) - timedelta(days=8)))
+            run_checks(store, min_reports=30)
+        finally:
+            store.close()
+        with server.client("olivia-operator") as c:
+            text = c.get("/metrics").text
+    finally:
+        server.stop()
+    assert 'xai_drift_alert{feature="duration",model="credit@3"} 1.0' in text
+    assert 'xai_drift_psi{feature="duration",model="credit@3"}' in text
+    assert 'xai_alerts_open{kind="explanation_drift"}' in text

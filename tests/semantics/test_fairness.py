@@ -97,4 +97,5 @@ def test_monitor_fairness_cli(tmp_path):
     assert result["decisions"] == 60
     assert set(result["counterfactual_fairness"]) == set(PROTECTED)
     assert 0 < result["protected_share"]["mean"] < 1
+    assert 0 < result["proxy_share"]["mean"] < 1
     assert set(result["likely_proxies"]) == set(PROTECTED)

@@ -221,6 +221,9 @@ def test_full_report_carries_every_compliance_field_in_json_html_and_pdf(live):
     assert 0 <= report["fairness"]["protected_share"] <= 1
     assert set(report["fairness"]["by_feature"]) == {"personal_status_sex", "age",
                                                      "foreign_worker"}
+    # Likely proxies, found in the training data at registration, and their share.
+    assert "duration" in report["fairness"]["proxies"]["foreign_worker"]
+    assert 0 < report["fairness"]["proxy_share"] <= 1
     # The read itself is in the access log the report shows.
     assert any(a["actor"] == "carl-compliance" and a["purpose"] == "complaint 17"
                for a in report["access_log"])
@@ -486,6 +489,8 @@ def test_adhoc_explanation_with_provenance_and_receipt(live):
     assert out["explanation"]["attributions"] == encoded.json()["explanation"]["attributions"]
     checked = check_receipt(Receipt.from_dict(out["receipt"]), _verifiers(live))
     assert checked["kind"] == "adhoc_explanation"
+    assert {m["anchor"] for m in out["anchors"]} >= {"sex-and-marital-status", "debt-burden"}
+    assert "sensitivity" in out["provenance"][3]["detail"]
     assert checked["explanation_sha256"] == out["explanation_sha256"]
     assert wrong.status_code == 422  # a gradient method on a tree model
 

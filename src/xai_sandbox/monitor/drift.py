@@ -26,8 +26,8 @@ from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.store import tables as t
 from xai_sandbox.store.store import Store
 
-__all__ = ["DriftReport", "FeatureDrift", "compare_windows", "drift_check", "psi",
-           "success_rates"]
+__all__ = ["DriftReport", "FeatureDrift", "compare_windows", "drift_check", "load_state",
+           "psi", "run_checks", "save_state", "success_rates"]
 
 _EPS = 1e-4
 
@@ -197,6 +197,7 @@ def run_checks(store: Store, *, window_days: float = 7.0, webhooks: Sequence[Any
                     dedup_key=f"drift:{report.model}:{f.feature}", webhooks=webhooks)
                 if alert:
                     raised.append(alert)
+    save_state(store, {f"drift:{r.model}": r.to_dict() for r in drift})
     rates = success_rates(store)
     for hour in rates:
         if hour["alert"]:
@@ -208,3 +209,22 @@ def run_checks(store: Store, *, window_days: float = 7.0, webhooks: Sequence[Any
                 raised.append(alert)
     return {"drift": [r.to_dict() for r in drift], "success_rates": rates,
             "alerts_raised": raised}
+
+
+def save_state(store: Store, items: Mapping[str, Mapping[str, Any]]) -> None:
+    """Keep the latest result of each check (replacing the previous one)."""
+    from sqlalchemy import delete, insert
+
+    now = datetime.now(UTC)
+    with store.writer.begin() as conn:
+        for key, body in items.items():
+            conn.execute(delete(t.monitor_state).where(t.monitor_state.c.key == key))
+            conn.execute(insert(t.monitor_state).values(
+                key=key[:300], body_json=json.dumps(body, default=str), updated_at=now))
+
+
+def load_state(store: Store, prefix: str) -> dict[str, dict[str, Any]]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(t.monitor_state).where(
+            t.monitor_state.c.key.startswith(prefix))).mappings().all()
+    return {r["key"]: json.loads(r["body_json"]) for r in rows}

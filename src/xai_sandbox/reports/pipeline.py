@@ -34,6 +34,7 @@ from xai_sandbox.monitor.calibrate import latest_thresholds
 from xai_sandbox.quality.ood import TrainingProfile, fit_profile
 from xai_sandbox.reports.policy import ExplanationPolicy, ModelCard
 from xai_sandbox.semantics.anchors import AnchorLibrary, AnchorMatch, align, load_anchors
+from xai_sandbox.semantics.fairness import likely_proxies
 from xai_sandbox.semantics.reasons import principal_reasons
 from xai_sandbox.store.entries import rfc3339
 from xai_sandbox.store.jobs import ClaimedJob, JobQueue
@@ -108,6 +109,7 @@ class ServedModel:
     spec: Mapping[str, Any]
     data: np.ndarray | None = field(default=None, repr=False)   # encoded training rows
     anchors: AnchorLibrary | None = None
+    proxies: Mapping[str, Sequence[str]] = field(default_factory=dict)  # protected -> proxies
 
     @property
     def schema(self) -> FeatureSchema:
@@ -240,6 +242,8 @@ class Decider:
         self.sla_days = review_sla_working_days or self.settings.review_sla_working_days
         self.jobs = JobQueue(store, lease_seconds=self.settings.job_lease_seconds)
         self.streaks = AnchorStreaks(self.settings.alert_streak)
+        # (model, anchor) -> (decisions aligned, hits) in this process, for /metrics.
+        self.anchor_counts: dict[tuple[str, str], tuple[int, int]] = {}
         self.webhooks = parse_webhooks(self.settings.webhooks)
         self._models: dict[str, ServedModel] = {}
         self._texts: dict[str, dict[str, dict[str, Any]]] = {}
@@ -283,8 +287,12 @@ class Decider:
         key, _ = self.store.register_model(model_id, version, model.fingerprint,
                                            schema=model.schema.to_dict() if model.schema
                                            else None, spec=stored)
+        proxies: dict[str, list[str]] = {}
+        if data is not None and model.schema is not None and len(data) >= 50:
+            found = likely_proxies(model.schema, model.schema.decode(data[:5000]))
+            proxies = {p: [n for n, _ in found[p]] for p in found}
         served = ServedModel(key=key, model=model, policy=policy, card=card, spec=stored,
-                             data=data, anchors=anchors)
+                             data=data, anchors=anchors, proxies=proxies)
         if anchors is not None:  # streaks continue across a restart
             for decision_id, body in self.store.recent_reports(key, self.streaks.n):
                 if body.get("anchors"):
@@ -425,6 +433,11 @@ class Decider:
         anchors = report.get("anchors")
         if not anchors:
             return []
+        with self._lock:
+            for m in anchors["matches"]:
+                key = (model_key, str(m["anchor"]))
+                seen, hits = self.anchor_counts.get(key, (0, 0))
+                self.anchor_counts[key] = (seen + 1, hits + int(bool(m["hit"])))
         raised = []
         for match, decisions in self.streaks.update(model_key, decision_id,
                                                     anchors["matches"]):
@@ -600,13 +613,22 @@ class Decider:
 
     @staticmethod
     def _fairness(served: ServedModel, explanation: Explanation) -> dict[str, Any]:
-        """The share of the attribution on protected features (and, by name, on each)."""
+        """The share of the attribution on protected features (and, by name, on each), and
+        on their likely proxies (features associated with them in the training data)."""
         values = np.abs(np.asarray(explanation.values[0], dtype=np.float64))
         total = float(values.sum())
-        names = explanation.feature_names or ()
-        shares = {f.name: (float(values[names.index(f.name)]) / total if total else 0.0)
-                  for f in served.schema.features if f.protected and f.name in names}
+        names = list(explanation.feature_names or ())
+
+        def share(name: str) -> float:
+            return float(values[names.index(name)]) / total if total and name in names \
+                else 0.0
+
+        shares = {f.name: share(f.name) for f in served.schema.features
+                  if f.protected and f.name in names}
+        proxies = sorted({p for group in served.proxies.values() for p in group})
         return {"protected_share": float(sum(shares.values())), "by_feature": shares,
+                "proxy_share": float(sum(share(p) for p in proxies)),
+                "proxies": {k: list(v) for k, v in served.proxies.items()},
                 "method": explanation.method}
 
     @staticmethod
@@ -815,8 +837,10 @@ class Decider:
         commitment = hashlib.sha256(salt + canonical_json(dict(features))).hexdigest()
         result = e.to_dict()
         digest = hashlib.sha256(canonical_json(result)).hexdigest()
+        matches = (align(e, served.anchors, row=features)
+                   if served.anchors is not None else None)
         chain = self._provenance({"input_commitment": commitment}, served, [e],
-                                 "reg-b-form-c1")
+                                 "reg-b-form-c1", matches)
         entry_id, leaf = self.store.record_adhoc(model_key=served.key, actor=actor,
                                                  method=method, input_commitment=commitment,
                                                  explanation_sha256=digest)
@@ -824,6 +848,8 @@ class Decider:
                 "input_salt": base64.b64encode(salt).decode(),
                 "explanation": self._method_block(e), "explanation_sha256": digest,
                 "provenance": chain, "receipt": self.store.receipt(leaf).to_dict(),
+                "anchors": [m.to_dict() for m in matches] if matches is not None else None,
+                "fairness": self._fairness(served, e),
                 "library_versions": library_versions()}
 
 

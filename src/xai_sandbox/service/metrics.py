@@ -34,3 +34,14 @@ PENDING_DELIVERIES = Gauge("xai_alert_deliveries_pending",
 SUCCESS_RATE = Gauge("xai_explanation_success_rate",
                      "Explanations stored over explanations attempted, last full hour",
                      registry=REGISTRY)
+DRIFT_PSI = Gauge("xai_drift_psi", "PSI of a feature's attributions, this window against "
+                  "the previous (latest monitor run)", ["model", "feature"], registry=REGISTRY)
+DRIFT_CHANGE = Gauge("xai_drift_mean_abs_change", "Relative change of a feature's mean "
+                     "|attribution| (latest monitor run)", ["model", "feature"],
+                     registry=REGISTRY)
+DRIFTED = Gauge("xai_drift_alert", "1 when a feature drifted in the latest monitor run",
+                ["model", "feature"], registry=REGISTRY)
+ANCHOR_ALIGNED = Gauge("xai_anchor_decisions_total", "Decisions aligned onto an anchor by "
+                       "this process", ["model", "anchor"], registry=REGISTRY)
+ANCHOR_HITS = Gauge("xai_anchor_hits_total", "Decisions on which an anchor's risk reached "
+                    "its threshold, in this process", ["model", "anchor"], registry=REGISTRY)

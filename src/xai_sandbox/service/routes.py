@@ -154,7 +154,7 @@ def prometheus(rt: RT, who: Who) -> Response:
     metrics.LOG_SIZE.set(rt.store.log.size())
     from sqlalchemy import func, select
 
-    from xai_sandbox.monitor.drift import success_rates
+    from xai_sandbox.monitor.drift import load_state, success_rates
     from xai_sandbox.store import tables as t
 
     with rt.store.engine.connect() as conn:
@@ -169,6 +169,16 @@ def prometheus(rt: RT, who: Who) -> Response:
     rates = success_rates(rt.store, hours=2)
     if rates:
         metrics.SUCCESS_RATE.set(rates[-1]["success_rate"])
+    for (model, anchor), (seen, hits) in list(rt.decider.anchor_counts.items()):
+        metrics.ANCHOR_ALIGNED.labels(model, anchor).set(seen)
+        metrics.ANCHOR_HITS.labels(model, anchor).set(hits)
+    for gauge in (metrics.DRIFT_PSI, metrics.DRIFT_CHANGE, metrics.DRIFTED):
+        gauge.clear()
+    for report in load_state(rt.store, "drift:").values():
+        for f in report["features"]:
+            metrics.DRIFT_PSI.labels(report["model"], f["feature"]).set(f["psi"])
+            metrics.DRIFT_CHANGE.labels(report["model"], f["feature"]).set(f["change"])
+            metrics.DRIFTED.labels(report["model"], f["feature"]).set(float(f["drifted"]))
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -260,3 +260,11 @@ calibrations = Table(
     Column("body_json", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+# The latest result of each monitoring check (drift per model), for /metrics and reports.
+monitor_state = Table(
+    "monitor_state", metadata,
+    Column("key", String(300), primary_key=True),
+    Column("body_json", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

@@ -39,9 +39,15 @@ def upgrade() -> None:
         sa.Column("body_json", sa.Text, nullable=False),
         sa.Column("created_at", TS, nullable=False))
     op.create_index("ix_calibrations_model_key", "calibrations", ["model_key"])
+    op.create_table(
+        "monitor_state",
+        sa.Column("key", sa.String(300), primary_key=True),
+        sa.Column("body_json", sa.Text, nullable=False),
+        sa.Column("updated_at", TS, nullable=False))
 
 
 def downgrade() -> None:
+    op.drop_table("monitor_state")
     op.drop_table("calibrations")
     op.drop_table("alert_deliveries")
     op.drop_index("ix_alerts_dedup_key", "alerts")
