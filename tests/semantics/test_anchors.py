@@ -149,3 +149,31 @@ def test_polygon_masks_cover_their_inside():
     with pytest.raises(SchemaError) as err:
         load_anchors(_lib({"id": "bad", "label": LABEL, "covers": {"polygons": [[[0, 0]]]}}))
     assert err.value.parameter == "anchors[0].covers.polygons[0]"
+
+
+def test_a_stochastic_method_gets_confidence_from_a_second_seed(tmp_path):
+    from xai_sandbox.demos.credit import credit_models
+    from xai_sandbox.reports.pipeline import Decider
+    from xai_sandbox.service.demo import CREDIT_LABELS
+    from xai_sandbox.settings import Settings
+    from xai_sandbox.store import Store
+
+    store = Store(Settings(data_dir=tmp_path))
+    try:
+        decider = Decider(store)
+        decider.register({"model_id": "credit-kernel", "version": "1",
+                          "source": {"kind": "builtin", "name": "german-credit-lightgbm"},
+                          "policy": {"methods": ["kernel_shap"], "adverse_class": "bad",
+                                     "outcome_labels": CREDIT_LABELS},
+                          "anchors": "german-credit"})
+        out = decider.decide(model_id="credit-kernel", subject_id="k",
+                             features=credit_models().data.rows[1])
+        job = decider.jobs.claim(out.job_id)
+        assert decider.run_job(job) is not None
+        body = store.latest_report(out.decision_id)["body"]
+    finally:
+        store.close()
+    stability = body["reliability"]["stability"]["kernel_shap"]
+    assert stability["deterministic"] is False and len(stability["seeds"]) == 2
+    confidences = [m["confidence"] for m in body["anchors"]["matches"]]
+    assert all(c is not None and 0 <= c <= 1 for c in confidences)

@@ -484,9 +484,10 @@ class Decider:
         reasons = principal_reasons(primary, schema, features,
                                     outcome=policy.outcome_labels[target], reference=reference)
         counterfactuals = self._counterfactuals(served, features, output)
-        matches = (align(explanations, served.anchors, row=features)
+        reruns: list[Explanation] = []  # stochastic methods again, with another seed
+        reliability = self._reliability(served, x, output, explanations, seed, target, reruns)
+        matches = (align([*explanations, *reruns], served.anchors, row=features)
                    if served.anchors is not None else None)
-        reliability = self._reliability(served, x, output, explanations, seed, target)
         explained_at = datetime.now(UTC)
         body: dict[str, Any] = {
             "schema_version": REPORT_SCHEMA,
@@ -580,8 +581,8 @@ class Decider:
                 "disclaimer": DISCLAIMER}
 
     def _reliability(self, served: ServedModel, x: np.ndarray, output: Mapping[str, Any],
-                     explanations: Sequence[Explanation], seed: int, target: str
-                     ) -> dict[str, Any]:
+                     explanations: Sequence[Explanation], seed: int, target: str,
+                     reruns: list[Explanation] | None = None) -> dict[str, Any]:
         model = served.model
         ood = model.profile.assess(x)[0].to_dict() if model.profile is not None else None
         fidelity = {e.method: e.completeness_error for e in explanations}
@@ -591,6 +592,8 @@ class Decider:
                 stability[e.method] = {"deterministic": True}
                 continue
             again = explain(model, x, method=e.method, target=target, random_state=seed + 1)
+            if reruns is not None:
+                reruns.append(again)
             from scipy.stats import spearmanr
 
             rho = float(spearmanr(e.values[0], again.values[0]).statistic)
