@@ -37,7 +37,7 @@ def test_no_server_error_and_responses_match_the_schema(live, fuzz_key, tmp_path
          "--max-examples", "8", "--max-time", "100", "--seed", "1", "--workers", "1",
          "--header", f"Authorization: Bearer {fuzz_key}", "--request-timeout", "60",
          "--report", "junit", "--report-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=400)
+        capture_output=True, text=True, timeout=400, cwd=tmp_path)  # its cache goes there
     output = run.stdout + run.stderr
     (tmp_path / "schemathesis.txt").write_text(output)
     assert run.returncode == 0, output[-6000:]
