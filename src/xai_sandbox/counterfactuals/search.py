@@ -72,14 +72,6 @@ class CounterfactualSet:
         return f"{len(self.options)} option(s) found" if self.options else NO_FEASIBLE_CHANGE
 
 
-def _probabilities(model: RegisteredModel, X: np.ndarray) -> np.ndarray:
-    out = model.adapter.predict(X)
-    if model.adapter.output_space == "probability":
-        return out
-    shifted = np.exp(out - out.max(axis=1, keepdims=True))
-    result: np.ndarray = shifted / shifted.sum(axis=1, keepdims=True)
-    return result
-
 
 def _allowed(spec: FeatureSpec) -> bool:
     return spec.mutable and not spec.protected
@@ -142,7 +134,7 @@ def find_counterfactuals(model: RegisteredModel, row: Mapping[str, Any] | np.nda
     else:
         x = model.adapter.validate_inputs(row, "row")[0].astype(np.float64)
     original = schema.decode(x[None])[0]
-    p0 = _probabilities(model, x[None])[0]
+    p0 = model.probabilities(x[None])[0]
     current = int(np.argmax(p0))
     if desired_class is None:
         order = np.argsort(-p0)
@@ -229,7 +221,7 @@ def _beam(model: RegisteredModel, x: np.ndarray, moves: Mapping[str, Sequence[Mo
         if not vectors:
             break
         X = np.stack(vectors)
-        probs = _probabilities(model, X)
+        probs = model.probabilities(X)
         flipped = np.argmax(probs, axis=1) == target
         for i in np.flatnonzero(flipped):
             key = X[i].tobytes()

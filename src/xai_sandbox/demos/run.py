@@ -53,7 +53,7 @@ def run_credit_demo(out_dir: Path, console: Console, progress: Progress) -> Path
                                             "TreeSHAP (LightGBM)": tree}
     row = data.rows[index]
     ranked = factor_rows(data.schema, row, explanations, rank_by="Shapley (MLP)")
-    p_bad = float(_softmax(mlp.adapter.predict(x))[0, bad])
+    p_bad = float(mlp.probabilities(x)[0, bad])
     console.print(factor_table(
         ranked, list(explanations),
         title=f"Why applicant #{index} was rejected (MLP: P(bad) = {p_bad:.2f}); "
@@ -133,8 +133,3 @@ def run_demo(out_dir: Path, console: Console) -> DemoOutput:
         overlays = run_image_demo(out_dir, console, progress)
     return DemoOutput(credit_json=credit, overlays=overlays)
 
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
-    return out

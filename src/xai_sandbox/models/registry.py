@@ -44,6 +44,16 @@ class RegisteredModel:
         return {"model_id": self.model_id, "version": self.version,
                 "fingerprint": self.fingerprint}
 
+    def probabilities(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities of encoded rows: the model's own where it gives them, else
+        the softmax of its outputs (logits)."""
+        out = self.adapter.predict(X)
+        if self.adapter.output_space == "probability":
+            return out
+        shifted = np.exp(out - out.max(axis=1, keepdims=True))
+        result: np.ndarray = shifted / shifted.sum(axis=1, keepdims=True)
+        return result
+
     def class_index(self, target: int | str) -> int:
         """Index of a class given by index or by name."""
         if isinstance(target, str):

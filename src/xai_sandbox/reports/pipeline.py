@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 import secrets
 import threading
 import uuid
@@ -44,6 +45,7 @@ __all__ = ["REPORT_SCHEMA", "Decider", "DecisionOutcome", "ServedModel", "add_wo
 
 REPORT_SCHEMA = "xai-sandbox.report/1"
 log = logging.getLogger("xai_sandbox.reports")
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STOCHASTIC_METHODS = frozenset({"kernel_shap", "lime", "smoothgrad"})
 _FIDELITY_LIMIT = 0.05   # completeness error above this marks the explanation unreliable
 
@@ -138,13 +140,6 @@ class DecisionOutcome:
     report_id: str | None
     job_id: str | None
 
-
-def _softmax_if_needed(model: RegisteredModel, raw: np.ndarray) -> np.ndarray:
-    if model.adapter.output_space == "probability":
-        return raw
-    z = np.exp(raw - raw.max(axis=1, keepdims=True))
-    out: np.ndarray = z / z.sum(axis=1, keepdims=True)
-    return out
 
 
 def _profile_to_dict(p: TrainingProfile) -> dict[str, Any]:
@@ -259,14 +254,16 @@ class Decider:
         """
         if not isinstance(spec, Mapping):
             raise InvalidInputError("spec", "must be a mapping", spec)
-        model_id, version = spec.get("model_id"), spec.get("version", "1")
+        model_id, version = str(spec.get("model_id")), str(spec.get("version", "1"))
         source = spec.get("source")
         if not isinstance(source, Mapping):
             raise InvalidInputError("source", "must be a mapping with a 'kind'", source)
-        model, data, stored_source = _load_source(source, str(model_id), str(version))
-        if not isinstance(model_id, str) or not isinstance(version, str):
-            raise InvalidInputError("model_id", "model_id and version must be strings",
-                                    model_id)
+        for name, value in (("model_id", spec.get("model_id")),
+                            ("version", spec.get("version", "1"))):
+            if not isinstance(value, str) or not _MODEL_ID.match(value):
+                raise InvalidInputError(name, "must be 1-128 of letters, digits, '.', '_', "
+                                        "'-'", value)
+        model, data, stored_source = _load_source(source, model_id, version)
         policy = ExplanationPolicy.from_dict(spec.get("policy"), model.class_names)
         card = ModelCard.from_dict(spec.get("card"))
         anchors = None
@@ -350,7 +347,7 @@ class Decider:
         except SchemaError as exc:  # name the field as the caller sent it
             where = exc.parameter.replace("rows[0]", "features", 1)
             raise SchemaError(where, exc.rule, exc.value) from None
-        probs = _softmax_if_needed(served.model, served.model.adapter.predict(x))[0]
+        probs = served.model.probabilities(x)[0]
         names = served.model.class_names
         policy = served.policy
         adverse_idx = names.index(policy.adverse_class)
@@ -855,6 +852,3 @@ class Decider:
                 "fairness": self._fairness(served, e),
                 "library_versions": library_versions()}
 
-
-def b64png(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode()

@@ -164,6 +164,12 @@ def _error(status: int, exc: InvalidInputError | UnsupportedModelError) -> JSONR
     return JSONResponse({"detail": detail}, status_code=status)
 
 
+def _handler(status: int) -> Any:
+    async def handle(_: Request, exc: Exception) -> JSONResponse:
+        return _error(status, exc)  # type: ignore[arg-type]
+    return handle
+
+
 def _json_value(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
@@ -214,21 +220,10 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
                                                        "reviews", "alerts", "audit",
                                                        "operations")])
 
-    @app.exception_handler(NotFoundError)
-    async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
-        return _error(404, exc)
-
-    @app.exception_handler(ConflictError)
-    async def _conflict(_: Request, exc: ConflictError) -> JSONResponse:
-        return _error(409, exc)
-
-    @app.exception_handler(InvalidInputError)
-    async def _invalid(_: Request, exc: InvalidInputError) -> JSONResponse:
-        return _error(422, exc)
-
-    @app.exception_handler(UnsupportedModelError)
-    async def _unsupported(_: Request, exc: UnsupportedModelError) -> JSONResponse:
-        return _error(422, exc)
+    # The most specific class first: NotFound and Conflict are InvalidInputErrors.
+    for exc_type, status in ((NotFoundError, 404), (ConflictError, 409),
+                             (InvalidInputError, 422), (UnsupportedModelError, 422)):
+        app.add_exception_handler(exc_type, _handler(status))
 
     @app.exception_handler(XaiSandboxError)
     async def _other(_: Request, exc: XaiSandboxError) -> JSONResponse:

@@ -48,10 +48,10 @@ PUBLIC: dict[str, Any] = {"security": []}  # openapi_extra of the routes that ne
 STAFF = ("operator", "reviewer", "compliance_officer", "auditor", "admin")
 REPORT_READERS = ("reviewer", "compliance_officer", "auditor", "admin")
 AUDIT_READERS = ("auditor", "compliance_officer", "admin")
-DecisionId = Annotated[str, Path(min_length=36, max_length=36,
-                                 pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-"
-                                         r"[0-9a-f]{12}$")]
-ReviewId = DecisionId
+# Decision, review, job and alert ids are UUIDs.
+Uuid = Annotated[str, Path(min_length=36, max_length=36,
+                           pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-"
+                                   r"[0-9a-f]{12}$")]
 
 
 async def runtime(request: Request) -> Runtime:
@@ -254,7 +254,7 @@ def list_decisions(rt: RT, who: Who, model: Annotated[str | None, Query(max_leng
 
 
 @router.get("/v1/decisions/{decision_id}", tags=["decisions"])
-async def subject_view(decision_id: DecisionId, request: Request, who: Who,
+async def subject_view(decision_id: Uuid, request: Request, who: Who,
                        lang: Annotated[str | None, Query(description="en or zh; default: "
                                                                      "Accept-Language")] = None
                        ) -> Response:
@@ -283,7 +283,7 @@ async def subject_view(decision_id: DecisionId, request: Request, who: Who,
 
 @router.get("/v1/decisions/{decision_id}/report", tags=["reports"],
             responses={200: {"content": {"application/json": {}}, "description": "the report"}})
-def report_json(decision_id: DecisionId, rt: RT, who: Who,
+def report_json(decision_id: Uuid, rt: RT, who: Who,
                 purpose: Annotated[str, Query(min_length=1, max_length=200)] = "review"
                 ) -> Response:
     """The full report (every field of COMPLIANCE.md) as canonical JSON."""
@@ -293,7 +293,7 @@ def report_json(decision_id: DecisionId, rt: RT, who: Who,
 
 @router.get("/v1/decisions/{decision_id}/report.html", tags=["reports"],
             responses={200: {"content": {"text/html": {}}, "description": "the report"}})
-def report_html(decision_id: DecisionId, rt: RT, who: Who,
+def report_html(decision_id: Uuid, rt: RT, who: Who,
                 purpose: Annotated[str, Query(min_length=1, max_length=200)] = "review"
                 ) -> HTMLResponse:
     """The full report as one self-contained HTML page."""
@@ -302,7 +302,7 @@ def report_html(decision_id: DecisionId, rt: RT, who: Who,
 
 @router.get("/v1/decisions/{decision_id}/report.pdf", tags=["reports"],
             responses={200: {"content": {"application/pdf": {}}, "description": "the report"}})
-def report_pdf(decision_id: DecisionId, rt: RT, who: Who,
+def report_pdf(decision_id: Uuid, rt: RT, who: Who,
                purpose: Annotated[str, Query(min_length=1, max_length=200)] = "export"
                ) -> Response:
     """The full report as PDF (an export: logged as such)."""
@@ -348,7 +348,7 @@ def explain_adhoc(body: ExplainRequest, rt: RT, who: Who) -> dict[str, Any]:
 
 
 @router.get("/v1/jobs/{job_id}", tags=["decisions"])
-def job(job_id: ReviewId, request: Request, rt: RT, who: Who) -> dict[str, Any]:
+def job(job_id: Uuid, request: Request, rt: RT, who: Who) -> dict[str, Any]:
     """An explanation job: queued, running, done (with its report) or failed."""
     _require(who, *STAFF)
     row = rt.decider.jobs.get(job_id)
@@ -363,7 +363,7 @@ def job(job_id: ReviewId, request: Request, rt: RT, who: Who) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- reviews
 @router.post("/v1/decisions/{decision_id}/reviews", tags=["reviews"], status_code=201)
-def ask_review(decision_id: DecisionId, body: ReviewRequest, rt: RT, who: Who
+def ask_review(decision_id: Uuid, body: ReviewRequest, rt: RT, who: Who
                ) -> dict[str, Any]:
     """The person decided about asks for a human review (or contests, or asks for more
     detail); the answer gives the due date under the service level."""
@@ -386,7 +386,7 @@ def review_queue(rt: RT, who: Who, limit: Annotated[int, Query(ge=1, le=200)] = 
 
 
 @router.get("/v1/reviews/{review_id}", tags=["reviews"])
-def review(review_id: ReviewId, rt: RT, who: Who) -> dict[str, Any]:
+def review(review_id: Uuid, rt: RT, who: Who) -> dict[str, Any]:
     row = rt.store.review(review_id)
     if not who.has("reviewer", "compliance_officer", "auditor", "admin"):
         _own_decision(rt, who, row["decision_id"])  # 404 unless it is theirs
@@ -400,21 +400,21 @@ def review(review_id: ReviewId, rt: RT, who: Who) -> dict[str, Any]:
 
 
 @router.post("/v1/reviews/{review_id}/claim", tags=["reviews"])
-def claim_review(review_id: ReviewId, rt: RT, who: Who) -> dict[str, Any]:
+def claim_review(review_id: Uuid, rt: RT, who: Who) -> dict[str, Any]:
     _require(who, "reviewer")
     leaf = rt.store.claim_review(review_id, reviewer=who.name, role="reviewer")
     return {"review_id": review_id, "claimed_by": who.name, "leaf_index": leaf}
 
 
 @router.post("/v1/reviews/{review_id}/release", tags=["reviews"])
-def release_review(review_id: ReviewId, rt: RT, who: Who) -> dict[str, Any]:
+def release_review(review_id: Uuid, rt: RT, who: Who) -> dict[str, Any]:
     _require(who, "reviewer")
     leaf = rt.store.claim_review(review_id, reviewer=who.name, role="reviewer", release=True)
     return {"review_id": review_id, "claimed_by": None, "leaf_index": leaf}
 
 
 @router.post("/v1/reviews/{review_id}/decision", tags=["reviews"])
-def decide_review(review_id: ReviewId, body: ReviewDecision, rt: RT, who: Who
+def decide_review(review_id: Uuid, body: ReviewDecision, rt: RT, who: Who
                   ) -> dict[str, Any]:
     """Confirm, override or reverse the decision, with a rationale."""
     _require(who, "reviewer")
@@ -447,7 +447,7 @@ def alerts(rt: RT, who: Who, open_only: bool = False,
 
 
 @router.post("/v1/alerts/{alert_id}/ack", tags=["alerts"])
-def acknowledge_alert(alert_id: ReviewId, rt: RT, who: Who) -> dict[str, Any]:
+def acknowledge_alert(alert_id: Uuid, rt: RT, who: Who) -> dict[str, Any]:
     """Acknowledge an alert (an alert of the same kind can then be raised again)."""
     _require(who, "compliance_officer", "admin")
     acknowledge(rt.store, alert_id, who.name)

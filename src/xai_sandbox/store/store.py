@@ -564,13 +564,7 @@ class Store:
                      release: bool = False) -> int:
         """Claim a pending request for ``reviewer`` (or release it); one holder at a time."""
         with self.writer.begin() as conn:
-            row = conn.execute(select(t.reviews).where(t.reviews.c.id == review_id)
-                               ).mappings().first()
-            if row is None:
-                raise NotFoundError("review_id", "must be a requested review", review_id)
-            if row["status"] != "pending":
-                raise ConflictError("review_id", "is already decided", review_id)
-            holder = self._holder(conn, review_id)
+            row, holder = self._pending_review(conn, review_id)
             if release:
                 if holder != reviewer:
                     raise ConflictError("review_id", "is not claimed by you", review_id)
@@ -584,11 +578,20 @@ class Store:
             return self._record(conn, t.review_events, event, "review_step")
 
     @staticmethod
-    def _holder(conn: Connection, review_id: str) -> str | None:
+    def _pending_review(conn: Connection, review_id: str
+                        ) -> tuple[dict[str, Any], str | None]:
+        """A pending review's row and who holds it (``None``: nobody), or the error."""
+        row = conn.execute(select(t.reviews).where(t.reviews.c.id == review_id)
+                           ).mappings().first()
+        if row is None:
+            raise NotFoundError("review_id", "must be a requested review", review_id)
+        if row["status"] != "pending":
+            raise ConflictError("review_id", "is already decided", review_id)
         last = conn.execute(select(t.review_events.c.action, t.review_events.c.actor).where(
             t.review_events.c.review_id == review_id)
             .order_by(t.review_events.c.at.desc()).limit(1)).first()
-        return last.actor if last is not None and last.action == "claimed" else None
+        holder = str(last.actor) if last is not None and last.action == "claimed" else None
+        return dict(row), holder
 
     def decide_review(self, review_id: str, *, outcome: str, reviewer: str, role: str,
                       rationale: str) -> int:
@@ -596,13 +599,7 @@ class Store:
             raise InvalidInputError("outcome", f"must be one of {list(REVIEW_OUTCOMES)}",
                                     outcome)
         with self.writer.begin() as conn:
-            row = conn.execute(select(t.reviews).where(t.reviews.c.id == review_id)
-                               ).mappings().first()
-            if row is None:
-                raise NotFoundError("review_id", "must be a requested review", review_id)
-            if row["status"] != "pending":
-                raise ConflictError("review_id", "is already decided", review_id)
-            holder = self._holder(conn, review_id)
+            row, holder = self._pending_review(conn, review_id)
             if holder is not None and holder != reviewer:
                 raise ConflictError("review_id", f"is claimed by {holder}", review_id)
             values = {"status": outcome, "reviewer": _text("reviewer", reviewer),
