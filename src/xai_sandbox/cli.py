@@ -55,20 +55,29 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
 
 
 def _csv_row(path: Path, row: int) -> dict[str, Any]:
+    records = _csv_rows(path, "--csv")
+    if not 0 <= row < len(records):
+        raise InvalidInputError("--row", f"must be in [0, {len(records)})", row)
+    return records[row]
+
+
+def _csv_rows(path: Path, option: str = "--data") -> list[dict[str, Any]]:
+    """Every row of a CSV file; numbers as floats, anything else as text."""
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             records = list(csv.DictReader(fh))
     except OSError as exc:
-        raise InvalidInputError("--csv", f"must be a readable file ({exc.strerror})",
+        raise InvalidInputError(option, f"must be a readable file ({exc.strerror})",
                                 str(path)) from exc
-    if not 0 <= row < len(records):
-        raise InvalidInputError("--row", f"must be in [0, {len(records)})", row)
-    out: dict[str, Any] = {}
-    for key, value in records[row].items():
-        try:
-            out[key] = float(value)
-        except (TypeError, ValueError):
-            out[key] = value
+    out = []
+    for record in records:
+        row: dict[str, Any] = {}
+        for key, value in record.items():
+            try:
+                row[key] = float(value)
+            except (TypeError, ValueError):
+                row[key] = value
+        out.append(row)
     return out
 
 
@@ -172,6 +181,88 @@ def demo(out: Annotated[Path, typer.Option(help="output folder")] = Path("xai-ou
     console.print(f"  factors and explanations (JSON): {result.credit_json.resolve()}")
     for png in result.overlays:
         console.print(f"  heatmap overlay (PNG):           {png.resolve()}")
+
+
+def _gate_subject(model: str, rows: int, data: Path | None) -> Any:
+    """A built-in model by name, or a served model by key (``model@version``), with its
+    held-out sample: the built-in split, or the rows of ``--data``."""
+    import dataclasses
+
+    from xai_sandbox.demos.catalog import BUILTIN_MODELS, held_out
+
+    if "@" not in model:
+        subject = held_out(model, rows) if model in BUILTIN_MODELS else None
+        if subject is None:
+            raise InvalidInputError("--model", f"must be a built-in model "
+                                    f"{sorted(BUILTIN_MODELS)} or a served key model@version",
+                                    model)
+        if data is not None:
+            raise InvalidInputError("--data", "is for served models; a built-in model brings "
+                                    "its own held-out split", str(data))
+        return subject
+    from xai_sandbox.reports.pipeline import Decider
+
+    decider = Decider(_store())
+    decider.load_registered()
+    served = decider.model_by_key(model)
+    source = served.spec["source"]
+    if data is None:
+        if source.get("kind", "builtin") != "builtin":
+            raise InvalidInputError("--data", "is needed for an uploaded model: a CSV of "
+                                    "held-out rows with the schema's features", None)
+        subject = held_out(str(source["name"]), rows)
+        return dataclasses.replace(subject, model=served.model,
+                                   methods=tuple(served.policy.methods))
+    X = served.schema.encode(_csv_rows(data)[:rows])
+    from xai_sandbox.demos.catalog import HeldOut
+
+    return HeldOut(served.model, X, None, tuple(served.policy.methods))
+
+
+@app.command()
+def validate(
+    model: Annotated[str, typer.Option(help="built-in model name, or a served model's key "
+                                            "(model@version)")],
+    method: Annotated[list[str] | None, typer.Option(
+        help="method to validate (repeat; default: the model's own)")] = None,
+    rows: Annotated[int, typer.Option(help="held-out rows to use")] = 30,
+    data: Annotated[Path | None, typer.Option(help="CSV of held-out rows (served models)")
+                    ] = None,
+    baseline: Annotated[Path | None, typer.Option(
+        help="the recorded baseline (default: quality-baselines/<model>.json)")] = None,
+    record: Annotated[bool, typer.Option(help="record this run as the baseline")] = False,
+    out: Annotated[Path | None, typer.Option(help="also write the full result here")] = None,
+    seed: Annotated[int, typer.Option(help="random_state of every sampled metric")] = 0,
+) -> None:
+    """Release gate: run the quality metrics (deletion/insertion, completeness,
+    infidelity, max-sensitivity, rank stability, randomisation sanity check, agreement) on
+    a held-out sample and compare them with the model's recorded baseline. Exit code 0:
+    no regression (or --record); 1: a regression; 2: an error (no baseline, say)."""
+    from xai_sandbox.quality.gate import compare, load_baseline, save_baseline
+    from xai_sandbox.quality.gate import validate as run_validation
+
+    path = baseline or Path("quality-baselines") / f"{model.replace('@', '-')}.json"
+    try:
+        subject = _gate_subject(model, rows, data)
+        previous = None if record else load_baseline(path)
+        result = run_validation(subject.model, subject.rows, method or subject.methods,
+                                training=subject.training, random_state=seed)
+        if out is not None:
+            save_baseline(result, out)
+        if previous is None:    # --record
+            save_baseline(result, path)
+            console.print(f"recorded the baseline of {model}: {path}")
+            print(json.dumps(result["metrics"], indent=2))
+            return
+        verdict = compare(result, previous)
+    except XaiSandboxError as exc:
+        raise _fail(exc) from exc
+    print(json.dumps({**verdict, "metrics": result["metrics"]}, indent=2))
+    if not verdict["passed"]:
+        console.print(f"[red]quality regression[/red] in {len(verdict['regressions'])} "
+                      f"metric(s) against {path}")
+        raise typer.Exit(code=1)
+    console.print(f"no quality regression against {path} ({verdict['checked']} metrics)")
 
 
 audit = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")

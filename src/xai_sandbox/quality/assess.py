@@ -75,7 +75,7 @@ class QualityThresholds:
         if unknown:
             raise InvalidInputError("quality", f"unknown fields (known: {sorted(known)})",
                                     unknown)
-        limits = {"min_gap": (-1.0, 1.0), "max_completeness_error": (0.0, 10.0),
+        limits = {"min_gap": (-10.0, 10.0), "max_completeness_error": (0.0, 10.0),
                   "min_seed_spearman": (-1.0, 1.0), "min_agreement": (0.0, 1.0)}
         out: dict[str, Any] = {}
         for name, (low, high) in limits.items():

@@ -162,8 +162,15 @@ class Curves:
 
     @property
     def defined(self) -> bool:
-        """Whether the input and the baseline differ enough for the curves to mean much."""
-        return abs(self.output - self.baseline_output) > 1e-6 * max(1.0, abs(self.output))
+        """Whether the input and the baseline differ enough for the curves to mean much:
+        by more than rounding, and by at least a tenth of the curves' largest excursion
+        (else the normalised curves are mostly the division by a near-zero gap)."""
+        span = abs(self.output - self.baseline_output)
+        if span <= 1e-6 * max(1.0, abs(self.output)):
+            return False
+        # Curves are normalised by the span: an excursion of 10 spans is 10.
+        excursion = float(max(np.abs(self.deletion).max(), np.abs(self.insertion).max()))
+        return excursion <= 10.0
 
     @property
     def deletion_area(self) -> float:

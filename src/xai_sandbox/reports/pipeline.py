@@ -32,6 +32,7 @@ from xai_sandbox.models.registry import RegisteredModel, register
 from xai_sandbox.models.schema import LOCALES, FeatureSchema
 from xai_sandbox.monitor.alerts import AnchorStreaks, parse_webhooks, raise_alert
 from xai_sandbox.monitor.calibrate import latest_thresholds
+from xai_sandbox.quality.assess import assess
 from xai_sandbox.quality.ood import TrainingProfile, fit_profile
 from xai_sandbox.reports.policy import ExplanationPolicy, ModelCard
 from xai_sandbox.semantics.anchors import AnchorLibrary, AnchorMatch, align, load_anchors
@@ -47,7 +48,6 @@ REPORT_SCHEMA = "xai-sandbox.report/1"
 log = logging.getLogger("xai_sandbox.reports")
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STOCHASTIC_METHODS = frozenset({"kernel_shap", "lime", "smoothgrad"})
-_FIDELITY_LIMIT = 0.05   # completeness error above this marks the explanation unreliable
 
 DISCLAIMER = {
     "en": "These are examples of changes that would have led the model to a different "
@@ -62,6 +62,19 @@ CAVEAT_LOW = {
           "ask for a human review.",
     "zh": "解释可靠性低：您的申请与模型学习所用的数据差异较大，这些理由可能不能准确反映模型。"
           "您可以申请人工复核。",
+}
+CAVEAT_QUALITY = {
+    "en": "Explanation reliability low: our checks found that these reasons may not fully "
+          "reflect how the model reached this decision. You can ask for a human review.",
+    "zh": "解释可靠性低：我们的检查发现这些理由可能不能完全反映模型作出此决定的方式。"
+          "您可以申请人工复核。",
+}
+CAVEAT_WITHHELD = {
+    "en": "The automatic explanation of this decision did not pass our reliability checks, "
+          "so it is not shown. A person is reviewing the decision and will explain it to "
+          "you; the review and its due date are shown below.",
+    "zh": "此决定的自动解释未通过我们的可靠性检查，因此不予显示。工作人员正在复核该决定，"
+          "并将向您说明；复核状态及截止日期见下文。",
 }
 CAVEAT_OK = {
     "en": "These reasons are computed from the model that made the decision. They describe "
@@ -481,8 +494,11 @@ class Decider:
         reasons = principal_reasons(primary, schema, features,
                                     outcome=policy.outcome_labels[target], reference=reference)
         counterfactuals = self._counterfactuals(served, features, output)
-        reruns: list[Explanation] = []  # stochastic methods again, with another seed
-        reliability = self._reliability(served, x, output, explanations, seed, target, reruns)
+        # Stochastic methods again with another seed: stability, and anchor confidence.
+        reruns = [explain(model, x, method=e.method, target=target, random_state=seed + 1)
+                  for e in explanations if e.method in STOCHASTIC_METHODS]
+        quality = assess(model, x, explanations, reruns=reruns, thresholds=policy.quality)
+        reliability = self._reliability(served, x, output, explanations, quality)
         matches = (align([*explanations, *reruns], served.anchors, row=features)
                    if served.anchors is not None else None)
         explained_at = datetime.now(UTC)
@@ -510,11 +526,21 @@ class Decider:
             "reasons": reasons.to_dict(),
             "counterfactuals": counterfactuals,
             "reliability": reliability,
+            "quality": quality,
             "regimes": list(served.card.regimes or DEFAULT_REGIMES),
             "provenance": self._provenance(row, served, explanations, reasons.catalogue_version,
                                            matches),
             "fairness": self._fairness(served, explanations[0]),
         }
+        if quality["verdict"]["action"] == "withhold":
+            # Not shown to the subject: a person reviews the decision instead, opened in
+            # the transaction that stores this report.
+            due = add_working_days(explained_at, self.sla_days)
+            body["review_required"] = {
+                "kind": "human_review", "channel": "quality_gate",
+                "requested_by": "system:explanation-quality", "due_at": rfc3339(due),
+                "reason": "explanation not reliable enough to show: "
+                          + "; ".join(quality["verdict"]["why"])}
         if matches is not None and served.anchors is not None:
             body["anchors"] = {"library": served.anchors.version,
                                "matches": [m.to_dict() for m in matches],
@@ -578,37 +604,27 @@ class Decider:
                 "disclaimer": DISCLAIMER}
 
     def _reliability(self, served: ServedModel, x: np.ndarray, output: Mapping[str, Any],
-                     explanations: Sequence[Explanation], seed: int, target: str,
-                     reruns: list[Explanation] | None = None) -> dict[str, Any]:
+                     explanations: Sequence[Explanation], quality: Mapping[str, Any]
+                     ) -> dict[str, Any]:
+        """COMPLIANCE.md field 10, from the training profile and the quality block."""
         model = served.model
         ood = model.profile.assess(x)[0].to_dict() if model.profile is not None else None
         fidelity = {e.method: e.completeness_error for e in explanations}
         stability: dict[str, Any] = {}
-        for e in explanations:
-            if e.method not in STOCHASTIC_METHODS:
-                stability[e.method] = {"deterministic": True}
-                continue
-            again = explain(model, x, method=e.method, target=target, random_state=seed + 1)
-            if reruns is not None:
-                reruns.append(again)
-            from scipy.stats import spearmanr
-
-            rho = float(spearmanr(e.values[0], again.values[0]).statistic)
-            stability[e.method] = {"deterministic": False, "seeds": [seed, seed + 1],
-                                   "spearman": rho}
+        for method, block in quality["methods"].items():
+            seeds = block.get("seed_stability")
+            stability[method] = ({"deterministic": False, "seeds": seeds["seeds"],
+                                  "spearman": seeds["spearman"],
+                                  "kendall": seeds["kendall"]}
+                                 if seeds is not None else {"deterministic": True})
         reasons: list[str] = []
         if ood is not None and ood["out_of_distribution"]:
             reasons.append("input far from the training data (out of distribution)")
-        for method, err in fidelity.items():
-            if err is not None and err > _FIDELITY_LIMIT:
-                reasons.append(f"{method} completeness error {err:.1%} above "
-                               f"{_FIDELITY_LIMIT:.0%}")
-        for method, s in stability.items():
-            if s.get("spearman") is not None and s["spearman"] < 0.8:
-                reasons.append(f"{method} unstable across seeds (Spearman {s['spearman']:.2f})")
+        reasons += quality["verdict"]["why"]
         return {"model_confidence": output["confidence"], "fidelity": fidelity,
                 "stability": stability, "out_of_distribution": ood,
                 "level": "low" if reasons else "normal", "why_low": reasons,
+                "shown": quality["verdict"]["action"] != "withhold",
                 "known_limits": list(served.card.known_limits)}
 
     @staticmethod
@@ -678,7 +694,14 @@ class Decider:
             parts = [f"{c['display'][locale]['feature']}: {c['display'][locale]['before']} → "
                      f"{c['display'][locale]['after']}" for c in option["changes"]]
             changes.append({"rank": option["rank"], "changes": parts})
-        low = body["reliability"]["level"] == "low"
+        reliability = body["reliability"]
+        low = reliability["level"] == "low"
+        shown = reliability.get("shown", True)
+        ood = reliability.get("out_of_distribution") or {}
+        caveat = (CAVEAT_WITHHELD if not shown else CAVEAT_LOW if ood.get(
+            "out_of_distribution") else CAVEAT_QUALITY if low else CAVEAT_OK)[locale]
+        if not shown:
+            reasons = []
         return {"outcome": body["output"]["label"][locale], "reasons": reasons,
                 "what_you_could_change": {
                     "options": changes,
@@ -687,8 +710,8 @@ class Decider:
                                  "zh": "未找到可行的、能改变结果的调整。"}[locale]
                                 if cf.get("requested") and not changes else None),
                     "disclaimer": DISCLAIMER[locale] if cf.get("requested") else None},
-                "caveat": CAVEAT_LOW[locale] if low else CAVEAT_OK[locale],
-                "reliability": "low" if low else "normal"}
+                "caveat": caveat,
+                "reliability": "withheld" if not shown else "low" if low else "normal"}
 
     def subject_view(self, decision_id: str, locale: str, review_link: str,
                      subject_ref: str | None = None) -> dict[str, Any]:
@@ -833,6 +856,7 @@ class Decider:
         x, output = self.score(served, features)
         e = explain(served.model, x, method=method, target=target or output["decision"],
                     random_state=0, **dict(params or {}))
+        quality = assess(served.model, x, [e], thresholds=served.policy.quality)
         salt = secrets.token_bytes(32)
         commitment = hashlib.sha256(salt + canonical_json(dict(features))).hexdigest()
         result = e.to_dict()
@@ -849,6 +873,6 @@ class Decider:
                 "explanation": self._method_block(e), "explanation_sha256": digest,
                 "provenance": chain, "receipt": self.store.receipt(leaf).to_dict(),
                 "anchors": [m.to_dict() for m in matches] if matches is not None else None,
-                "fairness": self._fairness(served, e),
+                "fairness": self._fairness(served, e), "quality": quality,
                 "library_versions": library_versions()}
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.explainers import EXPLAINERS
+from xai_sandbox.quality.assess import QualityThresholds
 
 __all__ = ["EXPENSIVE_METHODS", "ExplanationPolicy", "ModelCard"]
 
@@ -45,7 +46,9 @@ class ExplanationPolicy:
     decision id's hash, so the choice can be re-derived by an auditor). Adverse decisions
     are always explained: Regulation B and GDPR Art. 22 ask for their reasons.
     ``methods`` run in the request unless one is expensive (or ``run_as_job``), then all
-    run as a job. The first method gives the principal reasons.
+    run as a job. The first method gives the principal reasons. ``quality``: the
+    thresholds every explanation's quality block is judged by; with ``action: withhold``
+    an explanation that fails them is not shown and the decision goes to human review.
     """
 
     methods: tuple[str, ...]
@@ -59,6 +62,7 @@ class ExplanationPolicy:
     run_as_job: bool = False
     automation: str = "solely automated, with human review on request"
     version: str = "1"
+    quality: QualityThresholds = field(default_factory=QualityThresholds)
 
     @classmethod
     def from_dict(cls, raw: Any, class_names: tuple[str, ...]) -> ExplanationPolicy:
@@ -111,12 +115,14 @@ class ExplanationPolicy:
                                                                                0.5)),
                    counterfactuals=k, run_as_job=bool(raw.get("run_as_job", False)),
                    automation=raw.get("automation", cls.automation),
-                   version=raw.get("version", cls.version))
+                   version=raw.get("version", cls.version),
+                   quality=QualityThresholds.from_dict(raw.get("quality")))
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["methods"] = list(self.methods)
         out["outcome_labels"] = {k: dict(v) for k, v in self.outcome_labels.items()}
+        out["quality"] = self.quality.to_dict()
         return out
 
     @property

@@ -10,14 +10,14 @@ from __future__ import annotations
 import base64
 import functools
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jinja2
 
 from xai_sandbox.audit.canonical import canonical_json
 
-__all__ = ["attribution_chart", "render_html", "render_json", "render_pdf"]
+__all__ = ["attribution_chart", "quality_chart", "render_html", "render_json", "render_pdf"]
 
 
 def render_json(report: Mapping[str, Any]) -> bytes:
@@ -36,29 +36,59 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def attribution_chart(explanation: Mapping[str, Any], title: str, k: int = 10) -> str:
-    """A horizontal bar chart of the ``k`` largest attributions, as a PNG data URI."""
+def _png_data_uri(figsize: tuple[float, float], draw: Callable[[Any], None]) -> str:
+    """Draw on one matplotlib axes and return the figure as a PNG data URI."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    items = sorted(explanation["attributions"].items(), key=lambda kv: -abs(kv[1]))[:k][::-1]
-    fig, ax = plt.subplots(figsize=(6.4, 0.32 * len(items) + 0.9), dpi=110)
+    fig, ax = plt.subplots(figsize=figsize, dpi=110)
     try:
-        ax.barh([n for n, _ in items], [v for _, v in items],
-                color=["#b2182b" if v > 0 else "#2166ac" for _, v in items])
-        ax.axvline(0, color="#333", linewidth=0.8)
-        ax.set_title(title, fontsize=9)
+        draw(ax)
         ax.tick_params(labelsize=8)
-        ax.set_xlabel(f"attribution ({explanation.get('output_space') or 'output'}); red "
-                      "pushed toward the decision", fontsize=8)
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
     finally:
         plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def attribution_chart(explanation: Mapping[str, Any], title: str, k: int = 10) -> str:
+    """A horizontal bar chart of the ``k`` largest attributions, as a PNG data URI."""
+    items = sorted(explanation["attributions"].items(), key=lambda kv: -abs(kv[1]))[:k][::-1]
+
+    def draw(ax: Any) -> None:
+        ax.barh([n for n, _ in items], [v for _, v in items],
+                color=["#b2182b" if v > 0 else "#2166ac" for _, v in items])
+        ax.axvline(0, color="#333", linewidth=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(f"attribution ({explanation.get('output_space') or 'output'}); red "
+                      "pushed toward the decision", fontsize=8)
+
+    return _png_data_uri((6.4, 0.32 * len(items) + 0.9), draw)
+
+
+def quality_chart(quality: Mapping[str, Any]) -> str | None:
+    """Deletion and insertion curves of the principal method, as a PNG data URI (``None``
+    where the curves are not defined)."""
+    curves = quality["methods"][quality["principal"]]["curves"]
+    if not curves.get("defined"):
+        return None
+
+    def draw(ax: Any) -> None:
+        x = [100 * f for f in curves["fractions"]]
+        ax.plot(x, curves["deletion"], color="#b2182b", marker=".",
+                label=f"deletion (area {curves['deletion_area']:.2f})")
+        ax.plot(x, curves["insertion"], color="#2166ac", marker=".",
+                label=f"insertion (area {curves['insertion_area']:.2f})")
+        ax.set_xlabel(f"share of {curves['kind']} moved, highest-ranked first (%)", fontsize=8)
+        ax.set_ylabel("output (input 1, baseline 0)", fontsize=8)
+        ax.set_title(f"{quality['principal']}: deletion and insertion", fontsize=9)
+        ax.legend(fontsize=8)
+
+    return _png_data_uri((6.4, 2.6), draw)
 
 
 def _heat(value: float, scale: float) -> str:
@@ -83,7 +113,8 @@ def render_html(report: Mapping[str, Any]) -> str:
                                       "colour": _heat(e["attributions"][f], scale)}
                                      for e in explanations]} for f in features]
     return _environment().get_template("report.html").render(
-        r=report, charts=charts, heat=heat, methods=[e["method"] for e in explanations])
+        r=report, charts=charts, heat=heat, methods=[e["method"] for e in explanations],
+        quality_chart=quality_chart(report["quality"]) if "quality" in report else None)
 
 
 def render_pdf(report: Mapping[str, Any]) -> bytes:

@@ -379,7 +379,16 @@ class Store:
                "schema_version": _text("schema_version", schema_version, 64), "body": body,
                "sha256": hashlib.sha256(body).hexdigest(), "created_at": _now()}
         self._require_decision(conn, decision_id)
-        return row["id"], self._record(conn, t.reports, row, "explanation_generated")
+        leaf = self._record(conn, t.reports, row, "explanation_generated")
+        required = report.get("review_required")
+        if required:
+            # A report that may not be shown opens its human review in the same transaction.
+            self._insert_review(conn, decision_id, required["requested_by"],
+                                required["reason"], kind=required["kind"],
+                                channel=required["channel"],
+                                due_at=datetime.fromisoformat(required["due_at"]),
+                                exists_ok=True)
+        return row["id"], leaf
 
     def latest_report(self, decision_id: str) -> dict[str, Any] | None:
         """The newest report of a decision: its row (body parsed) or ``None``."""
@@ -431,12 +440,15 @@ class Store:
             raise NotFoundError("report_id", "must be a stored report", report_id)
         return dict(json.loads(bytes(body)))
 
-    def leaf_of(self, record_id: str) -> int:
+    def leaf_of(self, record_id: str, conn: Connection | None = None) -> int:
         """The leaf index of the first log entry of a record ('table:id')."""
-        with self.engine.connect() as conn:
-            idx = conn.execute(select(t.log_entries.c.idx).where(
-                t.log_entries.c.record_id == record_id).order_by(t.log_entries.c.idx).limit(1)
-            ).scalar()
+        query = select(t.log_entries.c.idx).where(
+            t.log_entries.c.record_id == record_id).order_by(t.log_entries.c.idx).limit(1)
+        if conn is not None:
+            idx = conn.execute(query).scalar()
+        else:
+            with self.engine.connect() as own:
+                idx = own.execute(query).scalar()
         if idx is None:
             raise InvalidInputError("record_id", "must have a log entry", record_id)
         return int(idx)
@@ -507,6 +519,17 @@ class Store:
                        due_at: datetime | None = None) -> tuple[str, int]:
         """A human review, contest or explanation request of a decision (GDPR Art. 22(3),
         PIPL Art. 24); returns (review id, leaf)."""
+        with self.writer.begin() as conn:
+            self._require_decision(conn, decision_id)
+            found = self._insert_review(conn, decision_id, requested_by, reason, kind=kind,
+                                        channel=channel, due_at=due_at)
+        return found
+
+    def _insert_review(self, conn: Connection, decision_id: str, requested_by: str,
+                       reason: str, *, kind: str, channel: str, due_at: datetime | None,
+                       exists_ok: bool = False) -> tuple[str, int]:
+        """:meth:`request_review` inside the caller's transaction. A pending request of the
+        same kind is a conflict, or (``exists_ok``) the answer: (its id, its leaf)."""
         if kind not in REVIEW_KINDS:
             raise InvalidInputError("kind", f"must be one of {list(REVIEW_KINDS)}", kind)
         row: dict[str, Any] = {"id": str(uuid.uuid4()), "decision_id": decision_id,
@@ -515,15 +538,15 @@ class Store:
                "status": "pending", "reviewer": None, "reviewer_role": None,
                "rationale": None, "decided_at": None, "kind": kind,
                "channel": _text("channel", channel, 20), "due_at": due_at}
-        with self.writer.begin() as conn:
-            self._require_decision(conn, decision_id)
-            open_ = conn.execute(select(t.reviews.c.id).where(
-                t.reviews.c.decision_id == decision_id, t.reviews.c.status == "pending",
-                t.reviews.c.kind == kind)).first()
-            if open_ is not None:
-                raise ConflictError("decision_id", f"already has a pending {kind} "
-                                        "request", decision_id)
-            return row["id"], self._record(conn, t.reviews, row, "review_requested")
+        open_ = conn.execute(select(t.reviews.c.id).where(
+            t.reviews.c.decision_id == decision_id, t.reviews.c.status == "pending",
+            t.reviews.c.kind == kind)).first()
+        if open_ is not None:
+            if exists_ok:
+                return str(open_.id), self.leaf_of(f"reviews:{open_.id}", conn)
+            raise ConflictError("decision_id", f"already has a pending {kind} request",
+                                decision_id)
+        return row["id"], self._record(conn, t.reviews, row, "review_requested")
 
     def review(self, review_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:

@@ -1,0 +1,135 @@
+"""The release gate: a baseline recorded on the released model, a worse release stopped,
+through the library and through `xai-sandbox validate`'s exit code."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from xai_sandbox.errors import InvalidInputError
+from xai_sandbox.models.registry import register
+from xai_sandbox.quality.gate import compare, load_baseline, save_baseline, validate
+
+
+@pytest.fixture(scope="module")
+def released(credit):  # type: ignore[no-untyped-def]
+    X = credit.data.X[credit.test[:12]]
+    return X, validate(credit.mlp, X, ["integrated_gradients", "gradient_x_input"])
+
+
+def test_a_run_against_itself_passes_and_names_every_metric(released) -> None:
+    _, result = released
+    metrics = result["metrics"]
+    for method in ("integrated_gradients", "gradient_x_input"):
+        for name in ("gap", "deletion_area", "insertion_area", "infidelity",
+                     "max_sensitivity", "noise_spearman", "randomisation_final",
+                     "randomisation_passed"):
+            assert f"{method}.{name}" in metrics, name
+    assert metrics["integrated_gradients.completeness_error_max"] < 0.05
+    assert metrics["gradient_x_input.completeness_error_max"] is None
+    assert "agreement.integrated_gradients & gradient_x_input" in metrics
+    verdict = compare(result, result)
+    assert verdict["passed"] and verdict["checked"] >= 12 and verdict["same_sample"]
+
+
+def test_a_release_whose_explanations_got_worse_is_stopped(credit, released) -> None:
+    X, baseline = released
+    # The "new release": same architecture, last two layers re-trained badly (random).
+    worse = copy.deepcopy(credit.mlp.adapter.module)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for layer in (worse[2], worse[4]):
+            for p in layer.parameters():
+                p.copy_(torch.randn(p.shape, generator=generator) * p.std())
+    release = register(worse.eval(), model_id="german-credit-mlp", version="2",
+                       class_names=credit.mlp.class_names, schema=credit.mlp.schema,
+                       reference=credit.mlp.reference)
+    current = validate(release, X, ["integrated_gradients", "gradient_x_input"])
+    verdict = compare(current, baseline)
+    assert not verdict["passed"]
+    assert verdict["model"]["current"]["version"] == "2"
+    failed = {r["metric"] for r in verdict["regressions"]}
+    assert failed, verdict
+
+
+def test_compare_rules(released) -> None:
+    _, result = released
+    broken = copy.deepcopy(result)
+    broken["metrics"]["integrated_gradients.randomisation_passed"] = 0.0
+    broken["metrics"].pop("gradient_x_input.gap")
+    broken["metrics"]["integrated_gradients.infidelity"] *= 1.2     # within 25%
+    verdict = compare(broken, result)
+    rules = {r["metric"]: r["rule"] for r in verdict["regressions"]}
+    assert set(rules) == {"integrated_gradients.randomisation_passed",
+                          "gradient_x_input.gap"}
+    assert "must pass" in rules["integrated_gradients.randomisation_passed"]
+    assert "not measured" in rules["gradient_x_input.gap"]
+    better = copy.deepcopy(result)
+    better["metrics"]["integrated_gradients.gap"] += 0.3             # improvements pass
+    assert compare(better, result)["passed"]
+    worse = copy.deepcopy(result)
+    worse["metrics"]["integrated_gradients.gap"] -= 0.06
+    assert not compare(worse, result)["passed"]
+    assert compare(worse, result, tolerances={"gap": 0.1})["passed"]
+    with pytest.raises(InvalidInputError, match="tolerances"):
+        compare(result, result, tolerances={"speed": 1.0})
+    with pytest.raises(InvalidInputError, match="baseline"):
+        compare(result, {"schema_version": "other"})
+
+
+def test_validate_checks_its_arguments(credit) -> None:
+    X = credit.data.X[credit.test[:4]]
+    with pytest.raises(InvalidInputError, match="methods"):
+        validate(credit.mlp, X, [])
+    with pytest.raises(InvalidInputError, match="methods"):
+        validate(credit.mlp, X, ["magic"])
+    with pytest.raises(InvalidInputError, match="at least 2"):
+        validate(credit.mlp, X[:1], ["saliency"])
+
+
+def test_baseline_files_round_trip_and_refuse_garbage(tmp_path, released) -> None:
+    _, result = released
+    path = save_baseline(result, tmp_path / "b" / "m.json")
+    assert load_baseline(path)["metrics"] == result["metrics"]
+    (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(InvalidInputError, match="JSON"):
+        load_baseline(tmp_path / "bad.json")
+    with pytest.raises(InvalidInputError, match="--record"):
+        load_baseline(tmp_path / "missing.json")
+
+
+def _cli(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "xai_sandbox.cli", "validate", *args],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "XAI_SANDBOX_DATA_DIR": str(tmp_path)})
+
+
+def test_cli_gate_exit_codes(tmp_path) -> None:
+    model = ["--model", "german-credit-lightgbm", "--rows", "8"]
+    missing = _cli(tmp_path, *model)
+    assert missing.returncode == 2 and "no recorded baseline" in missing.stdout
+    recorded = _cli(tmp_path, *model, "--record")
+    assert recorded.returncode == 0, recorded.stdout + recorded.stderr
+    path = tmp_path / "quality-baselines" / "german-credit-lightgbm.json"
+    assert path.is_file()
+    same = _cli(tmp_path, *model)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert json.loads(same.stdout[:same.stdout.rindex("}") + 1])["passed"] is True
+    # The recorded release was better than this one: the gate stops it.
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["metrics"]["tree_shap.gap"] += 0.5
+    doc["metrics"]["tree_shap.noise_spearman"] = 1.0 + 0.1
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    stopped = _cli(tmp_path, *model)
+    assert stopped.returncode == 1
+    assert "quality regression" in stopped.stdout and "tree_shap.gap" in stopped.stdout
+    unknown = _cli(tmp_path, "--model", "no-such-model")
+    assert unknown.returncode == 2 and "--model" in unknown.stdout
+    assert np.isfinite(doc["metrics"]["tree_shap.infidelity"])
