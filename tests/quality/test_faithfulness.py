@@ -18,6 +18,7 @@ from xai_sandbox.quality.faithfulness import (
     explained_output_fn,
     infidelity,
     players_of,
+    superpixels,
 )
 
 
@@ -242,3 +243,17 @@ def test_efficientnet_ig_and_grad_cam_pp_beat_random_on_deletion(efficientnet) -
     # IG beats random pixels on every photo.
     per_photo = np.array(null["integrated_gradients"]).reshape(len(PHOTOS), 3).mean(axis=1)
     assert (np.array(ours["integrated_gradients"]) < per_photo).all()
+
+
+def test_superpixel_curves_on_a_real_photo(efficientnet, cat) -> None:
+    pixels, x = cat
+    labels = superpixels(pixels, n_segments=60)
+    assert labels.shape == (224, 224) and 30 <= len(np.unique(labels)) <= 90
+    e = explain(efficientnet, x, method="grad_cam_pp")
+    players = players_of(e, x[0].shape, segments=labels)
+    assert players.n == len(np.unique(labels))
+    c = curves(explained_output_fn(efficientnet.adapter, e), x[0], np.zeros_like(x[0]),
+               players, fractions=(0.1, 0.3))
+    assert c.kind == "superpixels" and c.defined and len(c.fractions) == 6
+    with pytest.raises(InvalidInputError, match="pixels"):
+        superpixels(pixels[..., 0])

@@ -30,7 +30,8 @@ from xai_sandbox.explainers.explanation import Explanation
 from xai_sandbox.models.adapters import ModelAdapter
 from xai_sandbox.models.schema import FeatureSchema
 
-__all__ = ["Curves", "Players", "curves", "explained_output_fn", "infidelity", "players_of"]
+__all__ = ["Curves", "Players", "curves", "explained_output_fn", "infidelity", "players_of",
+           "superpixels"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,25 @@ def players_of(explanation: Explanation, sample_shape: tuple[int, ...], *, row: 
     scores = np.bincount(flat, weights=heat.ravel(), minlength=n) / np.bincount(
         flat, minlength=n)
     return Players(np.tile(flat, channels), scores, None, kind)
+
+
+def superpixels(pixels: np.ndarray, n_segments: int = 100, compactness: float = 10.0
+                ) -> np.ndarray:
+    """SLIC superpixels (scikit-image, the ``images`` extra) of an ``(H, W, 3)`` image: an
+    ``(H, W)`` label map for :func:`players_of`'s ``segments``."""
+    try:
+        from skimage.segmentation import slic
+    except ImportError as exc:
+        raise InvalidInputError("extras", "superpixels need `pip install "
+                                "'xai-sandbox[images]'`", "scikit-image") from exc
+    image = np.asarray(pixels)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InvalidInputError("pixels", "must be an (H, W, 3) image", image.shape)
+    if not isinstance(n_segments, int) or isinstance(n_segments, bool) or n_segments < 2:
+        raise InvalidInputError("n_segments", "must be an integer of at least 2", n_segments)
+    labels: np.ndarray = slic(image, n_segments=n_segments, compactness=compactness,
+                              start_label=0)
+    return labels.astype(np.int64)
 
 
 def explained_output_fn(adapter: ModelAdapter, explanation: Explanation, row: int = 0
