@@ -14,6 +14,7 @@ check) belong to the release gate (:mod:`xai_sandbox.quality.gate`).
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
@@ -42,6 +43,7 @@ Action = Literal["caveat", "withhold"]
 # pay a forward pass for on every call. Keyed on the adapter object, dropped with it.
 _BASELINE_OUTPUTS: weakref.WeakKeyDictionary[ModelAdapter, dict[tuple[Any, ...], float]] = (
     weakref.WeakKeyDictionary())
+_BASELINE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -114,12 +116,17 @@ def _baseline_output(adapter: ModelAdapter, explanation: Explanation, baseline: 
     key = (explanation.output_space, int(explanation.target[0]),
            explanation.parameters.get("foil"),
            hashlib.sha256(np.ascontiguousarray(baseline).tobytes()).hexdigest())
-    known = _BASELINE_OUTPUTS.setdefault(adapter, {})
-    if key not in known:
+    with _BASELINE_LOCK:
+        found = _BASELINE_OUTPUTS.setdefault(adapter, {}).get(key)
+    if found is not None:
+        return found
+    value = float(output_fn(baseline[None])[0])
+    with _BASELINE_LOCK:   # explanations run on the service's worker threads
+        known = _BASELINE_OUTPUTS.setdefault(adapter, {})
         if len(known) >= 64:
             known.pop(next(iter(known)))
-        known[key] = float(output_fn(baseline[None])[0])
-    return known[key]
+        known[key] = value
+    return value
 
 
 def method_curves(model: RegisteredModel, x: np.ndarray, explanation: Explanation, *,

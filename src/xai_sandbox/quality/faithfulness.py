@@ -247,7 +247,8 @@ def curves(output_fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
     grid = _fractions(players.n, fractions)
     counts = np.rint(grid * players.n).astype(np.int64)
     ranking = players.order() if order is None else np.asarray(order)
-    if sorted(ranking.tolist()) != list(range(players.n)):
+    if ranking.shape != (players.n,) or not np.array_equal(np.sort(ranking),
+                                                          np.arange(players.n)):
         raise InvalidInputError("order", f"must be a permutation of the {players.n} players",
                                 ranking.shape)
     flat_x, flat_b = x.ravel(), baseline.ravel()
