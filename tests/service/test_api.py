@@ -525,3 +525,33 @@ def test_a_below_confidence_policy_leaves_confident_approvals_unexplained(live):
     loud = _decide(live, "applicant-doubt", adverse, model="credit-doubt").json()
     assert quiet["explanation"]["status"] == "not_required"
     assert loud["explanation"]["status"] == "ready"  # adverse decisions always are
+
+
+def test_an_explanation_below_the_quality_thresholds_is_withheld_and_reviewed(live):
+    spec = {"model_id": "credit-strict", "version": "1",
+            "source": {"kind": "builtin", "name": "german-credit-lightgbm"},
+            "policy": {"methods": ["tree_shap"], "adverse_class": "bad",
+                       "quality": {"min_gap": 5.0, "action": "withhold"},
+                       "outcome_labels": {"bad": {"en": "declined", "zh": "拒绝"},
+                                          "good": {"en": "approved", "zh": "批准"}}}}
+    with live.client("olivia-operator") as c:
+        assert c.post("/v1/models", json=spec).status_code == 201
+        bad = c.post("/v1/models", json={**spec, "version": "2", "policy": {
+            **spec["policy"], "quality": {"action": "hide"}}})
+        assert bad.status_code == 422 and "quality.action" in bad.text
+    key = _subject(live, "strict-subject", "applicant-strict")
+    decision = _decide(live, "applicant-strict", _declined_row(),
+                       model="credit-strict").json()["decision_id"]
+    with live.client(key) as c:
+        view = c.get(f"/v1/decisions/{decision}").json()
+    assert view["reasons"] == [] and view["reliability"] == "withheld"
+    assert "did not pass our reliability checks" in view["caveat"]
+    assert view["review_status"] == "pending" and view["reviews"][0]["due_at"]
+    with live.client("carl-compliance") as c:
+        report = c.get(f"/v1/decisions/{decision}/report").json()
+    assert report["quality"]["verdict"]["action"] == "withhold"
+    assert report["reliability"]["shown"] is False
+    with live.client("rita-reviewer") as c:
+        queue = c.get("/v1/reviews", params={"limit": 200}).json()
+    mine = [r for r in queue if r["decision_id"] == decision]
+    assert len(mine) == 1 and mine[0]["requested_by"] == "system:explanation-quality"
