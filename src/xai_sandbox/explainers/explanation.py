@@ -25,7 +25,7 @@ SCHEMA_VERSION = "xai-sandbox.explanation/1"
 
 _ARRAY_FIELDS = ("values", "target", "prediction", "baseline", "expected_value", "delta")
 _LIBRARIES = ("xai-sandbox", "torch", "captum", "shap", "numpy", "scikit-learn", "lightgbm",
-              "xgboost", "lime")
+              "xgboost", "lime", "transformers")
 
 
 def library_versions(*names: str) -> dict[str, str]:

@@ -1,0 +1,2 @@
+"""Transformer and LLM explanations: token attributions, attention, probing, patching,
+triggers, self-explanation checks and sparse features."""
