@@ -59,7 +59,7 @@ class EncoderClassifier(torch.nn.Module):
     def __init__(self, encoder: torch.nn.Module, n_classes: int) -> None:
         super().__init__()
         self.encoder = encoder
-        self.config: Any = getattr(encoder, "config", None)
+        self.config: Any = getattr(encoder, "config")  # noqa: B009
         width = int(self.config.hidden_size)
         self.head = torch.nn.Linear(width, n_classes)
 
