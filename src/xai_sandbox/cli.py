@@ -39,6 +39,15 @@ def methods() -> None:
     for name, needs, summary in available_methods():
         table.add_row(name, needs, summary)
     console.print(table)
+    from xai_sandbox.text.methods import TEXT_METHODS
+
+    text = Table(title="text and LLM methods")
+    text.add_column("method")
+    text.add_column("needs")
+    text.add_column("what it does")
+    for name, method in sorted(TEXT_METHODS.items()):
+        text.add_row(name, method.needs, method.summary)
+    console.print(text)
 
 
 def _parse_params(items: list[str]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from xai_sandbox.errors import (
 )
 from xai_sandbox.monitor.alerts import WebhookDispatcher
 from xai_sandbox.reports.pipeline import Decider
+from xai_sandbox.reports.text import TextExplainer
 from xai_sandbox.service import metrics
 from xai_sandbox.service.background import AccessRecorder, JobPool
 from xai_sandbox.service.ratelimit import RateLimiter
@@ -69,6 +70,7 @@ class Runtime:
     key_limit: RateLimiter
     compute_slots: threading.BoundedSemaphore
     webhooks: WebhookDispatcher
+    text: TextExplainer
 
 
 class BodyLimit:
@@ -195,7 +197,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
                      subject_limit=RateLimiter(settings.rate_limit_subject_per_minute),
                      key_limit=RateLimiter(settings.rate_limit_key_per_minute),
                      compute_slots=threading.BoundedSemaphore(settings.compute_concurrency),
-                     webhooks=WebhookDispatcher(store))
+                     webhooks=WebhookDispatcher(store), text=TextExplainer(decider))
         app.state.rt = rt
         # Models and libraries are a million long-lived objects: moved out of the
         # collector's reach, a full collection no longer stalls every request for

@@ -38,6 +38,7 @@ from xai_sandbox.service.schemas import (
     ModelRequest,
     ReviewDecision,
     ReviewRequest,
+    TextExplainRequest,
 )
 from xai_sandbox.store.accounts import Principal
 from xai_sandbox.store.entries import rfc3339
@@ -344,6 +345,21 @@ def explain_adhoc(body: ExplainRequest, rt: RT, who: Who) -> dict[str, Any]:
                                           target=body.target, params=body.params,
                                           actor=who.name)
     metrics.EXPLANATIONS.labels(body.method, "ok").inc()
+    return result
+
+
+@router.post("/v1/explain/text", tags=["decisions"])
+def explain_text(body: TextExplainRequest, rt: RT, who: Who) -> dict[str, Any]:
+    """Explain a text with a built-in text model: token and word attributions (integrated
+    gradients on the word embeddings, with its completeness error), phrase anchors with
+    their regulations, alerts after a streak of risky texts, and a receipt for the log
+    entry that commits to the text and the result."""
+    _require(who, "operator", "admin")
+    _limit(rt, who)
+    with rt.compute_slots:
+        result = rt.text.explain(model_id=body.model_id, text=body.text, method=body.method,
+                                 target=body.target, actor=who.name)
+    metrics.EXPLANATIONS.labels(f"text:{body.method}", "ok").inc()
     return result
 
 

@@ -104,6 +104,21 @@ class ExplainRequest(_Strict):
     params: dict[str, Scalar] = Field(default_factory=dict)
 
 
+class TextExplainRequest(_Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "model_id": "minilm-sentiment",
+        "text": "I might be late with the payment because I lost my job; the branch staff "
+                "were unhelpful.",
+        "method": "integrated_gradients"}]})
+
+    model_id: str = Field(pattern=_ID, description="a built-in text model")
+    text: str = Field(min_length=1, max_length=2000)
+    method: Literal["integrated_gradients", "gradient_x_input", "occlusion"] = \
+        "integrated_gradients"
+    target: str | None = Field(default=None, max_length=128,
+                               description="class to explain (default: the predicted one)")
+
+
 class ReviewRequest(_Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "reason": "My savings were recently moved to another bank; please look again.",

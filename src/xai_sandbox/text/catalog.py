@@ -37,6 +37,12 @@ _HEAD = {"train_rows": 3000, "epochs": 300, "lr": 0.05, "weight_decay": 1e-4, "s
 def _offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:  # no progress bars from loading weights or de-quantising GGUF tensors
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
 
 
 def _require(module: str, hint: str) -> Any:

@@ -123,6 +123,7 @@ class TextModel:
     version: str = "1"
     max_length: int = 256
     _blocks: Blocks | None = field(default=None, init=False, repr=False)
+    _fingerprint: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in ("classifier", "causal_lm"):
@@ -214,9 +215,12 @@ class TextModel:
         return torch.softmax(logits.double(), dim=-1).cpu().numpy()
 
     def fingerprint(self) -> str:
-        from xai_sandbox.models.fingerprint import fingerprint_module
+        """SHA-256 of the weights, computed once (the model is never changed in place)."""
+        if self._fingerprint is None:
+            from xai_sandbox.models.fingerprint import fingerprint_module
 
-        return fingerprint_module(self.module)
+            self._fingerprint = fingerprint_module(self.module)
+        return self._fingerprint
 
 
 def text_explanation(model: TextModel, method: str, values: Any, *, target: Any,
