@@ -555,3 +555,35 @@ def test_an_explanation_below_the_quality_thresholds_is_withheld_and_reviewed(li
         queue = c.get("/v1/reviews", params={"limit": 200}).json()
     mine = [r for r in queue if r["decision_id"] == decision]
     assert len(mine) == 1 and mine[0]["requested_by"] == "system:explanation-quality"
+
+
+def test_text_is_explained_with_words_anchors_and_a_receipt(live):
+    text = ("I might be late with the payment because I lost my job, and the staff "
+            "were rude about it.")
+    from xai_sandbox.text.catalog import minilm_sentiment
+
+    minilm_sentiment()   # trains the sentiment head once per session (cached on disk)
+    with live.client("olivia-operator") as c:
+        r = c.post("/v1/explain/text", json={"model_id": "minilm-sentiment", "text": text},
+                   timeout=600)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert c.post("/v1/explain/text", json={"model_id": "minilm-sentiment", "text": text,
+                                                "method": "magic"}).status_code == 422
+        assert c.post("/v1/explain/text", json={"model_id": "nope",
+                                                "text": text}).status_code == 404
+        assert c.post("/v1/explain/text", json={"model_id": "minilm-sentiment",
+                                                "text": ""}).status_code == 422
+    assert set(out["prediction"]) == {"negative", "positive"}
+    assert out["completeness_error"] <= 0.05
+    assert [w["text"] for w in out["words"]][:3] == ["I", "might", "be"]
+    anchors = {a["anchor"]: a for a in out["anchors"]}
+    assert {"hedging", "vulnerability", "financial-difficulty"} <= set(anchors)
+    assert anchors["vulnerability"]["sensitivity"] > 0 and anchors["hedging"]["sensitivity"] > 0
+    assert "FCA FG21/1" in " ".join(anchors["vulnerability"]["regulations"])
+    receipt = Receipt.from_dict(out["receipt"])
+    assert check_receipt(receipt, _verifiers(live))
+    key = _subject(live, "text-subject", "applicant-text")
+    with live.client(key) as c:
+        assert c.post("/v1/explain/text", json={"model_id": "minilm-sentiment",
+                                                "text": text}).status_code == 403

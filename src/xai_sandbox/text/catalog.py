@@ -40,7 +40,7 @@ def _offline() -> None:
     try:  # no progress bars from loading weights or de-quantising GGUF tensors
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     except ImportError:
         pass
 
