@@ -274,6 +274,25 @@ def validate(
     console.print(f"no quality regression against {path} ({verdict['checked']} metrics)")
 
 
+@app.command("llm-audit")
+def llm_audit_command(
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("xai-output/llm-audit"),
+    quick: Annotated[bool, typer.Option(help="small samples: a smoke run")] = False,
+) -> None:
+    """Audit the text models (MiniLM sentiment classifier, SmolLM2 assistant): token
+    heatmaps, attention rollout, probe curves, a universal-trigger red team, an
+    activation-patching map and the self-explanation check, as HTML, PDF and JSON."""
+    from xai_sandbox.reports.llm_audit import llm_audit
+
+    try:
+        result = llm_audit(out, quick=quick, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    except XaiSandboxError as exc:
+        raise _fail(exc) from exc
+    console.print("\n[bold]LLM audit written:[/bold]")
+    for path in (result.html, result.pdf, result.json):
+        console.print(f"  {path.resolve()}")
+
+
 audit = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
 app.add_typer(audit, name="audit")
 

@@ -17,7 +17,8 @@ import jinja2
 
 from xai_sandbox.audit.canonical import canonical_json
 
-__all__ = ["attribution_chart", "quality_chart", "render_html", "render_json", "render_pdf"]
+__all__ = ["attribution_chart", "environment", "quality_chart", "render_html", "render_json",
+           "render_pdf", "render_pdf_html"]
 
 
 def render_json(report: Mapping[str, Any]) -> bytes:
@@ -26,7 +27,8 @@ def render_json(report: Mapping[str, Any]) -> bytes:
 
 
 @functools.lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
+    """The Jinja2 environment of the report templates (autoescaped, strict)."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("xai_sandbox", "data/templates"),
         autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined,
@@ -112,14 +114,19 @@ def render_html(report: Mapping[str, Any]) -> str:
     heat = [{"feature": f, "cells": [{"value": e["attributions"][f],
                                       "colour": _heat(e["attributions"][f], scale)}
                                      for e in explanations]} for f in features]
-    return _environment().get_template("report.html").render(
+    return environment().get_template("report.html").render(
         r=report, charts=charts, heat=heat, methods=[e["method"] for e in explanations],
         quality_chart=quality_chart(report["quality"]) if "quality" in report else None)
 
 
 def render_pdf(report: Mapping[str, Any]) -> bytes:
     """The full report as PDF, from the same HTML."""
+    return render_pdf_html(render_html(report))
+
+
+def render_pdf_html(html: str) -> bytes:
+    """Any self-contained report page as PDF (WeasyPrint)."""
     import weasyprint
 
-    pdf: bytes = weasyprint.HTML(string=render_html(report)).write_pdf()
+    pdf: bytes = weasyprint.HTML(string=html).write_pdf()
     return pdf

@@ -62,12 +62,21 @@ class _Output:
 class EncoderClassifier(torch.nn.Module):
     """A BERT-style encoder with a linear head on its mean-pooled last hidden state."""
 
-    def __init__(self, encoder: torch.nn.Module, n_classes: int) -> None:
+    def __init__(self, encoder: torch.nn.Module | Any, n_classes: int | None = None) -> None:
         super().__init__()
+        if not isinstance(encoder, torch.nn.Module):
+            # A config: the same architecture with fresh weights (a randomly initialised
+            # baseline for probes and sanity checks).
+            from transformers import AutoModel
+
+            encoder = AutoModel.from_config(  # type: ignore[no-untyped-call]
+                encoder, attn_implementation="eager")
         self.encoder = encoder
         self.config: Any = getattr(encoder, "config")  # noqa: B009
+        if n_classes is not None:
+            self.config.num_labels = n_classes
         width = int(self.config.hidden_size)
-        self.head = torch.nn.Linear(width, n_classes)
+        self.head = torch.nn.Linear(width, int(self.config.num_labels))
 
     def get_input_embeddings(self) -> torch.nn.Module:
         layer: torch.nn.Module = getattr(self.encoder, "get_input_embeddings")()  # noqa: B009
