@@ -92,7 +92,7 @@ def llm_audit(out: Path, *, quick: bool = False, log: Callable[[str], None] = pr
                         for m in matches if m.sensitivity > 0]})
 
     log("probing the layers")
-    n_probe = 120 if quick else 400
+    n_probe = 80 if quick else 400
     probe_idx = test[:n_probe]
     report = _timed(timings, "linear probes", lambda: probe_layers(
         model, [data.texts[i] for i in probe_idx], data.y[probe_idx],
@@ -105,8 +105,8 @@ def llm_audit(out: Path, *, quick: bool = False, log: Callable[[str], None] = pr
     held_out = [data.texts[i] for i in test if data.y[i] == 0][64:64 + (24 if quick else 80)]
     trigger = _timed(timings, "universal trigger", lambda: search_trigger(
         model, negatives, target="positive", length=2 if quick else 3,
-        n_candidates=10 if quick else 40, beam=1 if quick else 3,
-        iterations=2 if quick else 8, held_out_texts=held_out,
+        n_candidates=5 if quick else 40, beam=1 if quick else 3,
+        iterations=1 if quick else 8, held_out_texts=held_out,
         n_random=20, n_boot=300 if quick else 1000))
     triggers = trigger_table(trigger)
 
@@ -127,7 +127,8 @@ def llm_audit(out: Path, *, quick: bool = False, log: Callable[[str], None] = pr
     labels = ["positive", "negative"]
     reviews = examples[: 1 if quick else 3]
     checks = _timed(timings, "self-explanation", lambda: [
-        check_self_explanation(lm, text, labels, n_permutations=200 if quick else 1000)
+        check_self_explanation(lm, text, labels, n_permutations=200 if quick else 1000,
+                               max_new_tokens=64 if quick else 96)
         for text in reviews])
     selfexp = {"summary": summarise(checks, n_permutations=200 if quick else 1000),
                "examples": [c.to_dict() for c in checks]}
