@@ -9,7 +9,12 @@ import torch
 
 from tiny import KEYWORD, keyword_classifier, keyword_data, llama_lm
 from xai_sandbox.errors import InvalidInputError, InvalidTargetError, UnsupportedModelError
-from xai_sandbox.text.attribution import generation_attributions, token_attributions, words
+from xai_sandbox.text.attribution import (
+    generation_attributions,
+    token_attributions,
+    words,
+    zero_shot,
+)
 from xai_sandbox.text.model import TextModel
 
 
@@ -128,3 +133,23 @@ def test_bad_arguments_are_named(classifier) -> None:
         token_attributions(classifier, "the bank", n_steps=1)
     with pytest.raises(UnsupportedModelError):
         generation_attributions(classifier, "the bank")
+
+
+def test_zero_shot_scores_labels_by_their_teacher_forced_probability(classifier) -> None:
+    tok = classifier.tokenizer
+    lm = TextModel(llama_lm(tok, seed=5), tok, "causal_lm")
+    scores = zero_shot(lm, "the bank loan was", ["slow", "very fast"])
+    assert set(scores) == {"slow", "very fast"} and sum(scores.values()) == pytest.approx(1.0)
+    prompt = lm.encode("the bank loan was").input_ids[0][:-1]       # without [SEP]
+
+    def logp_of(words: str) -> float:
+        cont = torch.as_tensor(tok(words, add_special_tokens=False)["input_ids"])
+        ids = torch.cat([prompt, cont])[None]
+        with torch.no_grad():
+            logp = torch.log_softmax(lm.logits(ids)[0].double(), dim=-1)
+        return float(sum(logp[len(prompt) - 1 + i, t] for i, t in enumerate(cont)))
+
+    slow, fast = logp_of("slow"), logp_of("very fast")
+    assert scores["slow"] == pytest.approx(1 / (1 + np.exp(fast - slow)), rel=1e-6)
+    with pytest.raises(InvalidInputError, match="labels"):
+        zero_shot(lm, "the bank", ["slow"])
