@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ("bench_counterfactuals.py", "DiCE genetic"),
     ("bench_service.py", "acknowledged"),
     ("bench_anchors.py", "with anchors and alerts"),
+    ("bench_quality.py", "largest difference between the curves"),
 ])
 def test_benchmark_runs_quick(script, expect):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
