@@ -117,11 +117,11 @@ def main() -> None:
           f"({diff * abs(gap):.2e} logits)")
     scores = batched.scores.reshape(layers, n_tokens)
     tokens = encoded.tokens(model)
-    print("\nresid_pre recovery (denoising), the three best sites:")
-    for flat in np.argsort(-scores.ravel())[:3]:
-        layer, pos = divmod(int(flat), n_tokens)
-        print(f"  layer {layer:2d}, position {pos:2d} ({tokens[pos]!r}): "
-              f"{scores[layer, pos]:.3f}")
+    print("\nresid_pre recovery (denoising): the best position of each layer")
+    for layer in range(layers):
+        best = int(np.argmax(scores[layer]))
+        print(f"  layer {layer:2d}: position {best:2d} {tokens[best]!r:>10} "
+              f"{scores[layer, best]:6.3f}   (final position {scores[layer, -1]:6.3f})")
 
 
 if __name__ == "__main__":
