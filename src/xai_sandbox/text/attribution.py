@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -261,9 +262,20 @@ def generation_attributions(model: TextModel, prompt: str, *, target: str | None
     base_row[:m] = torch.where(keep, prompt_ids, torch.full_like(prompt_ids, model.pad_id))
     baselines = base_row.expand(k, -1).clone()
 
+    # Only the positions that predict a target token need the vocabulary projection:
+    # models that take ``logits_to_keep`` (Llama, GPT-2) skip it elsewhere.
+    first = m - 1
+    keep = torch.arange(first, first + k)
+    sliced = "logits_to_keep" in inspect.signature(model.module.forward).parameters
+
     def forward(input_ids: torch.Tensor, attention_mask: torch.Tensor, where: torch.Tensor,
                 tokens: torch.Tensor, rivals: torch.Tensor | None) -> torch.Tensor:
-        logits = model.logits(input_ids, attention_mask)
+        logits: torch.Tensor
+        if sliced:
+            logits = model.forward(input_ids, attention_mask, logits_to_keep=keep).logits
+            where = where - first
+        else:
+            logits = model.logits(input_ids, attention_mask)
         rows = torch.arange(logits.shape[0])
         at = logits[rows, where]
         if rivals is not None:

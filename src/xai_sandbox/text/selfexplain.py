@@ -794,20 +794,21 @@ class SelfExplanationReport:
 
 
 def _ig_words(model: TextModel, prompt: SelfExplanationPrompt, label: str, attribution: str,
-              n_steps: int, tolerance: float) -> list[dict[str, Any]]:
+              n_steps: int, tolerance: float, batch: int | None) -> list[dict[str, Any]]:
     if model.kind == "classifier":
         if attribution not in ("integrated_gradients", "gradient_x_input", "occlusion"):
             raise InvalidInputError("attribution", "must be 'integrated_gradients', "
                                     "'gradient_x_input' or 'occlusion'", attribution)
         ig = token_attributions(model, prompt.text, method=attribution,  # type: ignore[arg-type]
-                                target=label, n_steps=n_steps, tolerance=tolerance)
+                                target=label, n_steps=n_steps, tolerance=tolerance,
+                                internal_batch_size=batch)
         return _text_words(prompt.text, model.encode(prompt.text), ig.values[0], 0)
     if attribution != "integrated_gradients":
         raise InvalidInputError("attribution", "a causal LM is explained with "
                                 "'integrated_gradients'", attribution)
     full = prompt.prompt + ANSWER_PREFILL
     ig = generation_attributions(model, full, target=label, n_steps=n_steps,
-                                 tolerance=tolerance)
+                                 tolerance=tolerance, internal_batch_size=batch)
     sequence = np.asarray(ig.parameters["sequence"], dtype=np.float64)
     return _text_words(prompt.text, model.encode(full), sequence, prompt.start)
 
@@ -824,6 +825,7 @@ def check_self_explanation(model: TextModel, text: str, labels: Sequence[str], *
                            attribution: Literal["integrated_gradients", "gradient_x_input",
                                                 "occlusion"] = "integrated_gradients",
                            k: int | None = None, n_steps: int = 50, tolerance: float = 0.05,
+                           internal_batch_size: int | None = 16,
                            n_permutations: int = 1000, random_state: int = 0,
                            max_new_tokens: int = 96) -> SelfExplanationReport:
     """Ask a model to explain its answer about ``text`` and check the explanation.
@@ -845,9 +847,11 @@ def check_self_explanation(model: TextModel, text: str, labels: Sequence[str], *
         The attribution method (a causal LM: integrated gradients only).
     k:
         Top-k of the agreement statistics; default the number of evidence words.
-    n_steps, tolerance:
+    n_steps, tolerance, internal_batch_size:
         IG steps, multiplied by 4 (up to 3,200) until the relative completeness error is
-        within ``tolerance`` (see :func:`~xai_sandbox.text.attribution.token_attributions`).
+        within ``tolerance`` (see :func:`~xai_sandbox.text.attribution.token_attributions`),
+        and the sequences per forward pass (a causal LM's pass holds full-vocabulary
+        logits for every prompt position: keep it small for a real LM).
     n_permutations, random_state:
         Size and seed of the permutation null.
     max_new_tokens:
@@ -867,6 +871,8 @@ def check_self_explanation(model: TextModel, text: str, labels: Sequence[str], *
     n_perm = _int("n_permutations", n_permutations, 20)
     if k is not None:
         _int("k", k, 1)
+    if internal_batch_size is not None:
+        _int("internal_batch_size", internal_batch_size, 1)
     if answer is None:
         if model.kind != "causal_lm":
             raise InvalidInputError("answer", "a classifier cannot write a self-explanation; "
@@ -885,7 +891,7 @@ def check_self_explanation(model: TextModel, text: str, labels: Sequence[str], *
         return dataclasses.replace(head, wall_time_s=time.perf_counter() - started)
     label = parsed.label
     scorer = LabelScorer(model, names, label, removal)
-    words = _ig_words(model, prompt, label, attribution, steps, tolerance)
+    words = _ig_words(model, prompt, label, attribution, steps, tolerance, internal_batch_size)
     mask = evidence_mask(words, parsed.spans)
     scores = np.array([w["score"] for w in words], dtype=np.float64)
     n_ev = int(mask.sum())
