@@ -33,6 +33,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
     select,
     update,
@@ -47,10 +48,13 @@ from xai_sandbox.store import tables as t
 from xai_sandbox.store.entries import ENTRY_BUILDERS
 from xai_sandbox.store.jobs import enqueue
 
-__all__ = ["REVIEW_KINDS", "REVIEW_OUTCOMES", "PreparedDecision", "Store", "StoredDecision"]
+__all__ = ["RELIABILITY_LEVELS", "REVIEW_KINDS", "REVIEW_OUTCOMES", "REVIEW_STATES",
+           "DecisionFilter", "PreparedDecision", "Store", "StoredDecision", "report_facets"]
 
 REVIEW_OUTCOMES = ("confirmed", "overridden", "reversed")
 REVIEW_KINDS = ("human_review", "contest", "explanation")
+REVIEW_STATES = ("none", "pending", *REVIEW_OUTCOMES)
+RELIABILITY_LEVELS = ("normal", "low", "withheld")
 _ID_TEXT = 128
 
 
@@ -161,6 +165,71 @@ class PreparedDecision:
 
     row: dict[str, Any]
     payload: dict[str, Any]
+
+
+def _decision_facets(row: Mapping[str, Any]) -> dict[str, Any]:
+    output = json.loads(row["output_json"])
+    return {"decision_id": row["id"], "model_key": row["model_key"],
+            "decided_at": row["decided_at"], "outcome": str(output.get("decision"))[:64],
+            "adverse": bool(output.get("adverse")), "anchor_hits": None, "reliability": None,
+            "review_status": "none"}
+
+
+def report_facets(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The search facets a report sets: anchor hits and reliability (``withheld`` when the
+    explanation may not be shown). Migration 0004 keeps a frozen copy of this rule."""
+    reliability = report.get("reliability") or {}
+    level = ("withheld" if reliability.get("shown") is False
+             else reliability.get("level") or "normal")
+    return {"anchor_hits": len((report.get("anchors") or {}).get("hits") or []),
+            "reliability": level}
+
+
+@dataclass(frozen=True)
+class DecisionFilter:
+    """What the decisions list is narrowed to (``None``: any). Dates are inclusive from
+    ``since`` and exclusive at ``until``; ``anchor_hit`` True keeps decisions with at
+    least one anchor hit, False those explained with none."""
+
+    model_key: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    outcome: str | None = None
+    anchor_hit: bool | None = None
+    reliability: str | None = None
+    review_status: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("reliability", RELIABILITY_LEVELS),
+                              ("review_status", REVIEW_STATES)):
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise InvalidInputError(name, f"must be one of {list(allowed)}", value)
+        for name in ("model_key", "outcome"):
+            value = getattr(self, name)
+            if value is not None:
+                _text(name, value, 260)
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise InvalidInputError("since", f"must be before until ({self.until})",
+                                    self.since)
+
+    def where(self) -> list[Any]:
+        f = t.decision_facets.c
+        clauses: list[Any] = []
+        for column, value in ((f.model_key, self.model_key), (f.outcome, self.outcome),
+                              (f.reliability, self.reliability),
+                              (f.review_status, self.review_status)):
+            if value is not None:
+                clauses.append(column == value)
+        if self.since is not None:
+            clauses.append(f.decided_at >= self.since)
+        if self.until is not None:
+            clauses.append(f.decided_at < self.until)
+        if self.anchor_hit is True:
+            clauses.append(f.anchor_hits > 0)
+        elif self.anchor_hit is False:
+            clauses.append(f.anchor_hits == 0)
+        return clauses
 
 
 class Store:
@@ -306,6 +375,7 @@ class Store:
                                     sorted(keys - known)[0])
             conn.execute(insert(t.decisions), rows)
             conn.execute(insert(t.payloads), [p.payload for p in prepared])
+            conn.execute(insert(t.decision_facets), [_decision_facets(r) for r in rows])
             indexes = self.log.append(conn, [
                 (f"decisions:{r['id']}", ENTRY_BUILDERS["decision_recorded"](r)) for r in rows])
             out = []
@@ -380,6 +450,8 @@ class Store:
                "sha256": hashlib.sha256(body).hexdigest(), "created_at": _now()}
         self._require_decision(conn, decision_id)
         leaf = self._record(conn, t.reports, row, "explanation_generated")
+        conn.execute(update(t.decision_facets).where(
+            t.decision_facets.c.decision_id == decision_id).values(**report_facets(report)))
         required = report.get("review_required")
         if required:
             # A report that may not be shown opens its human review in the same transaction.
@@ -466,6 +538,26 @@ class Store:
             rows = conn.execute(query.limit(limit).offset(offset)).mappings().all()
         return [dict(r) for r in rows]
 
+    def search_decisions(self, where: DecisionFilter | None = None, *, limit: int = 50,
+                         offset: int = 0, count_cap: int = 10_000
+                         ) -> tuple[list[dict[str, Any]], int, bool]:
+        """Decisions narrowed by ``where``, newest first: (rows with their facets, how many
+        match, whether that count stopped at ``count_cap``). One page and one bounded
+        count, both on the facets' indexes."""
+        if not 1 <= limit <= 500:
+            raise InvalidInputError("limit", "must be 1 to 500", limit)
+        if not 0 <= offset <= 10_000_000:
+            raise InvalidInputError("offset", "must be 0 to 10,000,000", offset)
+        f, d = t.decision_facets, t.decisions
+        clauses = (where or DecisionFilter()).where()
+        page = (select(f, d.c.case_ref).join(d, d.c.id == f.c.decision_id).where(*clauses)
+                .order_by(f.c.decided_at.desc(), f.c.decision_id).limit(limit).offset(offset))
+        capped = select(f.c.decision_id).where(*clauses).limit(count_cap + 1).subquery()
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(page).mappings()]
+            total = int(conn.execute(select(func.count()).select_from(capped)).scalar_one())
+        return rows, min(total, count_cap), total > count_cap
+
     def record_adhoc(self, *, model_key: str, actor: str, method: str, input_commitment: str,
                      explanation_sha256: str) -> tuple[str, int]:
         """Log an ad hoc explanation by the hashes of its input and result."""
@@ -546,7 +638,10 @@ class Store:
                 return str(open_.id), self.leaf_of(f"reviews:{open_.id}", conn)
             raise ConflictError("decision_id", f"already has a pending {kind} request",
                                 decision_id)
-        return row["id"], self._record(conn, t.reviews, row, "review_requested")
+        leaf = self._record(conn, t.reviews, row, "review_requested")
+        conn.execute(update(t.decision_facets).where(
+            t.decision_facets.c.decision_id == decision_id).values(review_status="pending"))
+        return row["id"], leaf
 
     def review(self, review_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
@@ -632,6 +727,9 @@ class Store:
                 t.reviews.c.id == review_id, t.reviews.c.status == "pending").values(**values))
             if done.rowcount != 1:  # pragma: no cover - the write lock makes this a race loss
                 raise ConflictError("review_id", "is already decided", review_id)
+            conn.execute(update(t.decision_facets).where(
+                t.decision_facets.c.decision_id == row["decision_id"]).values(
+                review_status=outcome))
             entry = ENTRY_BUILDERS["review_decided"]({**row, **values})
             return self.log.append(conn, [(f"reviews:{review_id}", entry)])[0]
 
@@ -696,6 +794,8 @@ class Store:
                     t.review_events.c.decision_id == decision_id))
                 conn.execute(delete(t.reports).where(t.reports.c.decision_id == decision_id))
                 conn.execute(delete(t.reviews).where(t.reviews.c.decision_id == decision_id))
+                conn.execute(delete(t.decision_facets).where(
+                    t.decision_facets.c.decision_id == decision_id))
                 conn.execute(delete(t.decisions).where(t.decisions.c.id == decision_id))
                 for record_type, record_id in [*children, ("decisions", decision_id)]:
                     row = {"id": str(uuid.uuid4()), "record_type": record_type,

@@ -268,3 +268,36 @@ monitor_state = Table(
     Column("body_json", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+# Web console sign-ins: the cookie holds a random token, the table its SHA-256, the key it
+# was made from (revoking the key ends the session) and the CSRF token of its forms.
+console_sessions = Table(
+    "console_sessions", metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("principal_id", String(36), ForeignKey("principals.id"), nullable=False),
+    Column("key_id", String(16), ForeignKey("api_keys.id"), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True)),
+)
+
+# What the decisions list filters on, one row per decision, kept in the transactions that
+# write the decision, its report and its reviews (derived: not in the audit log).
+decision_facets = Table(
+    "decision_facets", metadata,
+    Column("decision_id", String(36), ForeignKey("decisions.id"), primary_key=True),
+    Column("model_key", String(260), nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+    Column("outcome", String(64), nullable=False),
+    Column("adverse", Boolean, nullable=False),
+    Column("anchor_hits", Integer),          # None: not explained yet
+    Column("reliability", String(20)),      # normal, low, withheld; None: not explained
+    Column("review_status", String(20), nullable=False),  # none, pending, or the outcome
+    Index("ix_facets_decided", "decided_at"),
+    Index("ix_facets_model", "model_key", "decided_at"),
+    Index("ix_facets_outcome", "outcome", "decided_at"),
+    Index("ix_facets_review", "review_status", "decided_at"),
+    Index("ix_facets_reliability", "reliability", "decided_at"),
+    Index("ix_facets_anchor", "anchor_hits", "decided_at"),
+)
