@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     # Explanation reads per subject and per key, per minute (stops model probing).
     rate_limit_subject_per_minute: int = Field(default=60, ge=1)
     rate_limit_key_per_minute: int = Field(default=600, ge=1)
+    # The web console: how long a sign-in lasts, and whether its cookie is marked Secure
+    # (browsers send Secure cookies over HTTPS and to loopback only; turn it off only to
+    # try the console over plain HTTP on another host).
+    console_session_hours: float = Field(default=8.0, gt=0, le=24 * 7)
+    console_secure_cookie: bool = True
 
     def resolved_database_url(self) -> str:
         if self.database_url:

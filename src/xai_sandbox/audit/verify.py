@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,11 +79,15 @@ def _records(conn: Connection, page: Sequence[Any]) -> dict[str, Mapping[str, An
     return found
 
 
-def _scan(conn: Connection, start: int, end: int, purged: frozenset[str]
-          ) -> tuple[list[bytes], str | None]:
+Progress = Callable[[int, int], None]
+
+
+def _scan(conn: Connection, start: int, end: int, purged: frozenset[str],
+          progress: Progress | None = None) -> tuple[list[bytes], str | None]:
     """Check entries [start, end): numbering, leaf hashes, and bodies against records.
 
-    Returns their leaf hashes (up to the first problem) and the first problem, if any.
+    Returns their leaf hashes (up to the first problem) and the first problem, if any;
+    ``progress(entries checked, entries in all)`` is called after each page.
     """
     leaves: list[bytes] = []
     expected = start
@@ -107,6 +111,8 @@ def _scan(conn: Connection, start: int, end: int, purged: frozenset[str]
             elif canonical_json(builder(record)) != body:
                 return leaves, f"{where}: stored record does not match its log entry"
             leaves.append(bytes(row.leaf_hash))
+        if progress is not None:
+            progress(expected, end)
     if expected != end:
         return leaves, f"entry {expected}: missing (the log head counts {end} or more)"
     return leaves, None
@@ -126,11 +132,14 @@ def _scan_url(url: str, start: int, end: int, purged: frozenset[str]
 
 
 def verify_log(engine: Engine, verifiers: list[Verifier], origin: str,
-               workers: int | None = None) -> VerifyReport:
+               workers: int | None = None, progress: Progress | None = None
+               ) -> VerifyReport:
     """Check everything; the report lists problems, the first naming the first bad entry.
 
     Entries are checked in ``workers`` processes (default: one per core for logs of more
     than 50,000 entries in a file or server database), each on its own range.
+    ``progress(entries checked, entries in all)`` follows the entries (in one process:
+    page by page; in several: at the end).
     """
     report = VerifyReport()
     tree = MemoryTree()
@@ -150,7 +159,7 @@ def verify_log(engine: Engine, verifiers: list[Verifier], origin: str,
                 parts = list(pool.map(_scan_url, [url] * workers, bounds[:-1], bounds[1:],
                                       [purged] * workers))
         else:
-            parts = [_scan(conn, 0, head, purged)]
+            parts = [_scan(conn, 0, head, purged, progress)]
         for leaves, problem in parts:
             tree.extend(leaves)
             if problem is not None:
@@ -158,6 +167,8 @@ def verify_log(engine: Engine, verifiers: list[Verifier], origin: str,
                 report.fail(problem)
                 return report
         report.entries = tree.size
+        if progress is not None:
+            progress(head, head)
         # Stored nodes against the recomputed ones.
         seen = 0
         nodes = tree.nodes

@@ -18,7 +18,7 @@ import jinja2
 from xai_sandbox.audit.canonical import canonical_json
 
 __all__ = ["attribution_chart", "environment", "quality_chart", "render_html", "render_json",
-           "render_pdf", "render_pdf_html"]
+           "render_pdf", "render_pdf_html", "report_context"]
 
 
 def render_json(report: Mapping[str, Any]) -> bytes:
@@ -93,30 +93,42 @@ def quality_chart(quality: Mapping[str, Any]) -> str | None:
     return _png_data_uri((6.4, 2.6), draw)
 
 
-def _heat(value: float, scale: float) -> str:
-    """A background colour for one cell of the attribution heat table."""
+def _heat(value: float, scale: float) -> tuple[str, str]:
+    """Background and text colours of one cell of the attribution heat table (white text
+    on the darker cells, so every cell keeps a 4.5:1 contrast)."""
     if scale <= 0:
-        return "#ffffff"
+        return "#ffffff", "#111111"
     a = min(abs(value) / scale, 1.0)
     r, g, b = (178, 24, 43) if value > 0 else (33, 102, 172)
     mix = [round(255 - (255 - c) * a) for c in (r, g, b)]
-    return "#{:02x}{:02x}{:02x}".format(*mix)
+    luminance = sum(w * ((c / 255) / 12.92 if c <= 10 else ((c / 255 + 0.055) / 1.055) ** 2.4)
+                    for w, c in zip((0.2126, 0.7152, 0.0722), mix, strict=True))
+    ink = "#ffffff" if (1.05 / (luminance + 0.05)) >= (luminance + 0.05) / 0.0556 \
+        else "#111111"
+    return "#{:02x}{:02x}{:02x}".format(*mix), ink
 
 
-def render_html(report: Mapping[str, Any]) -> str:
-    """The full report as one self-contained HTML page."""
+def report_context(report: Mapping[str, Any]) -> dict[str, Any]:
+    """What the report sections template draws: the report, one reason chart per method,
+    the attribution heat table and the quality curves."""
     explanations = report.get("explanations", [])
     charts = [attribution_chart(e, f"{e['method']}: largest attributions")
               for e in explanations]
     features: list[str] = list(explanations[0]["attributions"]) if explanations else []
     scale = max((abs(v) for e in explanations for v in e["attributions"].values()),
                 default=0.0)
-    heat = [{"feature": f, "cells": [{"value": e["attributions"][f],
-                                      "colour": _heat(e["attributions"][f], scale)}
-                                     for e in explanations]} for f in features]
-    return environment().get_template("report.html").render(
-        r=report, charts=charts, heat=heat, methods=[e["method"] for e in explanations],
-        quality_chart=quality_chart(report["quality"]) if "quality" in report else None)
+    heat = [{"feature": f, "cells": [dict(zip(("value", "colour", "ink"), (
+        e["attributions"][f], *_heat(e["attributions"][f], scale)), strict=True))
+        for e in explanations]} for f in features]
+    return {"r": report, "charts": charts, "heat": heat,
+            "methods": [e["method"] for e in explanations],
+            "quality_chart": quality_chart(report["quality"]) if "quality" in report
+            else None}
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    """The full report as one self-contained HTML page."""
+    return environment().get_template("report.html").render(**report_context(report))
 
 
 def render_pdf(report: Mapping[str, Any]) -> bytes:

@@ -14,11 +14,13 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from xai_sandbox.errors import (
@@ -34,9 +36,13 @@ from xai_sandbox.reports.text import TextExplainer
 from xai_sandbox.service import metrics
 from xai_sandbox.service.background import AccessRecorder, JobPool
 from xai_sandbox.service.ratelimit import RateLimiter
+from xai_sandbox.service.sessions import Sessions
 from xai_sandbox.settings import Settings
 from xai_sandbox.store.accounts import Accounts
 from xai_sandbox.store.store import Store
+
+if TYPE_CHECKING:
+    from xai_sandbox.service.console import Verifications
 
 __all__ = ["Runtime", "create_app"]
 
@@ -71,6 +77,8 @@ class Runtime:
     compute_slots: threading.BoundedSemaphore
     webhooks: WebhookDispatcher
     text: TextExplainer
+    sessions: Sessions
+    verifications: Verifications
 
 
 class BodyLimit:
@@ -167,9 +175,21 @@ def _error(status: int, exc: InvalidInputError | UnsupportedModelError) -> JSONR
 
 
 def _handler(status: int) -> Any:
-    async def handle(_: Request, exc: Exception) -> JSONResponse:
+    async def handle(request: Request, exc: Exception) -> Response:
+        if _console(request):
+            return _console_error(request, status, str(exc))
         return _error(status, exc)  # type: ignore[arg-type]
     return handle
+
+
+def _console(request: Request) -> bool:
+    return request.url.path.startswith("/console")
+
+
+def _console_error(request: Request, status: int, message: str) -> Response:
+    from xai_sandbox.service.console import error_page
+
+    return error_page(request, status, message)
 
 
 def _json_value(value: Any) -> Any:
@@ -189,15 +209,20 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
         store = Store(settings)
         decider = Decider(store)
         decider.load_registered()
-        rt = Runtime(settings=settings, store=store, decider=decider,
-                     accounts=Accounts(store.engine, store.writer,
-                                       cache_seconds=settings.key_cache_seconds),
+        from xai_sandbox.service.console import Verifications
+
+        accounts = Accounts(store.engine, store.writer,
+                            cache_seconds=settings.key_cache_seconds)
+        rt = Runtime(settings=settings, store=store, decider=decider, accounts=accounts,
                      access=AccessRecorder(store),
                      pool=JobPool(decider, settings.job_workers if start_workers else 0),
                      subject_limit=RateLimiter(settings.rate_limit_subject_per_minute),
                      key_limit=RateLimiter(settings.rate_limit_key_per_minute),
                      compute_slots=threading.BoundedSemaphore(settings.compute_concurrency),
-                     webhooks=WebhookDispatcher(store), text=TextExplainer(decider))
+                     webhooks=WebhookDispatcher(store), text=TextExplainer(decider),
+                     sessions=Sessions(store.engine, store.writer, accounts,
+                                       hours=settings.console_session_hours),
+                     verifications=Verifications())
         app.state.rt = rt
         # Models and libraries are a million long-lived objects: moved out of the
         # collector's reach, a full collection no longer stalls every request for
@@ -228,23 +253,43 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
         app.add_exception_handler(exc_type, _handler(status))
 
     @app.exception_handler(XaiSandboxError)
-    async def _other(_: Request, exc: XaiSandboxError) -> JSONResponse:
+    async def _other(request: Request, exc: XaiSandboxError) -> Response:
         log.error("explanation failed: %s", type(exc).__name__)
-        return JSONResponse({"detail": f"{type(exc).__name__}: the explanation could not "
-                                       "be computed"}, status_code=500)
+        message = f"{type(exc).__name__}: the explanation could not be computed"
+        if _console(request):
+            return _console_error(request, 500, message)
+        return JSONResponse({"detail": message}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
                   for e in exc.errors()]
+        if _console(request):
+            return _console_error(request, 422, "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in errors))
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if _console(request) and exc.status_code >= 400:
+            response = _console_error(request, exc.status_code, str(exc.detail))
+            response.headers.update(exc.headers or {})
+            return response
+        return await http_exception_handler(request, exc)
+
+    from xai_sandbox.service.console import SignInRequired, login_url
+
+    @app.exception_handler(SignInRequired)
+    async def _sign_in(_: Request, exc: SignInRequired) -> Response:
+        return RedirectResponse(login_url(exc.next_path), status_code=303)
 
     app.add_middleware(Observed)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
-    from xai_sandbox.service import routes
+    from xai_sandbox.service import console, routes
 
     app.include_router(routes.router)
+    app.include_router(console.router)
     openapi_security(app)
     return app
 
