@@ -35,7 +35,15 @@ def environment() -> jinja2.Environment:
         trim_blocks=True, lstrip_blocks=True)
     env.filters["pct"] = lambda v: "n/a" if v is None else f"{float(v):.2%}"
     env.filters["num"] = lambda v: "n/a" if v is None else f"{float(v):.4g}"
+    env.filters["when"] = _when
     return env
+
+
+def _when(value: str | None) -> str:
+    """An RFC 3339 time for people: ``2026-11-22 15:35 UTC``."""
+    if not value:
+        return ""
+    return value[:10] + " " + value[11:16] + " UTC"
 
 
 def _png_data_uri(figsize: tuple[float, float], draw: Callable[[Any], None]) -> str:

@@ -277,10 +277,10 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
             return response
         return await http_exception_handler(request, exc)
 
-    from xai_sandbox.service.console import SignInRequired, login_url
+    from xai_sandbox.service.console import SignInRequiredError, login_url
 
-    @app.exception_handler(SignInRequired)
-    async def _sign_in(_: Request, exc: SignInRequired) -> Response:
+    @app.exception_handler(SignInRequiredError)
+    async def _sign_in(_: Request, exc: SignInRequiredError) -> Response:
         return RedirectResponse(login_url(exc.next_path), status_code=303)
 
     app.add_middleware(Observed)

@@ -63,7 +63,7 @@ from xai_sandbox.store.store import (
     DecisionFilter,
 )
 
-__all__ = ["COOKIE", "SignInRequired", "Verifications", "error_page", "router"]
+__all__ = ["COOKIE", "SignInRequiredError", "Verifications", "error_page", "router"]
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -92,7 +92,7 @@ NOTICES = ("review_requested", "review_claimed", "review_released", "review_deci
            "alert_acknowledged", "signed_out")
 
 
-class SignInRequired(Exception):
+class SignInRequiredError(Exception):
     """No live session: the visitor is sent to sign in, and back to ``next`` after."""
 
     def __init__(self, next_path: str) -> None:
@@ -219,7 +219,7 @@ def page(request: Request) -> Page:
     session = rt.sessions.resolve(request.cookies.get(COOKIE))
     if session is None:
         here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        raise SignInRequired(here)
+        raise SignInRequiredError(here)
     return Page(request, rt, session)
 
 
@@ -495,7 +495,9 @@ def decisions(p: P, model: Text = None, since: Text = None, until: Text = None,
     items = [{**r, "decided_at": rfc3339(r["decided_at"]),
               "label": _label(models, r["model_key"], r["outcome"], lang)} for r in rows]
     return p.render("decisions.html", items=items, models=sorted(models),
-                    outcomes=outcomes, reliabilities=RELIABILITY_LEVELS,
+                    outcomes=outcomes, outcome_labels={
+                        c: f"{_label(models, k, c, lang)} ({c})" for k in models
+                        for c in outcomes if c in models[k].policy.outcome_labels}, reliabilities=RELIABILITY_LEVELS,
                     review_states=REVIEW_STATES,
                     f={"model": model or "", "since": since or "", "until": until or "",
                        "outcome": outcome or "", "anchor": anchor or "",
@@ -552,7 +554,8 @@ class Verification:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "status": self.status, "done": self.done,
                 "total": self.total, "started_by": self.started_by,
-                "started_at": self.started_at, **self.result}
+                "started_at": self.started_at, "entries": 0, "nodes": 0, "checkpoints": 0,
+                "seconds": None, "problems": [], **self.result}
 
 
 class Verifications:
@@ -586,7 +589,7 @@ class Verifications:
                               "problems": report.problems,
                               "seconds": round(time.perf_counter() - started, 2)}
                 run.status = "passed" if report.ok else "failed"
-            except Exception as exc:  # noqa: BLE001 - shown to the auditor, not raised
+            except Exception as exc:  # shown to the auditor, not raised
                 run.result = {"problems": [f"{type(exc).__name__}: {exc}"]}
                 run.status = "error"
 
@@ -766,7 +769,8 @@ def monitoring(p: P, model: Text = None) -> HTMLResponse:
     key = _choice("model", model, tuple(keys)) or keys[0]
     drift = load_state(p.rt.store, f"drift:{key}").get(f"drift:{key}") or \
         drift_check(p.rt.store, key).to_dict()
-    points, by_feature = [], {}
+    points: list[dict[str, float]] = []
+    by_feature: dict[str, list[float]] = {}
     for _, body in p.rt.store.recent_reports(key, 200):
         fairness = body.get("fairness")
         if fairness is None:
