@@ -131,16 +131,32 @@ def shot(page: Page, name: str) -> Path:
     return path
 
 
+def set_cookie(response: httpx.Response, name: str) -> str:
+    """The value a response sets for cookie ``name`` (httpx, rightly, keeps Secure
+    cookies from plain-HTTP requests, so the tests carry them by hand)."""
+    for header in response.headers.get_list("set-cookie"):
+        if header.startswith(f"{name}="):
+            return header.split(";")[0].split("=", 1)[1]
+    raise AssertionError(f"no {name} cookie set")
+
+
+def sign_in_form(client: httpx.Client) -> tuple[str, str]:
+    """The sign-in form's CSRF token and the cookie it must match."""
+    form = client.get("/console/sign-in")
+    return csrf_of(form.text), set_cookie(form, "xai_signin")
+
+
 def signed_client(console: Console, who: str) -> httpx.Client:
     """An HTTP client signed in through the form, as a browser would be."""
-    client = httpx.Client(base_url=console.url, timeout=60)
-    form = client.get("/console/sign-in")
-    token = re.search(r'name="csrf" value="([^"]+)"', form.text)
-    assert token is not None
-    done = client.post("/console/sign-in", data={"key": console.key(who),
-                                                 "csrf": token.group(1)})
+    with httpx.Client(base_url=console.url, timeout=60) as anonymous:
+        token, cookie = sign_in_form(anonymous)
+        done = anonymous.post("/console/sign-in", data={"key": console.key(who),
+                                                        "csrf": token},
+                              headers={"cookie": f"xai_signin={cookie}"})
     assert done.status_code == 303, done.text
-    return client
+    session = set_cookie(done, "xai_console")
+    return httpx.Client(base_url=console.url, timeout=60,
+                        headers={"cookie": f"xai_console={session}"})
 
 
 def csrf_of(html: str) -> str:
