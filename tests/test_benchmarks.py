@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ("bench_service.py", "acknowledged"),
     ("bench_anchors.py", "with anchors and alerts"),
     ("bench_quality.py", "largest difference between the curves"),
+    ("bench_console.py", "ms target"),
 ])
 def test_benchmark_runs_quick(script, expect):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"],

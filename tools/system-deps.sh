@@ -3,9 +3,11 @@
 #   wrk                  the HTTP load generator of benchmarks/bench_service.py
 #   fonts-wqy-microhei   a CJK font, so Chinese text in PDF reports renders
 #   libharfbuzz-subset0  WeasyPrint's font subsetter (smaller PDFs)
+#   chromium             the browser the web console's tests drive (Playwright launches
+#                        /usr/bin/chromium; no browser is ever downloaded)
 # Installed with apt-get when missing (as root, or with sudo); otherwise named and failed.
 set -euo pipefail
-packages=(wrk fonts-wqy-microhei libharfbuzz-subset0)
+packages=(wrk fonts-wqy-microhei libharfbuzz-subset0 chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

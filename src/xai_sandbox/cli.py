@@ -644,6 +644,7 @@ def serve(
         print(f"try: curl -H 'Authorization: Bearer {made['keys']['alice']}' "
               f"http://{host}:{port}/v1/decisions")
         console.print(f"API documentation: http://{host}:{port}/docs")
+    console.print(f"web console: http://{host}:{port}/console/ (sign in with an API key)")
     if workers == 1:
         uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
                     access_log=False)

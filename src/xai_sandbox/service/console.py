@@ -497,8 +497,8 @@ def decisions(p: P, model: Text = None, since: Text = None, until: Text = None,
     return p.render("decisions.html", items=items, models=sorted(models),
                     outcomes=outcomes, outcome_labels={
                         c: f"{_label(models, k, c, lang)} ({c})" for k in models
-                        for c in outcomes if c in models[k].policy.outcome_labels}, reliabilities=RELIABILITY_LEVELS,
-                    review_states=REVIEW_STATES,
+                        for c in outcomes if c in models[k].policy.outcome_labels},
+                    reliabilities=RELIABILITY_LEVELS, review_states=REVIEW_STATES,
                     f={"model": model or "", "since": since or "", "until": until or "",
                        "outcome": outcome or "", "anchor": anchor or "",
                        "reliability": reliability or "", "review": review or ""},

@@ -550,8 +550,13 @@ class Store:
             raise InvalidInputError("offset", "must be 0 to 10,000,000", offset)
         f, d = t.decision_facets, t.decisions
         clauses = (where or DecisionFilter()).where()
-        page = (select(f, d.c.case_ref).join(d, d.c.id == f.c.decision_id).where(*clauses)
-                .order_by(f.c.decided_at.desc(), f.c.decision_id).limit(limit).offset(offset))
+        order = (f.c.decided_at.desc(), f.c.decision_id.desc())
+        # The page's ids first, off the index alone (a deep offset skips index entries,
+        # not joined rows), then their rows.
+        ids = (select(f.c.decision_id).where(*clauses).order_by(*order).limit(limit)
+               .offset(offset).subquery())
+        page = (select(f, d.c.case_ref).join(ids, ids.c.decision_id == f.c.decision_id)
+                .join(d, d.c.id == f.c.decision_id).order_by(*order))
         capped = select(f.c.decision_id).where(*clauses).limit(count_cap + 1).subquery()
         with self.engine.connect() as conn:
             rows = [dict(r) for r in conn.execute(page).mappings()]

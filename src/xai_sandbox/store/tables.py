@@ -294,10 +294,11 @@ decision_facets = Table(
     Column("anchor_hits", Integer),          # None: not explained yet
     Column("reliability", String(20)),      # normal, low, withheld; None: not explained
     Column("review_status", String(20), nullable=False),  # none, pending, or the outcome
-    Index("ix_facets_decided", "decided_at"),
-    Index("ix_facets_model", "model_key", "decided_at"),
-    Index("ix_facets_outcome", "outcome", "decided_at"),
-    Index("ix_facets_review", "review_status", "decided_at"),
-    Index("ix_facets_reliability", "reliability", "decided_at"),
-    Index("ix_facets_anchor", "anchor_hits", "decided_at"),
+    # Each ends in the list's order (decided_at, decision_id): a page is read off one.
+    Index("ix_facets_decided", "decided_at", "decision_id"),
+    Index("ix_facets_model", "model_key", "decided_at", "decision_id"),
+    Index("ix_facets_outcome", "outcome", "decided_at", "decision_id"),
+    Index("ix_facets_review", "review_status", "decided_at", "decision_id"),
+    Index("ix_facets_reliability", "reliability", "decided_at", "decision_id"),
+    Index("ix_facets_anchor", "anchor_hits", "decided_at", "decision_id"),
 )
