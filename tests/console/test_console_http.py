@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from conftest import Console, csrf_of, set_cookie, sign_in_form, signed_client
+from liveserver import make_settings, prepared
+from pgserver import PostgresServer
 from xai_sandbox.service.console import NAV, NOTICES, messages, router
 from xai_sandbox.store.accounts import Accounts
 from xai_sandbox.store.store import RELIABILITY_LEVELS, REVIEW_KINDS, REVIEW_STATES
@@ -182,3 +184,25 @@ def test_every_message_exists_in_both_languages() -> None:
     assert not missing
     unused = sorted(set(catalogue) - used - dynamic)
     assert not unused
+
+
+def test_the_console_on_postgresql(postgres: PostgresServer, tmp_path: Path) -> None:
+    """Sessions, the decisions list and the subject's page on a PostgreSQL store."""
+    server = prepared(make_settings(tmp_path, postgres.new_database()))
+    server.start()
+    try:
+        console = Console(server, review_id="", receipt={}, alert_id="")
+        with signed_client(console, "carl-compliance") as client:
+            page = client.get("/console/decisions?model=credit%403&outcome=bad")
+            assert page.status_code == 200 and "DEMO-" in page.text
+            assert client.get(f"/console/decisions/{server.decisions['alice']}"
+                              ).status_code == 200
+            r = client.post("/console/sign-out", data={"csrf": csrf_of(page.text)})
+            assert r.status_code == 303
+            assert client.get("/console/decisions").status_code == 303
+        with signed_client(console, "alice") as client:
+            mine = client.get(f"/console/my/{server.decisions['alice']}")
+            assert mine.status_code == 200 and "DEMO-ALICE" in mine.text
+            assert client.get(f"/console/my/{server.decisions['bob']}").status_code == 404
+    finally:
+        server.stop()

@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 
 from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.store import tables as t
@@ -51,6 +51,9 @@ class Sessions:
         csrf = secrets.token_urlsafe(32)
         now = datetime.now(UTC)
         with self.writer.begin() as conn:
+            # Sessions past their end are kept a day (for a look in the database), then go.
+            conn.execute(delete(t.console_sessions).where(
+                t.console_sessions.c.expires_at < now - timedelta(days=1)))
             conn.execute(insert(t.console_sessions).values(
                 token_sha256=_digest(token), principal_id=who.id, key_id=who.key_id,
                 csrf=csrf, created_at=now, expires_at=now + self.lifetime))
