@@ -3,6 +3,7 @@ errors as pages naming the parameter, and the words of both languages."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -206,3 +207,18 @@ def test_the_console_on_postgresql(postgres: PostgresServer, tmp_path: Path) -> 
             assert client.get(f"/console/my/{server.decisions['bob']}").status_code == 404
     finally:
         server.stop()
+
+
+def test_any_uploaded_file_gets_a_verdict_not_an_error(console: Console) -> None:
+    with signed_client(console, "aude-auditor") as client:
+        token = csrf_of(client.get("/console/audit").text)
+        good = json.dumps(console.receipt).encode()
+        for body, status in ((good, 200), (b"not json", 422), (b"[]", 422), (b"{}", 422),
+                             (bytes(range(256)), 422),
+                             (good.replace(b'"leaf_index": ', b'"leaf_index": 1'), 422)):
+            r = client.post("/console/audit/receipt", data={"csrf": token},
+                            files={"receipt": ("r.json", body, "application/json")})
+            assert r.status_code == status, (body[:40], r.text[-600:])
+            assert ("The receipt is valid" in r.text) == (status == 200)
+        r = client.post("/console/audit/receipt", data={"csrf": token})
+        assert r.status_code == 422 and "receipt" in r.text

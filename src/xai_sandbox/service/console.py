@@ -636,8 +636,8 @@ async def audit_receipt(p: P, csrf: Csrf = None,
         raise InvalidInputError("receipt", "must be a receipt file (JSON)", None)
     raw = await receipt.read()
     try:
-        entry = check_receipt(Receipt.from_json(raw), p.rt.store.log.verifiers())
         parsed = Receipt.from_json(raw)
+        entry = check_receipt(parsed, p.rt.store.log.verifiers())
         result = {"ok": True, "entry": entry, "leaf_index": parsed.leaf_index,
                   "name": receipt.filename}
         status = 200
