@@ -11,7 +11,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import Console, csrf_of, set_cookie, sign_in_form, signed_client
+from consolekit import Console, csrf_of, set_cookie, sign_in_form, signed_client
 from liveserver import make_settings, prepared
 from pgserver import PostgresServer
 from xai_sandbox.service.console import NAV, NOTICES, messages, router

@@ -8,7 +8,7 @@ import re
 
 from playwright.sync_api import BrowserContext, Page, expect
 
-from conftest import Console, accessible, shot, sign_in
+from consolekit import Console, accessible, shot, sign_in
 from xai_sandbox.store.store import DecisionFilter
 
 PHONE = {"width": 390, "height": 844}

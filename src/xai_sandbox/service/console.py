@@ -182,7 +182,7 @@ def error_page(request: Request, status: int, message: str) -> HTMLResponse:
 # ---------------------------------------------------------------------- the request
 @dataclass
 class Page:
-    """One signed-in request: the runtime, the session and the page's language."""
+    """One signed-in request: the runtime and the session."""
 
     request: Request
     rt: Runtime
@@ -206,14 +206,8 @@ class Page:
             raise HTTPException(403, "csrf: the form's token is missing or does not match "
                                      "this sign-in; reload the page and send it again")
 
-    def role(self, preferred: tuple[str, ...]) -> str:
-        for role in preferred:
-            if role in self.who.roles:
-                return role
-        return sorted(self.who.roles)[0]
 
-
-def page(request: Request) -> Page:
+def signed_in(request: Request) -> Page:
     """The signed-in request, or a redirect to sign in (and back here after)."""
     rt: Runtime = request.app.state.rt
     session = rt.sessions.resolve(request.cookies.get(COOKIE))
@@ -223,7 +217,7 @@ def page(request: Request) -> Page:
     return Page(request, rt, session)
 
 
-P = Annotated[Page, Depends(page)]
+P = Annotated[Page, Depends(signed_in)]
 Csrf = Annotated[str | None, Form()]
 
 
@@ -243,12 +237,12 @@ def _safe_next(value: str | None) -> str | None:
 # ---------------------------------------------------------------------- sign-in
 @router.get("/sign-in")
 def sign_in_form(request: Request, next: Annotated[str | None, Query(max_length=500)] = None
-                 ) -> HTMLResponse:
+                 ) -> Response:
     """The sign-in form. Its CSRF token is a random value also set as a cookie (double
     submit): a form posted from elsewhere cannot read it."""
     rt: Runtime = request.app.state.rt
     if rt.sessions.resolve(request.cookies.get(COOKIE)) is not None:
-        return _redirect(_safe_next(next) or "/console/")  # type: ignore[return-value]
+        return _redirect(_safe_next(next) or "/console/")
     token = request.cookies.get(SIGNIN_COOKIE) or secrets.token_urlsafe(32)
     response = _render(request, "sign_in.html", signin_csrf=token, next=_safe_next(next),
                        error=None)
@@ -323,8 +317,10 @@ def my_decisions(p: P, page: PageNo = 1) -> HTMLResponse:
     assert p.who.subject_ref is not None
     rows = p.rt.store.decisions_of(p.who.subject_ref, limit=21, offset=(page - 1) * 20)
     lang = _lang(p.request)
+    outputs = [json.loads(r["output_json"]) for r in rows[:20]]
     items = [{"id": r["id"], "case_ref": r["case_ref"], "decided_at": rfc3339(r["decided_at"]),
-              "outcome": json.loads(r["output_json"])["label"][lang]} for r in rows[:20]]
+              "outcome": (o.get("label") or {}).get(lang, o.get("decision"))}
+             for r, o in zip(rows, outputs, strict=False)]
     return p.render("my_decisions.html", items=items, page=page, has_next=len(rows) > 20,
                     prev_url=_page_url(p.request, page - 1),
                     next_url=_page_url(p.request, page + 1))
