@@ -24,7 +24,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-quic", "--disable-dev-shm-usage"]
 WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
 ARTEFACTS = Path(os.environ.get("XAI_SANDBOX_ARTIFACTS")
-                 or Path(__file__).resolve().parents[2] / "test-artifacts") / "console"
+                 or Path(__file__).resolve().parents[1] / "test-artifacts") / "console"
 
 
 @dataclass
@@ -69,6 +69,7 @@ def shot(page: Page, name: str) -> Path:
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTEFACTS / f"{re.sub(r'[^a-z0-9-]+', '-', name.lower())}.png"
     page.screenshot(path=str(path), full_page=True)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return path
 
 
