@@ -40,9 +40,12 @@ def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     return statistics.median(times), result
 
 
-def alternate(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, tuple[float, Any]]:
-    """Time several callables alternating between them, after one warm-up each."""
-    results = {name: fn() for name, fn in fns.items()}
+def alternate(fns: dict[str, Callable[[], Any]], repeats: int,
+              warmups: dict[str, Callable[[], Any]] | None = None
+              ) -> dict[str, tuple[float, Any]]:
+    """Time several callables alternating between them, after one warm-up each (the
+    callable itself, or a smaller one from ``warmups``)."""
+    results = {name: (warmups or fns).get(name, fn)() for name, fn in fns.items()}
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():

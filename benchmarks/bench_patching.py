@@ -16,17 +16,14 @@ a random 4-layer Llama built here (no SmolLM2 needed).
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from _common import parse, versions
+from _common import alternate, parse, versions
 from xai_sandbox.text.model import TextModel
 from xai_sandbox.text.patching import SiteScores, grid_sites, patch_sites
 
@@ -62,21 +59,6 @@ def smollm2_pair() -> tuple[TextModel, str, str, bool]:
     return smollm2(), " Mary", " John", True
 
 
-def timed(fns: dict[str, Callable[[], SiteScores]], warmups: dict[str, Callable[[], Any]],
-          repeats: int) -> dict[str, tuple[float, SiteScores]]:
-    """Median wall time of each callable, alternating, after one (smaller) warm-up each."""
-    for warm in warmups.values():
-        warm()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    results: dict[str, SiteScores] = {}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            results[name] = fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: (statistics.median(times[name]), results[name]) for name in fns}
-
-
 def main() -> None:
     args = parse(__doc__.splitlines()[0], [
         ("--tiny", {"action": "store_true", "help": "a random 4-layer Llama, no SmolLM2"}),
@@ -101,9 +83,9 @@ def main() -> None:
     name_batched = f"batched ({args.batch_size} sites a forward)"
     name_single = "one forward per site"
     warm = sites[:min(len(sites), args.batch_size)]
-    out = timed({name_batched: lambda: run(args.batch_size), name_single: lambda: run(None)},
-                {name_batched: lambda: run(args.batch_size, warm),
-                 name_single: lambda: run(None, warm[:4])}, repeats)
+    out = alternate({name_batched: lambda: run(args.batch_size), name_single: lambda: run(None)},
+                    repeats, {name_batched: lambda: run(args.batch_size, warm),
+                              name_single: lambda: run(None, warm[:4])})
     t_b, batched = out[name_batched]
     t_s, single = out[name_single]
     gap = batched.m_clean - batched.m_corr

@@ -9,6 +9,7 @@ unsuitable model), and its message names the parameter, the rule and the value::
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "UnknownMethodError",
     "UnsupportedModelError",
     "XaiSandboxError",
+    "known_fields",
+    "number_in",
 ]
 
 
@@ -87,3 +90,29 @@ class NotDifferentiableError(UnsupportedModelError):
 
 class ExplanationError(XaiSandboxError, RuntimeError):
     """A method ran but its result failed its own check (for example LRP conservation)."""
+
+
+def known_fields(raw: Any, known: Iterable[str], parameter: str) -> Mapping[str, Any]:
+    """``raw`` as a mapping of settings, all of them among ``known``, or the error."""
+    if not isinstance(raw, Mapping):
+        raise InvalidInputError(parameter, "must be a mapping", raw)
+    names = sorted(known)
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise InvalidInputError(parameter, f"unknown fields (known: {names})", unknown)
+    return raw
+
+
+def number_in(value: Any, low: float, high: float, parameter: str, *,
+              integer: bool = False, nullable: bool = False) -> Any:
+    """``value`` if it is a number (an integer with ``integer``) in ``[low, high]``, or
+    ``None`` with ``nullable``; otherwise the error naming the rule. Booleans are not
+    numbers here."""
+    if value is None and nullable:
+        return None
+    kind = int if integer else int | float
+    if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
+        what = "an integer" if integer else "a number"
+        rule = f"must be {'null or ' if nullable else ''}{what} in [{low}, {high}]"
+        raise InvalidInputError(parameter, rule, value)
+    return value

@@ -36,13 +36,14 @@ def tokenizer(folder: Path, words: Sequence[str] = (*FILLER, KEYWORD)) -> BertTo
     return BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
 
 
-def keyword_data(n: int, seed: int, length: tuple[int, int] = (5, 10)
-                 ) -> tuple[list[str], np.ndarray]:
-    """Sentences of filler words; half carry the keyword at a random position (label 1)."""
+def keyword_data(n: int, seed: int, length: tuple[int, int] = (5, 10),
+                 vocabulary: Sequence[str] = FILLER) -> tuple[list[str], np.ndarray]:
+    """Sentences of ``vocabulary`` words; odd rows carry the keyword at a random position
+    (label 1)."""
     rng = np.random.default_rng(seed)
     texts, labels = [], []
     for i in range(n):
-        words = list(rng.choice(FILLER, size=int(rng.integers(*length))))
+        words = [str(w) for w in rng.choice(list(vocabulary), size=int(rng.integers(*length)))]
         label = i % 2
         if label:
             words.insert(int(rng.integers(0, len(words) + 1)), KEYWORD)
@@ -84,11 +85,16 @@ def train_classifier(model: torch.nn.Module, tok: BertTokenizerFast, texts: list
 
 def keyword_classifier(folder: Path, *, seed: int = 0) -> TextModel:
     """A 2-layer BERT trained until the keyword decides the label (held-out accuracy ~1)."""
-    tok = tokenizer(folder)
-    texts, labels = keyword_data(400, seed)
+    return presence_classifier(tokenizer(folder), *keyword_data(400, seed), "tiny-keyword",
+                               seed=seed)
+
+
+def presence_classifier(tok: BertTokenizerFast, texts: list[str], labels: np.ndarray,
+                        model_id: str, *, seed: int = 0) -> TextModel:
+    """A 2-layer BERT trained on ``texts`` labelled absent (0) or present (1)."""
     model = train_classifier(bert_classifier(tok, seed=seed), tok, texts, labels, seed=seed)
     return TextModel(model, tok, "classifier", class_names=("absent", "present"),
-                     model_id="tiny-keyword", version="1")
+                     model_id=model_id, version="1")
 
 
 def llama_lm(tok: BertTokenizerFast, *, layers: int = 2, hidden: int = 32, heads: int = 4,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from transformers import BertTokenizerFast
 
-from tiny import KEYWORD, bert_classifier, tokenizer, train_classifier
+from tiny import KEYWORD, keyword_data, presence_classifier, tokenizer
 from xai_sandbox.text.model import TextModel
 
 _SYLLABLES = ["".join(p) for p in itertools.product("bdfgklmnprstv", "aeiou")]
@@ -34,22 +34,10 @@ def long_tokenizer(folder: Path) -> BertTokenizerFast:
 def long_keyword_data(n: int, seed: int, length: tuple[int, int] = (20, 30)
                       ) -> tuple[list[str], np.ndarray]:
     """Texts of 20-29 made-up words; odd rows carry the keyword at a random place."""
-    rng = np.random.default_rng(seed)
-    texts, labels = [], []
-    for i in range(n):
-        words = [str(w) for w in rng.choice(WORDS, size=int(rng.integers(*length)))]
-        label = i % 2
-        if label:
-            words.insert(int(rng.integers(0, len(words) + 1)), KEYWORD)
-        texts.append(" ".join(words))
-        labels.append(label)
-    return texts, np.array(labels)
+    return keyword_data(n, seed, length, WORDS)
 
 
 def long_keyword_classifier(folder: Path, *, seed: int = 0) -> TextModel:
     """A 2-layer BERT (d = 32) trained on :func:`long_keyword_data`."""
-    tok = long_tokenizer(folder)
-    texts, labels = long_keyword_data(400, seed)
-    model = train_classifier(bert_classifier(tok, seed=seed), tok, texts, labels, seed=seed)
-    return TextModel(model, tok, "classifier", class_names=("absent", "present"),
-                     model_id="tiny-long-keyword", version="1")
+    return presence_classifier(long_tokenizer(folder), *long_keyword_data(400, seed),
+                               "tiny-long-keyword", seed=seed)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from xai_sandbox.errors import InvalidInputError
+from xai_sandbox.errors import InvalidInputError, known_fields, number_in
 from xai_sandbox.explainers.explanation import Explanation
 from xai_sandbox.models.adapters import ModelAdapter
 from xai_sandbox.models.registry import RegisteredModel
@@ -70,26 +70,16 @@ class QualityThresholds:
     def from_dict(cls, raw: Any) -> QualityThresholds:
         if raw is None:
             return cls()
-        if not isinstance(raw, Mapping):
-            raise InvalidInputError("quality", "must be a mapping", raw)
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise InvalidInputError("quality", f"unknown fields (known: {sorted(known)})",
-                                    unknown)
+        raw = known_fields(raw, cls.__dataclass_fields__, "quality")
         limits = {"min_gap": (-10.0, 10.0), "max_completeness_error": (0.0, 10.0),
                   "min_seed_spearman": (-1.0, 1.0), "min_agreement": (0.0, 1.0)}
         out: dict[str, Any] = {}
         for name, (low, high) in limits.items():
-            value = raw.get(name, getattr(cls, name))
-            if value is not None and (isinstance(value, bool) or not isinstance(
-                    value, int | float) or not low <= value <= high):
-                raise InvalidInputError(f"quality.{name}", f"must be null or a number in "
-                                        f"[{low}, {high}]", value)
+            value = number_in(raw.get(name, getattr(cls, name)), low, high,
+                              f"quality.{name}", nullable=True)
             out[name] = None if value is None else float(value)
-        k = raw.get("agreement_k", cls.agreement_k)
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 100:
-            raise InvalidInputError("quality.agreement_k", "must be an integer in [1, 100]", k)
+        k = number_in(raw.get("agreement_k", cls.agreement_k), 1, 100, "quality.agreement_k",
+                      integer=True)
         action = raw.get("action", cls.action)
         if action not in ("caveat", "withhold"):
             raise InvalidInputError("quality.action", "must be 'caveat' or 'withhold'", action)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from xai_sandbox.errors import InvalidInputError
+from xai_sandbox.errors import InvalidInputError, known_fields, number_in
 from xai_sandbox.explainers import EXPLAINERS
 from xai_sandbox.quality.assess import QualityThresholds
 
@@ -66,13 +66,7 @@ class ExplanationPolicy:
 
     @classmethod
     def from_dict(cls, raw: Any, class_names: tuple[str, ...]) -> ExplanationPolicy:
-        if not isinstance(raw, Mapping):
-            raise InvalidInputError("policy", "must be a mapping", raw)
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise InvalidInputError("policy", f"unknown fields (known: {sorted(known)})",
-                                    unknown)
+        raw = known_fields(raw, cls.__dataclass_fields__, "policy")
         methods = raw.get("methods")
         if (not isinstance(methods, list | tuple) or not methods
                 or not all(isinstance(m, str) for m in methods)):
@@ -95,14 +89,9 @@ class ExplanationPolicy:
             raise InvalidInputError("policy.mode", "must be 'always', 'below_confidence' or "
                                     "'sampled'", mode)
         for name in ("confidence_threshold", "share", "threshold"):
-            value = raw.get(name, getattr(cls, name))
-            if isinstance(value, bool) or not isinstance(value, int | float) or not (
-                    0.0 <= value <= 1.0):
-                raise InvalidInputError(f"policy.{name}", "must be a number in [0, 1]", value)
-        k = raw.get("counterfactuals", 3)
-        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= 10:
-            raise InvalidInputError("policy.counterfactuals", "must be an integer in [0, 10]",
-                                    k)
+            number_in(raw.get(name, getattr(cls, name)), 0, 1, f"policy.{name}")
+        k = number_in(raw.get("counterfactuals", 3), 0, 10, "policy.counterfactuals",
+                      integer=True)
         for name in ("automation", "version"):
             value = raw.get(name, getattr(cls, name))
             if not isinstance(value, str) or not value or len(value) > 200:
@@ -156,12 +145,7 @@ class ModelCard:
     def from_dict(cls, raw: Any) -> ModelCard:
         if raw is None:
             return cls()
-        if not isinstance(raw, Mapping):
-            raise InvalidInputError("card", "must be a mapping", raw)
-        unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise InvalidInputError("card", f"unknown fields (known: "
-                                    f"{sorted(cls.__dataclass_fields__)})", unknown)
+        raw = known_fields(raw, cls.__dataclass_fields__, "card")
         out: dict[str, Any] = {}
         for name in ("purpose", "training_data", "validation_status"):
             value = raw.get(name, getattr(cls, name))

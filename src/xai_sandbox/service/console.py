@@ -121,14 +121,13 @@ def translator(lang: str) -> Any:
 
 
 def _lang(request: Request) -> str:
+    """``?lang=``, else the language cookie, else the API's rule (Accept-Language)."""
+    from xai_sandbox.service.routes import _locale
+
     for value in (request.query_params.get("lang"), request.cookies.get(LANG_COOKIE)):
         if value in LOCALES:
             return value
-    for part in request.headers.get("accept-language", "").split(","):
-        tag = part.split(";")[0].strip().lower()[:2]
-        if tag in LOCALES:
-            return tag
-    return "en"
+    return _locale(request, None)
 
 
 def _render(request: Request, template: str, *, status: int = 200,
@@ -193,9 +192,9 @@ class Page:
         return self.session.principal
 
     def require(self, *roles: str) -> None:
-        if not self.who.has(*roles):
-            raise HTTPException(403, f"role: this page needs one of {list(roles)}; you "
-                                     f"have {sorted(self.who.roles)}")
+        from xai_sandbox.service.routes import _require
+
+        _require(self.who, *roles)
 
     def render(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
         return _render(self.request, template, status=status, session=self.session,
@@ -518,22 +517,19 @@ def report_page(decision_id: str, p: P) -> HTMLResponse:
     return p.render("report.html", decision_id=decision_id, **report_context(report))
 
 
-@router.get("/decisions/{decision_id}/report.pdf")
-def report_pdf(decision_id: str, p: P) -> Response:
+@router.get("/decisions/{decision_id}/report.{fmt}")
+def report_download(decision_id: str, fmt: str, p: P) -> Response:
+    """The full report as a PDF or canonical JSON file (an export: logged as such)."""
     p.require(*REPORT_PAGES)
     decision_id = _uuid("decision_id", decision_id)
+    formats = {"pdf": (render_pdf, "application/pdf"),
+               "json": (render_json, "application/json")}
+    if fmt not in formats:
+        raise NotFoundError("format", f"must be one of {sorted(formats)}", fmt)
+    render, media_type = formats[fmt]
     report = _full_report(p, decision_id, "export", "export")
-    return Response(render_pdf(report), media_type="application/pdf", headers={
-        "Content-Disposition": f'attachment; filename="report-{decision_id}.pdf"'})
-
-
-@router.get("/decisions/{decision_id}/report.json")
-def report_json(decision_id: str, p: P) -> Response:
-    p.require(*REPORT_PAGES)
-    decision_id = _uuid("decision_id", decision_id)
-    report = _full_report(p, decision_id, "export", "export")
-    return Response(render_json(report), media_type="application/json", headers={
-        "Content-Disposition": f'attachment; filename="report-{decision_id}.json"'})
+    return Response(render(report), media_type=media_type, headers={
+        "Content-Disposition": f'attachment; filename="report-{decision_id}.{fmt}"'})
 
 
 # ---------------------------------------------------------------------- audit log
