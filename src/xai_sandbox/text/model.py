@@ -12,6 +12,7 @@ Architectures are recognised by their module layout: BERT-style encoders (MiniLM
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -197,6 +198,21 @@ class TextModel:
         ``hidden_states`` when asked for)."""
         return self.module(input_ids=input_ids, attention_mask=attention_mask,
                            inputs_embeds=inputs_embeds, **kwargs)
+
+    def decode_step(self, input_ids: torch.Tensor, cache: Any = None
+                    ) -> tuple[torch.Tensor, Any]:
+        """One step of a causal LM's decoding with its key/value cache: the logits of the
+        given positions and the cache to pass to the next step (``None`` on the first).
+
+        transformers 5.24 renamed the forward's ``past_key_values`` to ``cache`` (the old
+        name is deprecated); the name is read off the module's signature, so both work."""
+        name = self._cache_argument()
+        out = self.forward(input_ids, use_cache=True, **{name: cache})
+        return out.logits, out[name]
+
+    def _cache_argument(self) -> str:
+        parameters = inspect.signature(self.module.forward).parameters
+        return "cache" if "cache" in parameters else "past_key_values"
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
                ) -> torch.Tensor:

@@ -574,9 +574,8 @@ def greedy_answerer(model: TextModel, *, max_new_tokens: int = 96,
         step = ids
         with torch.no_grad():
             for _ in range(limit):
-                result = model.forward(step, past_key_values=past, use_cache=True)
-                past = result.past_key_values
-                nxt = int(result.logits[0, -1].argmax())
+                logits, past = model.decode_step(step, past)
+                nxt = int(logits[0, -1].argmax())
                 if eos is not None and nxt == eos:
                     break
                 out.append(nxt)
