@@ -115,7 +115,8 @@ class ActionConstraints:
             current value up or down; ``math.inf``: uncapped); features not named get the
             default (0.5).
         category_order:
-            Categorical feature -> codes from worst to best (see the class docstring).
+            Categorical feature -> codes from worst to best (see the class docstring); it
+            adds to, and for the features it names replaces, the schema's own ``order``.
         profile:
             The model's training profile (``RegisteredModel.profile``); fitted on ``X``
             when not given.
@@ -142,7 +143,10 @@ class ActionConstraints:
         number_in(neighbours, 1, X.shape[0], "neighbours", integer=True)
         numeric = [f for f in schema.features if f.kind == "numeric"]
         caps = _caps(max_relative_change or {}, schema, default_relative_change)
-        order = _orders(category_order or {}, schema)
+        # The schema's own order (worse to better, where it gives one), then the argument's.
+        order = {f.name: tuple(getattr(f, "order", ()) or ()) for f in schema.features
+                 if f.kind == "categorical" and getattr(f, "order", None)}
+        order.update(_orders(category_order or {}, schema))
         labels = None
         if outcomes is not None:
             labels = np.asarray(outcomes)
