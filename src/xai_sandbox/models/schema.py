@@ -28,7 +28,8 @@ LOCALES = ("en", "zh")
 Kind = Literal["numeric", "categorical"]
 Monotone = Literal["increasing", "decreasing"]
 _FEATURE_KEYS = {"name", "display", "kind", "categories", "unit", "bounds", "mutable",
-                 "monotone", "protected", "reason_code", "description"}
+                 "monotone", "protected", "reason_code", "favourable", "order", "description"}
+_CATEGORY_KEYS = {"code", "display", "reason_code"}
 
 
 def _display(raw: Any, path: str, fallback: str) -> dict[str, str]:
@@ -47,8 +48,14 @@ def _display(raw: Any, path: str, fallback: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Category:
+    """One category of a categorical feature. ``reason_code``, when the schema gives the key
+    for this category, replaces the feature's adverse-action code for this value; ``None``
+    there means no catalogue text fits the value (it is then an "Other" reason)."""
+
     code: str
     display: Mapping[str, str]
+    reason_code: str | None = None
+    own_code: bool = False   # the category gives its own reason_code (possibly None)
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,9 @@ class FeatureSpec:
     mutable: bool = False
     monotone: Monotone | None = None
     protected: bool = False
-    reason_code: str | None = None
+    reason_code: str | None = None   # the adverse-action code (catalogue key, e.g. C1-09)
+    favourable: Mapping[str, str] | None = None   # said when the factor helped, per locale
+    order: tuple[str, ...] = ()   # categorical: codes from worse to better for the person
     description: str | None = None
 
     @property
@@ -75,6 +84,49 @@ class FeatureSpec:
 
     def category_codes(self) -> tuple[str, ...]:
         return tuple(c.code for c in self.categories)
+
+    def category(self, code: Any) -> Category | None:
+        return next((c for c in self.categories if c.code == code), None)
+
+    def compare(self, value: Any, reference: Any) -> Literal["better", "worse", "same"] | None:
+        """Whether ``value`` is better or worse for the person than ``reference``, by the
+        schema's own words: ``monotone`` for numbers (``increasing``: a larger value raises
+        the risk), ``order`` for categories. ``None`` when the schema does not say."""
+        if self.kind == "numeric":
+            if self.monotone is None:
+                return None
+            a, b = float(value), float(reference)
+            if a == b:
+                return "same"
+            riskier = a > b if self.monotone == "increasing" else a < b
+            return "worse" if riskier else "better"
+        if value == reference:
+            return "same"
+        if value not in self.order or reference not in self.order:
+            return None
+        return "better" if self.order.index(value) > self.order.index(reference) else "worse"
+
+    def adverse_code(self, value: Any, reference: Any = None) -> str | None:
+        """The adverse-action code that truthfully describes ``value`` as a reason against
+        the person, or ``None`` (then only an "Other" reason, naming the factor, fits).
+
+        A category's own code wins; a category at the best end of ``order`` never gets one
+        (it cannot be a shortcoming); a value that is, by ``monotone`` or ``order``, no worse
+        than the reference the attribution is measured against gets none either (the code's
+        text would say something about the person that their own value contradicts)."""
+        if self.protected:
+            return None
+        code = self.reason_code
+        if self.kind == "categorical":
+            cat = self.category(value)
+            if cat is not None and cat.own_code:
+                code = cat.reason_code
+            elif self.order and value == self.order[-1]:
+                return None
+        if code is not None and reference is not None and \
+                self.compare(value, reference) in ("better", "same"):
+            return None
+        return code
 
     @classmethod
     def from_dict(cls, raw: Any, path: str) -> FeatureSpec:
@@ -103,8 +155,17 @@ class FeatureSpec:
                 code = item.get("code") if isinstance(item, Mapping) else item
                 if not isinstance(code, str) or not code:
                     raise SchemaError(cpath, "needs a non-empty string code", item)
+                if isinstance(item, Mapping) and set(item) - _CATEGORY_KEYS:
+                    raise SchemaError(cpath, f"unknown keys (allowed: {sorted(_CATEGORY_KEYS)})",
+                                      sorted(set(item) - _CATEGORY_KEYS))
                 shown = item.get("display") if isinstance(item, Mapping) else None
-                cats.append(Category(code, _display(shown, f"{cpath}.display", code)))
+                own = isinstance(item, Mapping) and "reason_code" in item
+                own_code = item.get("reason_code") if own else None
+                if own_code is not None and not isinstance(own_code, str):
+                    raise SchemaError(f"{cpath}.reason_code", "must be a string or null",
+                                      own_code)
+                cats.append(Category(code, _display(shown, f"{cpath}.display", code),
+                                     reason_code=own_code, own_code=own))
             codes = [c.code for c in cats]
             if len(set(codes)) != len(codes):
                 raise SchemaError(f"{path}.categories", "codes must be unique", codes)
@@ -120,6 +181,13 @@ class FeatureSpec:
                 raise SchemaError(f"{path}.bounds", "must be [low, high] finite with low <= high",
                                   b)
             bounds = (float(b[0]), float(b[1]))
+        order = raw.get("order") or ()
+        if order:
+            codes = [c.code for c in categories]
+            if (kind != "categorical" or isinstance(order, str) or not isinstance(order, Sequence)
+                    or len(set(order)) != len(order) or not set(order) <= set(codes)):
+                raise SchemaError(f"{path}.order", "a categorical feature's distinct category "
+                                  f"codes from worse to better, among {codes}", order)
         monotone = raw.get("monotone")
         if monotone not in (None, "increasing", "decreasing"):
             raise SchemaError(f"{path}.monotone", "must be 'increasing', 'decreasing' or null",
@@ -131,11 +199,14 @@ class FeatureSpec:
             if raw.get(text) is not None and not isinstance(raw.get(text), str):
                 raise SchemaError(f"{path}.{text}", "must be a string", raw.get(text))
         unit = None if raw.get("unit") is None else _display(raw["unit"], f"{path}.unit", "")
+        favourable = (None if raw.get("favourable") is None
+                      else _display(raw["favourable"], f"{path}.favourable", ""))
         return cls(name=name, kind=kind, display=_display(raw.get("display"), f"{path}.display",
                                                           name),
                    categories=categories, unit=unit, bounds=bounds,
                    mutable=raw.get("mutable", False), monotone=monotone,
                    protected=raw.get("protected", False), reason_code=raw.get("reason_code"),
+                   favourable=favourable, order=tuple(order),
                    description=raw.get("description"))
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,8 +214,13 @@ class FeatureSpec:
                                "display": dict(self.display), "mutable": self.mutable,
                                "protected": self.protected}
         if self.categories:
-            out["categories"] = [{"code": c.code, "display": dict(c.display)}
+            out["categories"] = [{"code": c.code, "display": dict(c.display),
+                                  **({"reason_code": c.reason_code} if c.own_code else {})}
                                  for c in self.categories]
+        if self.order:
+            out["order"] = list(self.order)
+        if self.favourable is not None:
+            out["favourable"] = dict(self.favourable)
         for key in ("monotone", "reason_code", "description"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)

@@ -37,7 +37,7 @@ from xai_sandbox.quality.ood import TrainingProfile, fit_profile
 from xai_sandbox.reports.policy import ExplanationPolicy, ModelCard
 from xai_sandbox.semantics.anchors import AnchorLibrary, AnchorMatch, align, load_anchors
 from xai_sandbox.semantics.fairness import likely_proxies
-from xai_sandbox.semantics.reasons import principal_reasons
+from xai_sandbox.semantics.reasons import check_reasons, principal_reasons
 from xai_sandbox.store.entries import rfc3339
 from xai_sandbox.store.jobs import ClaimedJob, JobQueue
 from xai_sandbox.store.store import Store
@@ -491,14 +491,25 @@ class Decider:
         primary = explanations[0]
         reference = (schema.decode(np.atleast_2d(model.reference))[0]
                      if model.reference is not None else None)
-        reasons = principal_reasons(primary, schema, features,
-                                    outcome=policy.outcome_labels[target], reference=reference)
+        outcome_label = policy.outcome_labels[target]
+        reasons = principal_reasons(primary, schema, features, outcome=outcome_label,
+                                    adverse=bool(output["adverse"]), reference=reference)
+        # Every reason re-derived from the explanation, the schema and the input; a false
+        # statement blocks the report from the subject (a person reviews it instead).
+        violations = check_reasons(reasons, primary, schema, features, outcome=outcome_label,
+                                   reference=reference)
+        if violations:
+            log.error("decision %s: %d principal reasons failed the truth check: %s",
+                      decision_id, len(violations), "; ".join(violations))
         counterfactuals = self._counterfactuals(served, features, output)
         # Stochastic methods again with another seed: stability, and anchor confidence.
         reruns = [explain(model, x, method=e.method, target=target, random_state=seed + 1)
                   for e in explanations if e.method in STOCHASTIC_METHODS]
         quality = assess(model, x, explanations, reruns=reruns, thresholds=policy.quality)
         reliability = self._reliability(served, x, output, explanations, quality)
+        if violations:
+            reliability.update(level="low", shown=False, why_low=[
+                *reliability["why_low"], "principal reasons failed the truth check"])
         matches = (align([*explanations, *reruns], served.anchors, row=features)
                    if served.anchors is not None else None)
         explained_at = datetime.now(UTC)
@@ -523,7 +534,8 @@ class Decider:
                       "data_sources": list(served.card.data_sources)},
             "output": output,
             "explanations": [self._method_block(e) for e in explanations],
-            "reasons": reasons.to_dict(),
+            "reasons": {**reasons.to_dict(), "check": {"passed": not violations,
+                                                       "violations": violations}},
             "counterfactuals": counterfactuals,
             "reliability": reliability,
             "quality": quality,
@@ -532,15 +544,18 @@ class Decider:
                                            matches),
             "fairness": self._fairness(served, explanations[0]),
         }
-        if quality["verdict"]["action"] == "withhold":
+        if not reliability["shown"]:
             # Not shown to the subject: a person reviews the decision instead, opened in
             # the transaction that stores this report.
             due = add_working_days(explained_at, self.sla_days)
+            gate = "reason_check" if violations else "quality_gate"
+            why = violations if violations else quality["verdict"]["why"]
             body["review_required"] = {
-                "kind": "human_review", "channel": "quality_gate",
-                "requested_by": "system:explanation-quality", "due_at": rfc3339(due),
-                "reason": "explanation not reliable enough to show: "
-                          + "; ".join(quality["verdict"]["why"])}
+                "kind": "human_review", "channel": gate,
+                "requested_by": f"system:{'reason-check' if violations else 'explanation-quality'}",
+                "due_at": rfc3339(due),
+                "reason": ("principal reasons failed the truth check: " if violations else
+                           "explanation not reliable enough to show: ") + "; ".join(why)}
         if matches is not None and served.anchors is not None:
             body["anchors"] = {"library": served.anchors.version,
                                "matches": [m.to_dict() for m in matches],

@@ -4,8 +4,10 @@ from xai_sandbox.semantics.reasons import (
     Reason,
     ReasonCatalogue,
     ReasonSet,
+    check_reasons,
     load_catalogue,
     principal_reasons,
 )
 
-__all__ = ["Reason", "ReasonCatalogue", "ReasonSet", "load_catalogue", "principal_reasons"]
+__all__ = ["Reason", "ReasonCatalogue", "ReasonSet", "check_reasons", "load_catalogue",
+           "principal_reasons"]
