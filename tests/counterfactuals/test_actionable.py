@@ -140,7 +140,11 @@ def check_option_set(c: Case, cfs: CounterfactualSet, *, caps: Mapping[str, floa
                     assert change.after > change.before
                 if np.all(np.mod(column, 1) == 0):
                     assert float(change.after).is_integer()
-            elif spec.name in c.order:   # only up the order, between listed codes
+            else:   # a code some training applicant has
+                codes = spec.category_codes()
+                onehot = c.train[:, list(cols[spec.name])]
+                assert onehot[:, codes.index(change.after)].sum() > 0
+            if spec.kind == "categorical" and spec.name in c.order:   # only up the order
                 order = c.order[spec.name]
                 assert change.before in order and change.after in order
                 assert order.index(change.after) > order.index(change.before)

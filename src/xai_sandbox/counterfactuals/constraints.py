@@ -4,8 +4,9 @@ A counterfactual is only useful to a person if they could act on it and if it de
 someone the training data actually shows. :class:`ActionConstraints` holds, per numeric
 feature, the range a new value must stay within (by default the training data's 1st-99th
 percentile, inside the schema's bounds) and a cap on the relative change (by default 50%
-of the current value); per categorical feature, optionally, the order of its codes from
-worst to best, so a change may only move towards a better code; and the training profile
+of the current value); per categorical feature, the codes training rows have (no change
+reaches an unseen one) and, optionally, the order of its codes from worst to best, so a
+change may only move towards a better code; and the training profile
 whose out-of-distribution score every option is checked against. It also keeps the
 encoded training rows (and, where known, their outcomes), so an option's distance to the
 nearest real applicants with the desired outcome can be reported.
@@ -61,6 +62,9 @@ class ActionConstraints:
         Categorical feature -> its codes from worst to best. A change of such a feature
         must move to a strictly better listed code; codes not listed are neither left nor
         reached. Categorical features without an order may switch to any code.
+    seen:
+        Categorical feature -> the codes some training row has: a change never reaches a
+        code the training data does not show.
     profile:
         The out-of-distribution profile every option is scored with.
     max_ood_score:
@@ -82,6 +86,7 @@ class ActionConstraints:
     scale: Mapping[str, float]
     max_relative_change: Mapping[str, float]
     category_order: Mapping[str, tuple[str, ...]]
+    seen: Mapping[str, frozenset[str]]
     profile: TrainingProfile
     reference: np.ndarray
     outcomes: np.ndarray | None = None
@@ -159,6 +164,10 @@ class ActionConstraints:
             raise InvalidInputError("profile", f"must describe {width} columns",
                                     profile.mean.shape)
         index = dict(zip(schema.names, schema.groups, strict=True))
+        seen = {f.name: frozenset(c for c, n in zip(f.category_codes(),
+                                                    X[:, list(index[f.name])].sum(axis=0),
+                                                    strict=True) if n > 0)
+                for f in schema.features if f.kind == "categorical"}
         low, high, typical, integral, scale = {}, {}, {}, {}, {}
         for spec in numeric:
             column = X[:, index[spec.name][0]]
@@ -170,7 +179,8 @@ class ActionConstraints:
             integral[spec.name] = bool(np.all(np.mod(column, 1) == 0))
             scale[spec.name] = float(np.std(column)) or 1.0
         return cls(low=low, high=high, typical=typical, integral=integral, scale=scale,
-                   max_relative_change=caps, category_order=order, profile=profile,
+                   max_relative_change=caps, category_order=order, seen=seen,
+                   profile=profile,
                    reference=X, outcomes=labels, max_ood_score=float(max_ood_score),
                    neighbours=int(neighbours),
                    percentiles=(float(percentiles[0]), float(percentiles[1])))
@@ -195,11 +205,13 @@ class ActionConstraints:
         return low, high
 
     def category_allowed(self, feature: str, before: str, after: str) -> bool:
-        """Whether switching ``feature`` from ``before`` to ``after`` moves towards better
-        (always true for a feature without an order)."""
+        """Whether switching ``feature`` from ``before`` to ``after`` is allowed: to a code
+        some training row has, and towards better where the feature has an order."""
+        if before == after or after not in self.seen.get(feature, ()):
+            return False
         order = self.category_order.get(feature)
         if order is None:
-            return before != after
+            return True
         return before in order and after in order and order.index(after) > order.index(before)
 
     def to_dict(self) -> dict[str, Any]:

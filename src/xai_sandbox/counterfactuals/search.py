@@ -8,7 +8,8 @@ be approved. Numeric values keep the data's granularity (whole numbers stay whol
 With training data (``data``, or :class:`ActionConstraints` built from it) every option is
 one a person could act on: each changed number stays within the training data's 1st-99th
 percentile and within a relative cap of its current value (50% by default, per feature),
-a categorical feature with an order only moves to a better code, and every option carries
+a categorical feature only moves to a code training rows have and, where it has an order,
+to a better one, and every option carries
 its out-of-distribution score and is dropped when it is implausible (above the profile's
 limit and above the applicant's own score). Options are minimal: a change that can be
 undone without losing the outcome is undone, and an option whose changed features include
