@@ -157,3 +157,48 @@ def test_search_refuses_bad_paging(store: Store) -> None:
             store.search_decisions(**kwargs)
         assert err.value.parameter == parameter
     assert json.dumps(store.search_decisions()[0]) == "[]"
+
+
+def _verify_facets(store: Store) -> Any:
+    from xai_sandbox.audit.verify import verify_log
+
+    return verify_log(store.engine, store.keys.verifiers(), store.log.origin)
+
+
+def test_verify_rebuilds_the_facets_the_writes_kept(store: Store) -> None:
+    truth = _fill(store, 24)
+    report = _verify_facets(store)
+    assert report.ok, report.problems
+    assert report.facets == 24
+    # Overlapping requests of two kinds, the first decided last; a report that opens its
+    # own review; every one of them moves the facets as the log says.
+    first = truth[0]["id"]
+    contest, _ = store.request_review(first, "s0", "wrong income", kind="contest")
+    review, _ = store.request_review(first, "s0", "a human, please")
+    store.decide_review(contest, outcome="confirmed", reviewer="r", role="reviewer",
+                        rationale="checked")
+    required = {"requested_by": "system", "reason": "withheld", "kind": "human_review",
+                "channel": "system", "due_at": "2026-04-01T00:00:00+00:00"}
+    store.record_report(truth[4]["id"], {**_report("low", False, []),
+                                         "review_required": required}, "r/1")
+    report = _verify_facets(store)
+    assert report.ok, report.problems
+    rows = {r["decision_id"]: r for r in store.search_decisions(limit=500)[0]}
+    assert rows[first]["review_status"] == "confirmed" and review
+    assert rows[truth[4]["id"]]["review_status"] == "pending"
+    assert rows[truth[4]["id"]]["reliability"] == "withheld"
+    # Purged decisions leave no facets, and none are expected.
+    store.purge(now=datetime.now(UTC) + timedelta(days=5000))
+    report = _verify_facets(store)
+    assert report.ok and report.facets == 0, report.problems
+
+
+def test_verify_names_an_edited_facet(store: Store) -> None:
+    truth = _fill(store, 6)
+    target = truth[2]["id"]
+    with store.writer.begin() as conn:
+        conn.execute(t.decision_facets.update().where(
+            t.decision_facets.c.decision_id == target).values(model_key="b@1"))
+    problem = _verify_facets(store).problems[0]
+    assert problem == (f"decision {target}: facet model_key is 'b@1', the logged records "
+                       "give 'a@1'")

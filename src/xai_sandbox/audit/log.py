@@ -49,7 +49,7 @@ from xai_sandbox.store.tables import (
     node_position,
 )
 
-__all__ = ["AuditLog", "Receipt", "check_receipt"]
+__all__ = ["AuditLog", "Receipt", "append_entries", "check_receipt"]
 
 
 def node_reader(conn: Connection) -> NodeReader:
@@ -68,6 +68,31 @@ def node_reader(conn: Connection) -> NodeReader:
             raise ProofError("log_nodes", "stored tree is missing nodes", missing[:3])
         return found
     return read
+
+
+def append_entries(conn: Connection, entries: Sequence[tuple[str, Mapping[str, Any]]]
+                   ) -> list[int]:
+    """Append (record id, entry) pairs inside ``conn``'s write transaction; their indexes.
+
+    Needs no signing key, so code that holds only the store's engine (principals and
+    keys) logs its changes in the transaction that makes them.
+    """
+    size = conn.execute(select(log_head.c.size).where(log_head.c.id == 1)
+                        .with_for_update()).scalar_one()
+    bodies = [canonical_json(dict(entry)) for _, entry in entries]
+    hashes = [leaf_hash(b) for b in bodies]
+    nodes = append_nodes(size, hashes, node_reader(conn))
+    now = datetime.now(UTC)
+    conn.execute(insert(log_entries), [
+        {"idx": size + i, "kind": entry["kind"], "record_id": record_id, "body": body,
+         "leaf_hash": h, "appended_at": now}
+        for i, ((record_id, entry), body, h) in enumerate(zip(entries, bodies, hashes,
+                                                              strict=True))])
+    conn.execute(insert(log_nodes), [{"node": node_key(lv, ix), "hash": h}
+                                     for (lv, ix), h in nodes.items()])
+    conn.execute(update(log_head).where(log_head.c.id == 1)
+                 .values(size=size + len(entries)))
+    return list(range(size, size + len(entries)))
 
 
 @dataclass(frozen=True)
@@ -163,22 +188,7 @@ class AuditLog:
     def append(self, conn: Connection, entries: Sequence[tuple[str, Mapping[str, Any]]]
                ) -> list[int]:
         """Append (record id, entry) pairs inside ``conn``'s transaction; their indexes."""
-        size = conn.execute(select(log_head.c.size).where(log_head.c.id == 1)
-                            .with_for_update()).scalar_one()
-        bodies = [canonical_json(dict(entry)) for _, entry in entries]
-        hashes = [leaf_hash(b) for b in bodies]
-        nodes = append_nodes(size, hashes, node_reader(conn))
-        now = datetime.now(UTC)
-        conn.execute(insert(log_entries), [
-            {"idx": size + i, "kind": entry["kind"], "record_id": record_id, "body": body,
-             "leaf_hash": h, "appended_at": now}
-            for i, ((record_id, entry), body, h) in enumerate(zip(entries, bodies, hashes,
-                                                                  strict=True))])
-        conn.execute(insert(log_nodes), [{"node": node_key(lv, ix), "hash": h}
-                                         for (lv, ix), h in nodes.items()])
-        conn.execute(update(log_head).where(log_head.c.id == 1)
-                     .values(size=size + len(entries)))
-        return list(range(size, size + len(entries)))
+        return append_entries(conn, entries)
 
     # ------------------------------------------------------------------ reads
     def size(self, conn: Connection | None = None) -> int:

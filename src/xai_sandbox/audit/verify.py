@@ -7,15 +7,23 @@
    or extra.
 4. Every checkpoint is signed by a trusted key, names this log, and its root is the root
    recomputed at its size; consecutive checkpoints are proven consistent.
+5. Who may do what: the state entries of principals and API keys, replayed in log order,
+   equal the principals and api_keys tables row by row; a row with no entry, a logged
+   record missing from its table, and the first field that differs are named.
+6. A review is pending exactly while the log holds no decision of it.
+7. The decisions' facets (what the decisions list filters on, what reviewers see) equal
+   the facets rebuilt from the logged records by the writes' own rules, in log order.
 
-The first problem found is reported with the entry it concerns.
+The first problem found is reported with the entry or record it concerns.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +39,14 @@ from xai_sandbox.audit.merkle import (
 )
 from xai_sandbox.audit.notes import NoteError, Verifier, parse_checkpoint, verify_note
 from xai_sandbox.store import tables as t
-from xai_sandbox.store.entries import ENTRY_BUILDERS, KIND_TABLE
+from xai_sandbox.store.entries import (
+    ENTRY_BUILDERS,
+    KIND_TABLE,
+    STATE_BUILDERS,
+    STATE_ID,
+    rfc3339,
+)
+from xai_sandbox.store.store import _decision_facets, report_facets
 
 __all__ = ["VerifyReport", "verify_log"]
 
@@ -43,6 +58,9 @@ class VerifyReport:
     entries: int = 0
     nodes: int = 0
     checkpoints: int = 0
+    principals: int = 0
+    api_keys: int = 0
+    facets: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -64,6 +82,8 @@ def _records(conn: Connection, page: Sequence[Any]) -> dict[str, Mapping[str, An
     """The records a page of entries refers to, keyed 'table:id'."""
     wanted: dict[str, list[str]] = {}
     for row in page:
+        if row.kind in STATE_BUILDERS:  # replayed against the tables after the scan
+            continue
         table, _, rid = row.record_id.partition(":")
         wanted.setdefault(table, []).append(rid)
     found: dict[str, Any] = {}
@@ -82,44 +102,104 @@ def _records(conn: Connection, page: Sequence[Any]) -> dict[str, Mapping[str, An
 Progress = Callable[[int, int], None]
 
 
+@dataclass
+class _Scan:
+    """What a scan of entries [start, end) found: the leaf hashes up to the first problem,
+    that problem, and what the checks after the tree need, in log order."""
+
+    leaves: list[bytes] = field(default_factory=list)
+    problem: str | None = None
+    states: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    # ("set", decision, facets) | ("update", decision, some facets) | ("drop", decision, None)
+    facets: list[tuple[str, str, Any]] = field(default_factory=list)
+    decided: list[str] = field(default_factory=list)  # reviews with a logged decision
+
+
+def _state(row: Any, body: bytes) -> dict[str, Any] | None:
+    """The state entry in ``body`` when it is one of ``row``'s kind and record, else None."""
+    try:
+        entry = json.loads(body)
+    except ValueError:
+        return None
+    if (not isinstance(entry, dict) or entry.get("kind") != row.kind
+            or row.record_id != f"{KIND_TABLE[row.kind]}:{entry.get(STATE_ID[row.kind])}"
+            or canonical_json(entry) != body):
+        return None
+    return entry
+
+
+def _facet_events(kind: str, record: Mapping[str, Any], found: _Scan) -> None:
+    """How an entry's (verified) record moves its decision's facets, as the writes do."""
+    if kind == "decision_recorded":
+        facets = _decision_facets(record)
+        facets["model_key"] = sys.intern(facets["model_key"])
+        facets["outcome"] = sys.intern(facets["outcome"])
+        found.facets.append(("set", record["id"], tuple(facets[c] for c in _FACETS)))
+    elif kind == "explanation_generated":
+        found.facets.append(("update", record["decision_id"],
+                             report_facets(json.loads(bytes(record["body"])))))
+    elif kind == "review_requested":
+        found.facets.append(("update", record["decision_id"], {"review_status": "pending"}))
+    elif kind == "review_decided":
+        found.facets.append(("update", record["decision_id"],
+                             {"review_status": record["status"]}))
+        found.decided.append(record["id"])
+    elif kind == "record_purged" and record["record_type"] == "decisions":
+        found.facets.append(("drop", record["record_id"], None))
+
+
 def _scan(conn: Connection, start: int, end: int, purged: frozenset[str],
-          progress: Progress | None = None) -> tuple[list[bytes], str | None]:
+          progress: Progress | None = None) -> _Scan:
     """Check entries [start, end): numbering, leaf hashes, and bodies against records.
 
-    Returns their leaf hashes (up to the first problem) and the first problem, if any;
     ``progress(entries checked, entries in all)`` is called after each page.
     """
-    leaves: list[bytes] = []
+    found = _Scan()
+    leaves = found.leaves
     expected = start
     for page in _pages(conn, start, end):
         records = _records(conn, page)
         for row in page:
             where = f"entry {row.idx} ({row.kind} {row.record_id})"
             if row.idx != expected:
-                return leaves, f"entry {expected}: missing (next stored entry is {row.idx})"
+                found.problem = f"entry {expected}: missing (next stored entry is {row.idx})"
+                return found
             expected += 1
             body = bytes(row.body)
             if hashlib.sha256(b"\x00" + body).digest() != bytes(row.leaf_hash):
-                return leaves, f"{where}: leaf hash is not SHA-256(0x00 || body)"
+                found.problem = f"{where}: leaf hash is not SHA-256(0x00 || body)"
+                return found
+            if row.kind in STATE_BUILDERS:
+                state = _state(row, body)
+                if state is None:
+                    found.problem = f"{where}: body is not a state entry of its kind and record"
+                    return found
+                found.states.append((row.idx, state))
+                leaves.append(bytes(row.leaf_hash))
+                continue
             builder = ENTRY_BUILDERS.get(row.kind)
             if builder is None or KIND_TABLE[row.kind] != row.record_id.partition(":")[0]:
-                return leaves, f"{where}: unknown kind or wrong record table"
+                found.problem = f"{where}: unknown kind or wrong record table"
+                return found
             record = records.get(row.record_id)
             if record is None:
                 if row.record_id not in purged:
-                    return leaves, f"{where}: record is missing and no purge was logged"
+                    found.problem = f"{where}: record is missing and no purge was logged"
+                    return found
             elif canonical_json(builder(record)) != body:
-                return leaves, f"{where}: stored record does not match its log entry"
+                found.problem = f"{where}: stored record does not match its log entry"
+                return found
+            else:
+                _facet_events(row.kind, record, found)
             leaves.append(bytes(row.leaf_hash))
         if progress is not None:
             progress(expected, end)
     if expected != end:
-        return leaves, f"entry {expected}: missing (the log head counts {end} or more)"
-    return leaves, None
+        found.problem = f"entry {expected}: missing (the log head counts {end} or more)"
+    return found
 
 
-def _scan_url(url: str, start: int, end: int, purged: frozenset[str]
-              ) -> tuple[list[bytes], str | None]:
+def _scan_url(url: str, start: int, end: int, purged: frozenset[str]) -> _Scan:
     """:func:`_scan` in a worker process, on its own connection."""
     from xai_sandbox.store.store import make_engine
 
@@ -160,11 +240,11 @@ def verify_log(engine: Engine, verifiers: list[Verifier], origin: str,
                                       [purged] * workers))
         else:
             parts = [_scan(conn, 0, head, purged, progress)]
-        for leaves, problem in parts:
-            tree.extend(leaves)
-            if problem is not None:
+        for scanned in parts:
+            tree.extend(scanned.leaves)
+            if scanned.problem is not None:
                 report.entries = tree.size
-                report.fail(problem)
+                report.fail(scanned.problem)
                 return report
         report.entries = tree.size
         if progress is not None:
@@ -187,6 +267,12 @@ def verify_log(engine: Engine, verifiers: list[Verifier], origin: str,
             return report
         report.nodes = seen
         _check_checkpoints(conn, tree, verifiers, origin, report)
+        if report.ok:
+            _check_accounts(conn, [s for p in parts for s in p.states], report)
+        if report.ok:
+            _check_reviews(conn, {r for p in parts for r in p.decided}, report)
+        if report.ok:
+            _check_facets(conn, [e for p in parts for e in p.facets], report)
     return report
 
 
@@ -217,3 +303,94 @@ def _check_checkpoints(conn: Connection, tree: MemoryTree, verifiers: list[Verif
                 return
         prev = (cp.size, cp.root)
         report.checkpoints += 1
+
+
+# Columns of a state entry's fields, where they differ; fields whose values may be shown.
+_COLUMN = {"name_sha256": "name", "label_sha256": "label", "key_id": "id"}
+_SHOWN = {"roles", "disabled", "created_at", "revoked_at", "principal_id"}
+
+
+def _check_accounts(conn: Connection, states: list[tuple[int, dict[str, Any]]],
+                    report: VerifyReport) -> None:
+    """Replay the principals' and keys' state entries and compare the tables with them."""
+    for kind, table, what in (("principal_recorded", t.principals, "principal"),
+                              ("api_key_recorded", t.api_keys, "api key")):
+        last: dict[str, tuple[int, dict[str, Any]]] = {}  # in order of first entry
+        for idx, entry in states:
+            if entry["kind"] == kind:
+                last[entry[STATE_ID[kind]]] = (idx, entry)
+        rows = {r["id"]: dict(r) for r in conn.execute(select(table)).mappings()}
+        for record_id, (idx, entry) in last.items():
+            row = rows.pop(record_id, None)
+            if row is None:
+                report.fail(f"{what} {record_id}: logged (entry {idx}) but missing from "
+                            f"the {table.name} table")
+                return
+            name = f"{what} {record_id}" + (f" ({row['name']})" if "name" in row else "")
+            logged = {k: v for k, v in entry.items() if k not in ("kind", "change", "at")}
+            held = STATE_BUILDERS[kind](row)
+            for key in [*logged, *(k for k in held if k not in logged)]:
+                if logged.get(key) != held.get(key):
+                    column = _COLUMN.get(key, key)
+                    verb = "differ" if column.endswith("s") else "differs"
+                    shown = (f" (log: {logged.get(key)!r}; table: {held.get(key)!r})"
+                             if key in _SHOWN else "")
+                    report.fail(f"{name}: {column} {verb} from the log (entry {idx}){shown}")
+                    return
+        for record_id, row in rows.items():
+            name = f"{what} {record_id}" + (f" ({row['name']})" if "name" in row else "")
+            report.fail(f"{name}: has no log entry")
+            return
+        if table is t.principals:
+            report.principals = len(last)
+        else:
+            report.api_keys = len(last)
+
+
+def _check_reviews(conn: Connection, decided: set[str], report: VerifyReport) -> None:
+    """A review is pending exactly while no decision of it is logged."""
+    for review_id, status in conn.execute(select(t.reviews.c.id, t.reviews.c.status)
+                                          .order_by(t.reviews.c.requested_at)):
+        if (status == "pending") == (review_id in decided):
+            rule = "is decided in the log" if status == "pending" else "has no logged decision"
+            report.fail(f"review {review_id}: status {status!r} but it {rule}")
+            return
+
+
+_FACETS = ("model_key", "decided_at", "outcome", "adverse", "anchor_hits", "reliability",
+           "review_status")
+
+
+def _check_facets(conn: Connection, events: list[tuple[str, str, Any]],
+                  report: VerifyReport) -> None:
+    """Rebuild every decision's facets from the logged records, in log order, and compare
+    them with the decision_facets table row by row."""
+    rebuilt: dict[str, list[Any]] = {}
+    for op, decision_id, values in events:
+        if op == "set":
+            rebuilt[decision_id] = list(values)
+        elif op == "drop":
+            rebuilt.pop(decision_id, None)
+        elif decision_id in rebuilt:
+            for column, value in values.items():
+                rebuilt[decision_id][_FACETS.index(column)] = value
+    f = t.decision_facets
+    count = 0
+    result = conn.execute(select(f.c.decision_id, *(f.c[c] for c in _FACETS))
+                          .order_by(f.c.decision_id))
+    for part in result.partitions(20_000):
+        for row in part:
+            expected = rebuilt.pop(row.decision_id, None)
+            if expected is None:
+                report.fail(f"decision {row.decision_id}: facets row of no logged decision")
+                return
+            for column, have, want in zip(_FACETS, row[1:], expected, strict=True):
+                if have != want and (column != "decided_at" or rfc3339(have) != rfc3339(want)):
+                    report.fail(f"decision {row.decision_id}: facet {column} is {have!r}, "
+                                f"the logged records give {want!r}")
+                    return
+            count += 1
+    for decision_id in rebuilt:
+        report.fail(f"decision {decision_id}: its facets row is missing")
+        return
+    report.facets = count

@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["ENTRY_BUILDERS", "KIND_TABLE", "rfc3339"]
+__all__ = ["ENTRY_BUILDERS", "KIND_TABLE", "STATE_BUILDERS", "STATE_ID", "rfc3339",
+           "state_entry"]
 
 
 def rfc3339(value: datetime | str | None) -> str | None:
@@ -132,6 +133,39 @@ ENTRY_BUILDERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "calibration_recorded": _calibration,
 }
 
+def _principal(row: Mapping[str, Any]) -> dict[str, Any]:
+    # The name enters as its hash (a subject's login may be personal data); the subject
+    # reference is already the peppered HMAC the decisions carry.
+    return {"principal_id": row["id"], "name_sha256": _sha(row["name"]),
+            "roles": str(row["roles"]).split(","), "subject_ref": row["subject_ref"],
+            "disabled": bool(row["disabled"]), "created_at": rfc3339(row["created_at"])}
+
+
+def _api_key(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"key_id": row["id"], "principal_id": row["principal_id"],
+            "secret_sha256": row["secret_sha256"], "label_sha256": _sha(row["label"]),
+            "created_at": rfc3339(row["created_at"]), "revoked_at": rfc3339(row["revoked_at"])}
+
+
+# Records that change (who may do what): each change logs the record's whole state after
+# it, and verification replays those entries to the state the table must hold now.
+STATE_BUILDERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "principal_recorded": _principal,
+    "api_key_recorded": _api_key,
+}
+# The field of a state entry that holds its record's id.
+STATE_ID: dict[str, str] = {"principal_recorded": "principal_id", "api_key_recorded": "key_id"}
+
+
+def state_entry(kind: str, row: Mapping[str, Any], change: str,
+                at: datetime | str) -> dict[str, Any]:
+    """The entry of a change to a principal or key: the change (``created``,
+    ``roles_changed``, ``disabled``, ``enabled``, ``revoked``, or ``existing`` when
+    migration 0005 logged a record made before these entries), its time, and the
+    record's state after it."""
+    return {"kind": kind, "change": change, "at": rfc3339(at), **STATE_BUILDERS[kind](row)}
+
+
 # The table whose row each kind of entry is rebuilt from (keyed by that table's id).
 KIND_TABLE: dict[str, str] = {
     "model_registered": "models", "decision_recorded": "decisions",
@@ -140,4 +174,5 @@ KIND_TABLE: dict[str, str] = {
     "review_step": "review_events", "alert_raised": "alerts",
     "payload_erased": "erasures", "record_purged": "purges",
     "adhoc_explanation": "adhoc_explanations", "calibration_recorded": "calibrations",
+    "principal_recorded": "principals", "api_key_recorded": "api_keys",
 }
