@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
+import math
+import re
+import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -44,7 +49,7 @@ from xai_sandbox.store.store import Store
 if TYPE_CHECKING:
     from xai_sandbox.service.console import Verifications
 
-__all__ = ["Runtime", "create_app"]
+__all__ = ["Runtime", "StrictJSONRoute", "create_app"]
 
 log = logging.getLogger("xai_sandbox.service")
 
@@ -132,6 +137,96 @@ async def _too_large(limit: int, send: Send) -> None:
     await send({"type": "http.response.body", "body": body.body})
 
 
+class _OutOfRange(str):
+    """A JSON number that no float holds (NaN, an infinity, 1e999), kept as its text."""
+
+
+def _finite_int(text: str) -> int | _OutOfRange:
+    if len(text) > 400:  # beyond any float, and int() refuses more than 4300 digits
+        return _OutOfRange(text)
+    number = int(text)
+    return number if abs(number) <= sys.float_info.max else _OutOfRange(text)
+
+
+def _finite_float(text: str) -> float | _OutOfRange:
+    number = float(text)
+    return number if math.isfinite(number) else _OutOfRange(text)
+
+
+MAX_JSON_DEPTH = 64
+
+
+def strict_json(raw: bytes) -> Any:
+    """``raw`` parsed as JSON, refusing what Python's parser takes but JSON has not or the
+    service cannot store: NaN and infinities (literal, or as 1e999), numbers beyond the
+    float range, text with unpaired surrogates or NUL characters, and nesting deeper than
+    :data:`MAX_JSON_DEPTH`. The error names the field by its path (422)."""
+    try:
+        value = json.loads(raw, parse_constant=_OutOfRange, parse_float=_finite_float,
+                           parse_int=_finite_int)
+    except UnicodeDecodeError as exc:
+        raise _bad_body([], "must be UTF-8 JSON", f"byte {exc.start}") from None
+    except RecursionError:
+        raise _bad_body([], f"must nest at most {MAX_JSON_DEPTH} levels", "deeper") from None
+    stack: list[tuple[list[str | int], Any]] = [([], value)]
+    while stack:
+        loc, item = stack.pop()
+        if len(loc) > MAX_JSON_DEPTH:
+            raise _bad_body(loc[:MAX_JSON_DEPTH], f"must nest at most {MAX_JSON_DEPTH} levels",
+                            "deeper")
+        if isinstance(item, _OutOfRange):
+            raise _bad_body(loc, "must be a finite number (no NaN or infinity; at most "
+                                 "1.8e308 in magnitude)", str(item)[:40])
+        if isinstance(item, str):
+            _check_text(loc, item)
+        elif isinstance(item, dict):
+            for key, v in item.items():
+                _check_text([*loc, key], key)
+                stack.append(([*loc, key], v))
+        elif isinstance(item, list):
+            stack.extend(([*loc, i], v) for i, v in enumerate(item))
+    return value
+
+
+def _check_text(loc: list[str | int], text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad_body(loc, "must be Unicode text (no unpaired surrogate)",
+                        text[:40]) from None
+    if "\x00" in text:
+        raise _bad_body(loc, "must not contain NUL characters", text[:40])
+
+
+def _bad_body(loc: list[str | int], rule: str, value: str) -> HTTPException:
+    # An HTTPException: FastAPI lets it through its body parsing (any other error there
+    # becomes a 400 that names nothing).
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    exc = InvalidInputError(where or "body", rule, _json_value(value))
+    return HTTPException(422, detail=[{
+        "loc": ["body", *map(_json_value, loc)], "msg": rule, "type": "InvalidInputError",
+        "value": exc.value, "message": clean_message(str(exc))}])
+
+
+class _StrictJSONRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = strict_json(await self.body())
+        return self._json
+
+
+class StrictJSONRoute(APIRoute):
+    """A route whose JSON body is parsed by :func:`strict_json`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            return await handler(_StrictJSONRequest(request.scope, request.receive))
+
+        return handle
+
+
 class Observed:
     """Request count and latency per route (Prometheus), and headers every answer
     carries; a plain ASGI middleware (no per-request task or body copy)."""
@@ -166,12 +261,28 @@ class Observed:
 
 
 def _error(status: int, exc: InvalidInputError | UnsupportedModelError) -> JSONResponse:
-    detail: Any = str(exc)
+    detail: Any = clean_message(str(exc))
     if status == 422:
-        detail = [{"loc": ["body", *exc.parameter.split(".")], "msg": exc.rule,
+        detail = [{"loc": ["body", *exc.parameter.split(".")], "msg": clean_message(exc.rule),
                    "type": type(exc).__name__, "value": _json_value(exc.value),
-                   "message": str(exc)}]
+                   "message": detail}]
     return JSONResponse({"detail": detail}, status_code=status)
+
+
+# A native library's message (XGBoost's, say) carries a log prefix with the source file, a
+# stack trace with the paths of shared libraries, and lines drawn as a caret diagram.
+_NATIVE_PREFIX = re.compile(r"\[\d{2}:\d{2}:\d{2}\] [^\s:]+:\d+: ")
+_NATIVE_TRACE = re.compile(r"\s*Stack trace:(?:\s*\[bt\][^\n]*)*\s*")
+_PATH = re.compile(r"(?<![\w.~])(?:/[\w.+@~-]+){2,}/?")
+
+
+def clean_message(text: str) -> str:
+    """``text`` fit for an answer: one line, without a native stack trace, server paths
+    or unpaired surrogates (which are not JSON)."""
+    text = _NATIVE_TRACE.sub("", _NATIVE_PREFIX.sub("", text))
+    text = _PATH.sub("<path>", text)
+    text = " ".join(text.split())
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _handler(status: int) -> Any:
@@ -189,15 +300,20 @@ def _console(request: Request) -> bool:
 def _console_error(request: Request, status: int, message: str) -> Response:
     from xai_sandbox.service.console import error_page
 
-    return error_page(request, status, message)
+    return error_page(request, status, clean_message(message))
 
 
 def _json_value(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
+    """``value`` as JSON can hold it: a non-finite number as its repr, text cleaned."""
+    if value is None or isinstance(value, bool | int):
         return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        return clean_message(value)
     if isinstance(value, list | tuple):
-        return [_json_value(v) for v in value][:20]
-    return repr(value)[:200]
+        return [_json_value(v) for v in value[:20]]
+    return clean_message(repr(value)[:200])
 
 
 def create_app(settings: Settings | None = None, *, start_workers: bool = True) -> FastAPI:

@@ -30,7 +30,7 @@ from xai_sandbox.models.schema import LOCALES
 from xai_sandbox.monitor.alerts import acknowledge, list_alerts
 from xai_sandbox.reports.render import render_html, render_json, render_pdf
 from xai_sandbox.service import metrics
-from xai_sandbox.service.app import Runtime
+from xai_sandbox.service.app import Runtime, StrictJSONRoute
 from xai_sandbox.service.schemas import (
     ERROR_RESPONSES,
     DecisionRequest,
@@ -43,7 +43,8 @@ from xai_sandbox.service.schemas import (
 from xai_sandbox.store.accounts import Principal
 from xai_sandbox.store.entries import rfc3339
 
-router = APIRouter(responses=ERROR_RESPONSES)
+# Bodies are parsed strictly: NaN, infinities and unstorable text are 422 naming the field.
+router = APIRouter(responses=ERROR_RESPONSES, route_class=StrictJSONRoute)
 PUBLIC: dict[str, Any] = {"security": []}  # openapi_extra of the routes that need no key
 
 STAFF = ("operator", "reviewer", "compliance_officer", "auditor", "admin")

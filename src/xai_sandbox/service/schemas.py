@@ -3,14 +3,26 @@ shows."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+)
 
 __all__ = ["ERROR_RESPONSES", "DecisionRequest", "ErrorBody", "ExplainRequest", "ModelRequest",
            "ReviewDecision", "ReviewRequest"]
 
-Scalar = str | int | float
+# Strict: JSON ``true`` is never read as 1, nor "12" as 12. A boolean passes here so that
+# the feature schema refuses it naming the feature ("features.duration: must be a number").
+FiniteFloat = Annotated[float, Strict(), AllowInfNan(False)]
+Scalar = StrictBool | StrictInt | FiniteFloat | StrictStr
 
 GERMAN_CREDIT_EXAMPLE: dict[str, Any] = {
     "checking_status": "A12", "duration": 48, "credit_history": "A32", "purpose": "A43",
@@ -97,7 +109,7 @@ class ExplainRequest(_Strict):
 
     model_id: str = Field(pattern=_ID)
     version: str | None = Field(default=None, pattern=_ID)
-    input: dict[str, Scalar] | list[float] = Field(
+    input: dict[str, Scalar] | list[FiniteFloat] = Field(
         description="feature name -> value, or the encoded columns in schema order")
     method: str = Field(default="tree_shap", max_length=64)
     target: str | None = Field(default=None, max_length=128)
