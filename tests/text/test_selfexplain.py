@@ -20,7 +20,7 @@ from sklearn.metrics import average_precision_score
 
 import tiny_selfexplain as ts
 from tiny import KEYWORD, keyword_classifier, keyword_data
-from xai_sandbox.errors import InvalidInputError
+from xai_sandbox.errors import InvalidInputError, UnsupportedModelError
 from xai_sandbox.explainers.explanation import Explanation
 from xai_sandbox.text.model import TextModel
 from xai_sandbox.text.selfexplain import (
@@ -33,8 +33,10 @@ from xai_sandbox.text.selfexplain import (
     build_prompt,
     check_self_explanation,
     comprehensiveness,
+    constrained_answerer,
     delete_spans,
     evidence_mask,
+    parse_rate,
     parse_self_explanation,
     self_explanation_schema,
     sufficiency,
@@ -398,12 +400,74 @@ def test_causal_lm_path_attributes_the_input_text_only(lm: TextModel) -> None:
 
 def test_causal_lm_greedy_answer_is_parsed_and_failures_recorded(lm: TextModel) -> None:
     report = check_self_explanation(lm, "the bank was slow", ("slow", "fast"),
-                                    max_new_tokens=12)
+                                    max_new_tokens=12, decoding="greedy")
     assert report.answer.raw.startswith(ANSWER_PREFILL)       # the forced answer-first start
     assert not report.valid and report.answer.reason      # a random model writes no JSON
     assert summarise([report])["parse_failure_rate"] == 1.0
     with pytest.raises(InvalidInputError, match="labels"):
         LabelScorer(lm, ("fee", "fee fee"), "fee", "delete")   # one label begins the other
+
+
+def test_constrained_answers_of_a_random_model_parse_and_quote_whole_words(lm: TextModel
+                                                                         ) -> None:
+    """Constrained decoding: whatever the model's weights, the answer is the schema's JSON,
+    its label one of the labels and every quote a run of whole words of the text."""
+    labels = ("slow", "fast")
+    answer = constrained_answerer(lm, labels)
+    texts = keyword_data(8, seed=5)[0] + ["the bank's fee, again: late!", "x"]
+    for text in texts:
+        raw = answer(build_prompt(lm, text, labels).prompt)
+        got = parse_self_explanation(raw, text, labels)
+        assert got.valid, (raw, got.reason)
+        assert got.answer_first and 1 <= len(got.evidence) <= 3
+        assert got.hallucinated == () and got.confidence is not None
+        assert 0.0 <= got.confidence <= 1.0
+        jsonschema.validate(json.loads(raw), self_explanation_schema(labels))
+        for quote in got.evidence:
+            start = text.index(quote)
+            end = start + len(quote)
+            assert start == 0 or not text[start - 1].isalnum() or not quote[0].isalnum()
+            assert end == len(text) or not (text[end - 1].isalnum() and text[end].isalnum())
+    # The same prompt, the same answer; a prompt without the text block is refused.
+    prompt = build_prompt(lm, texts[0], labels).prompt
+    assert answer(prompt) == answer(prompt)
+    with pytest.raises(InvalidInputError, match="prompt"):
+        answer("no text block here")
+    # An empty text (everything redacted): an empty evidence list, the label still read.
+    empty = json.loads(answer(build_prompt(lm, "", labels).prompt))
+    assert empty["evidence"] == [] and empty["label"] in labels
+
+
+def test_the_default_causal_lm_answer_is_constrained_and_checked(lm: TextModel,
+                                                                keyword: TextModel) -> None:
+    report = check_self_explanation(lm, "the bank was slow today", ("slow", "fast"),
+                                    n_steps=16, tolerance=0.5)
+    assert report.valid and report.answer.hallucinated == ()
+    assert report.evidence.any() and report.redaction is not None
+    with pytest.raises(InvalidInputError, match="decoding"):
+        check_self_explanation(lm, "the bank", ("slow", "fast"),
+                               decoding="beam")  # type: ignore[arg-type]
+    with pytest.raises(UnsupportedModelError, match="causal LM"):
+        constrained_answerer(keyword, LABELS)
+
+
+def test_parse_rate_counts_valid_answers_reasons_and_accuracy(lm: TextModel) -> None:
+    texts = ["the bank was slow", "a fast answer", "late fee"]
+    answers = iter([ts.answer_json("slow", ["bank"]), '{"label": "slow"',
+                    ts.answer_json("fast", ["moon"])])
+    got = parse_rate(lm, texts, ("slow", "fast"), answer=lambda prompt: next(answers),
+                     truth=["slow", "fast", "slow"])
+    assert got["n"] == 3 and got["n_valid"] == 2 and got["rate"] == pytest.approx(2 / 3)
+    assert got["failures"] == {"malformed JSON": 1} and got["decoding"] == "given"
+    assert got["labels"] == {"slow": 1, "fast": 1}
+    assert got["label_accuracy"] == pytest.approx(1 / 2)
+    assert got["answers_with_hallucination_rate"] == pytest.approx(1 / 2)
+    constrained = parse_rate(lm, texts, ("slow", "fast"))
+    assert constrained["rate"] == 1.0 and constrained["decoding"] == "constrained"
+    with pytest.raises(InvalidInputError, match="truth"):
+        parse_rate(lm, texts, ("slow", "fast"), truth=["slow"])
+    with pytest.raises(InvalidInputError, match="texts"):
+        parse_rate(lm, [], ("slow", "fast"))
 
 
 def test_no_hook_survives_a_failing_answer(keyword: TextModel) -> None:
