@@ -12,13 +12,15 @@ from xai_sandbox.errors import (
     NotDifferentiableError,
     UnknownMethodError,
 )
-from xai_sandbox.explainers import EXPLAINERS, Explanation, explain
+from xai_sandbox.explainers import EXPLAINERS, Explanation, explain, get_explainer
+from xai_sandbox.explainers.base import OUTPUT_SPACES
 from xai_sandbox.models import register
 
 IMAGE_ONLY = {"grad_cam", "grad_cam_pp"}
+# Parameters that keep the runs small; each one is used on the case's inputs (window and
+# patch would not be: the cases are tabular, and an unused parameter is refused).
 EXTRA = {"contrastive": {"foil": 0}, "smoothgrad": {"n_samples": 4},
-         "lime": {"n_samples": 60, "patch": 4}, "kernel_shap": {"n_samples": 40},
-         "occlusion": {"window": 4}}
+         "lime": {"n_samples": 60}, "kernel_shap": {"n_samples": 40}}
 
 
 def _lightgbm():
@@ -130,7 +132,8 @@ def test_unknown_method_lists_the_registered_ones():
 
 def test_unknown_parameter_is_a_typed_error():
     model, X, _ = _case("saliency")
-    with pytest.raises(InvalidInputError, match="integrated_gradients does not take"):
+    with pytest.raises(InvalidInputError, match=r"n_step: integrated_gradients does not take "
+                                                r"this parameter \(its parameters: \['n_steps'"):
         explain(model, X, method="integrated_gradients", n_step=3)
 
 
@@ -140,3 +143,176 @@ def test_gradient_methods_refuse_models_without_gradients(method):
     model, X, _ = _case("tree_shap")
     with pytest.raises(NotDifferentiableError, match="needs gradients"):
         explain(model, X, method=method, target=1)
+
+
+# ------------------------------------------------------------------ nothing silently ignored
+def _explainer(method):
+    return get_explainer(method, **EXTRA.get(method, {}))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_an_unknown_parameter_is_refused_by_name(method):
+    model, X, target = _case(method)
+    with pytest.raises(InvalidInputError, match=f"no_such_option: {method} does not take "
+                                                "this parameter") as info:
+        explain(model, X, method=method, target=target, no_such_option=1,
+                **EXTRA.get(method, {}))
+    assert info.value.parameter == "no_such_option" and info.value.value == 1
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("argument", ["baselines", "background"])
+def test_an_argument_is_either_used_or_refused(method, argument):
+    """Every method either reads baselines (background) -- and then a different one
+    changes its answer -- or refuses it with an error that names it."""
+    model, X, target = _case(method)
+    params = EXTRA.get(method, {})
+    rows = np.random.default_rng(9).normal(size=(8, *X.shape[1:])).astype(X.dtype)
+    one = {"baselines": rows[:1] + 0.5, "background": rows}[argument]
+    other = {"baselines": rows[1:2] - 0.5, "background": rows[4:] * 2.0}[argument]
+    if argument not in _explainer(method).uses():
+        with pytest.raises(InvalidInputError, match=f"{argument}: {method} does not use "
+                                                    f"{argument}") as info:
+            explain(model, X, method=method, target=target, random_state=0,
+                    **{argument: one}, **params)
+        assert info.value.parameter == argument
+        return
+    a = explain(model, X, method=method, target=target, random_state=0, **{argument: one},
+                **params)
+    b = explain(model, X, method=method, target=target, random_state=0, **{argument: other},
+                **params)
+    assert not np.allclose(a.values, b.values)
+
+
+def test_which_methods_read_baselines_and_background():
+    reads = {m: sorted(_explainer(m).uses()) for m in METHODS}
+    assert reads == {
+        "contrastive": ["baselines"],  # as its base, integrated_gradients, does
+        "deeplift": ["baselines"], "exact_shapley": ["background", "baselines"],
+        "grad_cam": [], "grad_cam_pp": [], "gradient_x_input": ["baselines"],
+        "integrated_gradients": ["baselines"], "kernel_shap": ["background", "baselines"],
+        "lime": ["baselines"], "lrp": [], "occlusion": ["baselines"], "saliency": [],
+        "smoothgrad": [],  # as its base, saliency, does
+        "tree_shap": ["background"]}
+
+
+@pytest.mark.parametrize(("method", "params", "named"), [
+    ("integrated_gradients", {"n_steps": 8, "tolerance": 0.1}, "tolerance"),
+    ("integrated_gradients", {"n_steps": 8, "max_steps": 64}, "max_steps"),
+    ("occlusion", {"window": 4}, "window"),
+    ("occlusion", {"stride": 2}, "stride"),
+    ("lime", {"patch": 4, "n_samples": 60}, "patch"),
+    ("smoothgrad", {"base_method": "integrated_gradients",
+                    "base_params": {"n_steps": 8, "tolerance": 0.1}}, "base_params.tolerance"),
+    ("smoothgrad", {"base_params": {"n_step": 8}}, "base_params.n_step"),
+    ("contrastive", {"foil": 0, "base_method": "saliency", "baselines": 0.5}, "baselines"),
+    ("smoothgrad", {"baselines": 0.5}, "baselines"),
+    ("saliency", {"background": np.zeros((2, 6), dtype=np.float32)}, "background"),
+])
+def test_a_parameter_this_run_would_not_use_is_refused(method, params, named):
+    model, X, target = _case(method)
+    with pytest.raises(InvalidInputError, match=f"^{named}: ") as info:
+        explain(model, X, method=method, target=target, **params)
+    assert info.value.parameter == named
+
+
+def test_shapley_baselines_next_to_a_background_are_refused():
+    model, X, _ = _case("exact_shapley")
+    bg = np.zeros((4, 6), dtype=np.float32)
+    with pytest.raises(InvalidInputError, match="baselines: exact_shapley averages over the "
+                                                "background"):
+        explain(model, X, method="exact_shapley", background=bg, baselines=bg[:1] + 1)
+    with_bg = register(make_mlp(), model_id="mlp", version="1", class_names=list("abc"),
+                       sample_shape=(6,), background=bg)
+    with pytest.raises(InvalidInputError, match=r"background \(the registered model's\)"):
+        explain(with_bg, X, method="kernel_shap", baselines=bg[:1] + 1, n_samples=40)
+    # Without a background the baselines are the rows averaged over.
+    e = explain(model, X, method="exact_shapley", target=1, baselines=bg[:1] + 1)
+    np.testing.assert_array_equal(e.baseline, bg[:1] + 1)
+
+
+def test_a_wrapper_names_an_unknown_base_method():
+    model, X, _ = _case("smoothgrad")
+    with pytest.raises(UnknownMethodError, match="base_method: must be one of"):
+        explain(model, X, method="smoothgrad", base_method="salency")
+
+
+def test_a_missing_required_parameter_is_named():
+    model, X, _ = _case("contrastive")
+    with pytest.raises(InvalidInputError, match="foil: is required by contrastive"):
+        explain(model, X, method="contrastive")
+
+
+def test_token_ig_refuses_the_adaptive_rule_parameters():
+    import torch
+
+    from xai_sandbox.models import TorchAdapter
+
+    model = torch.nn.Sequential(torch.nn.Embedding(12, 5), torch.nn.Flatten(),
+                                torch.nn.Linear(15, 2)).eval()
+    adapter = TorchAdapter(model, input_kind="tokens", embedding_layer="0", sample_shape=(3,))
+    with pytest.raises(InvalidInputError, match=r"tolerance: only the adaptive rule.*token"):
+        explain(adapter, np.array([[3, 7, 1]]), method="integrated_gradients", tolerance=0.1)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_method_that_does_not_sample_ignores_no_seed(method):
+    """random_state is accepted everywhere and recorded as the seed; where the method
+    does not sample, the seed cannot change the answer, and where it does, it does."""
+    model, X, target = _case(method)
+    params = EXTRA.get(method, {})
+    a = explain(model, X, method=method, target=target, random_state=1, **params)
+    b = explain(model, X, method=method, target=target, random_state=2, **params)
+    assert (a.seed, b.seed) == (1, 2)
+    if _explainer(method).stochastic():
+        assert not np.allclose(a.values, b.values)
+    else:
+        np.testing.assert_array_equal(a.values, b.values)
+
+
+def test_which_methods_sample():
+    assert sorted(m for m in METHODS if _explainer(m).stochastic()) == [
+        "kernel_shap", "lime", "smoothgrad"]
+    assert get_explainer("contrastive", foil=0, base_method="lime").stochastic()
+
+
+# ------------------------------------------------------------------ output spaces
+SPACES = {"tree_shap": "margin", "contrastive": "contrast"}  # the rest: the model's, logit
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_names_its_output_space(method, monkeypatch):
+    cls = EXPLAINERS[method]
+    results = []
+    original = cls.run
+
+    def spy(self, problem):
+        result = original(self, problem)
+        results.append(result)
+        return result
+
+    monkeypatch.setattr(cls, "run", spy)
+    model, X, target = _case(method)
+    e = explain(model, X, method=method, target=target, random_state=0, **EXTRA.get(method, {}))
+    assert results and results[0].output_space is not None  # explicit, not a fallback
+    assert e.output_space == SPACES.get(method, "logit") == results[0].output_space
+    assert e.output_space in OUTPUT_SPACES
+    assert Explanation.from_json(e.to_json()).output_space == e.output_space
+
+
+def test_the_documented_output_spaces():
+    assert set(OUTPUT_SPACES) == {"logit", "probability", "log_probability", "log_odds",
+                                  "margin", "output", "contrast"}
+    assert all(isinstance(v, str) and v for v in OUTPUT_SPACES.values())
+
+
+def test_a_model_in_an_undocumented_output_space_is_refused():
+    from xai_sandbox.errors import UnsupportedModelError
+    from xai_sandbox.models import TorchAdapter
+
+    X = np.zeros((2, 6), dtype=np.float32)
+    odd = TorchAdapter(make_mlp(), output_space="scores")
+    with pytest.raises(UnsupportedModelError, match=r"model\.output_space: must be one of"):
+        explain(odd, X, method="saliency")
+    log_odds = TorchAdapter(make_mlp(), output_space="log_odds")
+    assert explain(log_odds, X, method="saliency").output_space == "log_odds"

@@ -27,8 +27,98 @@ def test_saliency_and_gradient_x_input(linear):
     w = linear.weight.detach().numpy()
     sal = explain(linear, X, method="saliency", target=1)
     np.testing.assert_allclose(sal.values, np.abs(np.broadcast_to(w[1], X.shape)), rtol=1e-6)
+    signed = explain(linear, X, method="saliency", target=1, absolute=False)
+    np.testing.assert_allclose(signed.values, np.broadcast_to(w[1], X.shape), rtol=1e-6)
     gxi = explain(linear, X, method="gradient_x_input", target=2)
     np.testing.assert_allclose(gxi.values, X * w[2], rtol=1e-6)
+    assert gxi.baseline is None
+
+
+def test_saliency_says_it_is_the_absolute_gradient_by_default():
+    from typer.testing import CliRunner
+
+    from xai_sandbox.cli import app
+    from xai_sandbox.explainers import EXPLAINERS, available_methods
+
+    cls = EXPLAINERS["saliency"]
+    assert "absolute" in cls.__doc__ and "by default" in cls.__doc__
+    assert dict((n, s) for n, _, s in available_methods())["saliency"].startswith(
+        "absolute gradient |df/dx|")
+    out = CliRunner().invoke(app, ["methods"], env={"COLUMNS": "250"})
+    assert out.exit_code == 0
+    line = next(x for x in out.output.splitlines() if "saliency" in x)
+    assert "absolute gradient" in line and "by default" in line
+    with pytest.raises(InvalidInputError, match="absolute: must be true or false"):
+        explain(torch.nn.Linear(4, 2).eval(), X, method="saliency", absolute="no")
+
+
+def test_gradient_x_input_with_a_baseline_is_x_minus_b_times_the_gradient(linear):
+    w = linear.weight.detach().numpy()
+    e = explain(linear, X, method="gradient_x_input", target=2, baselines=B)
+    np.testing.assert_allclose(e.values, (X - B) * w[2], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(e.baseline, B)
+    # On a linear model it is complete: the attributions sum to f(x) - f(b).
+    out = linear(torch.as_tensor(X)).detach().numpy()[:, 2]
+    at_b = linear(torch.as_tensor(B)).detach().numpy()[:, 2]
+    np.testing.assert_allclose(e.values.sum(axis=1), out - at_b, rtol=1e-5)
+    # One baseline per row.
+    per_row = np.stack([B[0], -B[0]])
+    e = explain(linear, X, method="gradient_x_input", target=0, baselines=per_row)
+    np.testing.assert_allclose(e.values, (X - per_row) * w[0], rtol=1e-6, atol=1e-7)
+
+
+def test_gradient_x_input_from_zero_is_captums_input_x_gradient():
+    from captum.attr import InputXGradient
+
+    net = make_mlp()
+    rows = np.random.default_rng(4).normal(size=(5, 6)).astype(np.float32)
+    theirs = InputXGradient(net).attribute(torch.tensor(rows, requires_grad=True),
+                                           target=1).detach().numpy()
+    plain = explain(net, rows, method="gradient_x_input", target=1)
+    zero = explain(net, rows, method="gradient_x_input", target=1, baselines=0.0)
+    np.testing.assert_allclose(plain.values, theirs, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(zero.values, theirs, rtol=1e-6, atol=1e-7)
+    # The gradient is the input's, not the baseline's: on a ReLU network a baseline moves
+    # the multiplier only.
+    b = np.full((1, 6), 0.3, dtype=np.float32)
+    shifted = explain(net, rows, method="gradient_x_input", target=1, baselines=b)
+    grad = theirs / rows
+    np.testing.assert_allclose(shifted.values, (rows - b) * grad, rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_x_input_on_tokens_with_baseline_ids():
+    from xai_sandbox.models import TorchAdapter
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(12, 5), torch.nn.Flatten(),
+                                torch.nn.Linear(15, 2)).eval()
+    adapter = TorchAdapter(model, input_kind="tokens", embedding_layer="0", sample_shape=(3,))
+    ids, pad = np.array([[3, 7, 1], [4, 4, 9]]), np.array([[0, 0, 0]])
+    e = explain(adapter, ids, method="gradient_x_input", target=1, baselines=pad)
+    # Linear in the embedding: (emb(x) - emb(b)) * grad is exact, as IG is.
+    ig = explain(adapter, ids, method="integrated_gradients", target=1, baselines=pad)
+    np.testing.assert_allclose(e.values, ig.values, rtol=1e-4, atol=1e-6)
+    f = model(torch.as_tensor(ids)).detach().numpy()[:, 1]
+    f_b = model(torch.as_tensor(pad)).detach().numpy()[:, 1]
+    np.testing.assert_allclose(e.values.sum(axis=1), f - f_b, rtol=1e-5, atol=1e-6)
+    plain = explain(adapter, ids, method="gradient_x_input", target=1)
+    assert not np.allclose(plain.values, e.values)
+
+
+def test_estimators_are_explained_in_probability_space():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    Xs = rng.normal(size=(200, 4))
+    est = LogisticRegression().fit(Xs, (Xs[:, 0] > 0).astype(int))
+    for method, params in [("occlusion", {}), ("lime", {"n_samples": 60}),
+                           ("exact_shapley", {}), ("kernel_shap", {"n_samples": 40})]:
+        e = explain(est, Xs[:2], method=method, target=1, random_state=0,
+                    baselines=np.zeros((1, 4)), **params)
+        assert e.output_space == "probability", method
+    c = explain(est, Xs[:2], method="contrastive", target=1, foil=0,
+                base_method="occlusion", baselines=np.zeros((1, 4)))
+    assert c.output_space == "contrast" and c.parameters["contrast_of"] == "probability"
 
 
 def test_deeplift_on_a_linear_model_is_exact(linear):

@@ -4,11 +4,17 @@ Every method is a class registered under a name. Its constructor only stores par
 the work happens in :meth:`Explainer.run`, which receives a validated :class:`Problem` and
 returns a :class:`Result`. :func:`explain` validates everything at the boundary, runs the
 method, times it and wraps the result in an :class:`Explanation` with full provenance.
+
+No argument is silently ignored: a parameter the method does not have, or one it would not
+use on this input (``baselines`` for saliency, ``tolerance`` with a fixed ``n_steps``,
+``window`` on tabular occlusion), is an :class:`InvalidInputError` naming it. Every
+explanation says which output space its numbers are in, one of :data:`OUTPUT_SPACES`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -19,6 +25,7 @@ import numpy as np
 import torch
 
 from xai_sandbox.errors import (
+    ExplanationError,
     InvalidInputError,
     InvalidTargetError,
     NotDifferentiableError,
@@ -30,10 +37,29 @@ from xai_sandbox.models.adapters import InputKind, ModelAdapter, wrap
 from xai_sandbox.models.registry import RegisteredModel
 from xai_sandbox.models.schema import FeatureSchema
 
-__all__ = ["EXPLAINERS", "Explainer", "Problem", "Result", "available_methods", "explain",
-           "get_explainer", "register_explainer", "seeded"]
+__all__ = ["EXPLAINERS", "OUTPUT_SPACES", "Explainer", "Problem", "Result",
+           "available_methods", "explain", "get_explainer", "register_explainer", "seeded"]
 
 Requirement = Literal["gradients", "trees", "any"]
+
+OUTPUT_SPACES: Mapping[str, str] = {
+    "logit": "unnormalised class scores that a softmax turns into probabilities (the "
+             "default of a torch classifier)",
+    "probability": "class probabilities (a scikit-learn-API estimator's predict_proba)",
+    "log_probability": "log-probabilities of the classes or tokens",
+    "log_odds": "log(p / (1 - p)) of a binary outcome",
+    "margin": "a tree ensemble's raw score before its link function: the log-odds of "
+              "class 1 for a binary booster (class 0's is its negative), per-class "
+              "softmax inputs for a multiclass one",
+    "output": "the model's raw output where it is not a probability (regression, "
+              "decision scores)",
+    "contrast": "the difference of two outputs, target minus foil, in the model's space",
+}
+"""The output spaces an :class:`Explanation` can be in: the unit of its attributions and
+of ``prediction`` and ``expected_value``. A model adapter's ``output_space`` must be one."""
+
+#: The arguments of :func:`explain` that only some methods read (see ``Explainer.reads``).
+OPTIONAL_ARGUMENTS = ("baselines", "background")
 
 
 @dataclass(frozen=True)
@@ -50,6 +76,7 @@ class Problem:
     groups: tuple[tuple[int, ...], ...] | None
     group_names: tuple[str, ...] | None
     random_state: int | None
+    given: frozenset[str] = frozenset()  # of OPTIONAL_ARGUMENTS, those the caller passed
 
     @property
     def n(self) -> int:
@@ -88,7 +115,7 @@ class Result:
     delta: np.ndarray | None = None
     baseline: np.ndarray | None = None
     feature_names: tuple[str, ...] | None = None
-    output_space: str | None = None
+    output_space: str | None = None  # one of OUTPUT_SPACES; None: the model's own
     prediction: np.ndarray | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -96,18 +123,59 @@ class Result:
 class Explainer(ABC):
     """Base class of every explanation method.
 
-    Subclasses set ``name``, ``summary``, ``requires`` and ``input_kinds``, store their
-    parameters in ``__init__`` and implement :meth:`run`.
+    Subclasses set ``name``, ``summary``, ``requires``, ``input_kinds``, ``reads`` and
+    ``samples``, store their parameters in ``__init__`` and implement :meth:`run`, whose
+    :class:`Result` names its ``output_space``. Where a parameter matters only on some
+    inputs, :meth:`unused` says so.
+
+    Attributes
+    ----------
+    reads:
+        The optional arguments of :func:`explain` the method uses (``"baselines"``,
+        ``"background"``); passing another one is an error.
+    samples:
+        Whether the method draws random numbers, so that its result depends on
+        ``random_state``. Every method accepts ``random_state`` (it is recorded as the
+        explanation's ``seed``); one that does not sample gives the same values for
+        every seed.
     """
 
     name: ClassVar[str]
     summary: ClassVar[str]
     requires: ClassVar[Requirement] = "any"
     input_kinds: ClassVar[tuple[InputKind, ...]] = ("tabular", "image", "tokens")
+    reads: ClassVar[frozenset[str]] = frozenset()
+    samples: ClassVar[bool] = False
+    # The constructor parameters the caller gave by name (set by get_explainer).
+    _given: frozenset[str] = frozenset()
 
     def params(self) -> dict[str, Any]:
         """The constructor's parameters, JSON-safe, for provenance."""
         return {k: _json_safe(v) for k, v in vars(self).items() if not k.startswith("_")}
+
+    def uses(self) -> frozenset[str]:
+        """The optional arguments of :func:`explain` this method reads (wrappers: their
+        base method's)."""
+        return self.reads
+
+    def stochastic(self) -> bool:
+        """Whether this instance draws random numbers (wrappers: whether they or their
+        base method do)."""
+        return self.samples
+
+    def unused(self, problem: Problem) -> dict[str, str]:
+        """The arguments the caller gave that this run would not use, each with why.
+
+        The base rule covers the optional arguments of :func:`explain`; a method whose
+        own parameters matter only on some inputs adds them (see ``_unless``).
+        """
+        uses = self.uses()
+        return {arg: f"{self.name} does not use {arg}" + _WHO_READS[arg]
+                for arg in sorted(problem.given - uses)}
+
+    def _unless(self, condition: bool, names: Sequence[str], why: str) -> dict[str, str]:
+        """``{name: why}`` for each of ``names`` the caller gave, unless ``condition``."""
+        return {} if condition else {n: why for n in names if n in self._given}
 
     def check(self, adapter: ModelAdapter) -> None:
         """Raise a typed error if this method cannot run on ``adapter``."""
@@ -127,6 +195,15 @@ class Explainer(ABC):
     @abstractmethod
     def run(self, problem: Problem) -> Result:
         """Compute the attributions."""
+
+
+_WHO_READS = {
+    "baselines": " (methods with a reference input do: integrated_gradients, "
+                 "gradient_x_input, deeplift, occlusion, lime, and the Shapley methods "
+                 "without a background)",
+    "background": " (only the Shapley methods average over a background: exact_shapley, "
+                  "kernel_shap, tree_shap)",
+}
 
 
 def _json_safe(value: Any) -> Any:
@@ -155,15 +232,24 @@ def register_explainer(cls: type[Explainer]) -> type[Explainer]:
 
 
 def get_explainer(method: str, **params: Any) -> Explainer:
-    """Instantiate a registered explainer; unknown names list the valid ones."""
+    """Instantiate a registered explainer; unknown names list the valid ones, and a
+    parameter the method does not have is an error naming it."""
     cls = EXPLAINERS.get(method) if isinstance(method, str) else None
     if cls is None:
         raise UnknownMethodError("method", f"must be one of {sorted(EXPLAINERS)}", method)
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise InvalidInputError("params", f"{method} does not take these ({exc})",
-                                sorted(params)) from exc
+    signature = inspect.signature(cls)
+    known = list(signature.parameters)
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise InvalidInputError(unknown[0], f"{method} does not take this parameter (its "
+                                f"parameters: {known})", params[unknown[0]])
+    missing = [n for n, p in signature.parameters.items()
+               if p.default is inspect.Parameter.empty and n not in params]
+    if missing:
+        raise InvalidInputError(missing[0], f"is required by {method}", None)
+    explainer = cls(**params)
+    explainer._given = frozenset(params)
+    return explainer
 
 
 def available_methods() -> list[tuple[str, str, str]]:
@@ -246,11 +332,15 @@ def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
         registered model) or one index per row.
     baselines:
         Reference input(s): one row or one per input; defaults to the registered model's
-        reference row, else zeros.
+        reference row, else zeros. Only methods with a reference input take it
+        (``Explainer.reads``); ``gradient_x_input`` takes it only when given.
     background:
-        Rows that Shapley methods average over; defaults to the registered model's.
+        Rows that Shapley methods average over; defaults to the registered model's. Only
+        the Shapley methods take it.
     random_state:
-        Seed for methods that sample; the same seed gives the same result.
+        Seed for methods that sample; the same seed gives the same result. Every method
+        accepts it and records it as the explanation's ``seed``; one that does not
+        sample (``Explainer.samples``) gives the same values for every seed.
     feature_names:
         Column names (taken from the schema of a registered model).
     group_features:
@@ -262,7 +352,27 @@ def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
         schema); together they must cover every feature once.
     **params:
         Parameters of the method (``n_steps``, ``layer``, ``n_samples``, ...).
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the argument, for a parameter the method does not have and for an
+        argument it would not use on these inputs (``baselines`` for ``saliency``,
+        ``background`` outside the Shapley methods, ``tolerance`` with a fixed
+        ``n_steps``, ``window`` for occlusion of tabular features): nothing given is
+        silently ignored.
+    UnsupportedModelError
+        When the model's ``output_space`` is not one of :data:`OUTPUT_SPACES`.
+
+    The explanation's ``output_space`` says what its numbers are (see
+    :data:`OUTPUT_SPACES`): the model's own output space for most methods, ``"margin"``
+    for TreeSHAP of a booster, ``"contrast"`` for contrastive explanations.
     """
+    # The optional arguments the caller gave, before any default fills them in.
+    given = frozenset(name for name, value in (("baselines", baselines),
+                                               ("background", background))
+                      if value is not None)
+    passed = {"baselines": baselines, "background": background, **params}
     registered = model if isinstance(model, RegisteredModel) else None
     if registered is not None:
         adapter = registered.adapter
@@ -277,6 +387,9 @@ def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
         raise InvalidInputError("random_state", "must be a non-negative integer or None",
                                 random_state)
     explainer.check(adapter)
+    if adapter.output_space not in OUTPUT_SPACES:
+        raise UnsupportedModelError("model.output_space", f"must be one of "
+                                    f"{sorted(OUTPUT_SPACES)}", adapter.output_space)
     X = adapter.validate_inputs(inputs)
     base = _resolve_baselines(adapter, X, baselines, registered)
     if background is None and registered is not None:
@@ -304,18 +417,30 @@ def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
     problem = Problem(adapter=adapter, inputs=X, target=resolved, prediction=prediction,
                       baselines=base, background=bg, column_names=names,
                       groups=group_cols, group_names=group_names,
-                      random_state=random_state)
+                      random_state=random_state, given=given)
+    unused = explainer.unused(problem)
+    if unused:
+        name = sorted(unused)[0]
+        head, _, rest = name.partition(".")  # "base_params.tolerance" of a wrapper
+        value = passed.get(head)
+        raise InvalidInputError(name, unused[name], value.get(rest) if rest and isinstance(
+            value, Mapping) else value)
     started = time.perf_counter()
     with seeded(random_state):
         result = explainer.run(problem)
     wall = time.perf_counter() - started
+    # Every built-in method names its space; None (a plug-in's) means the model's own.
+    space = result.output_space if result.output_space is not None else adapter.output_space
+    if space not in OUTPUT_SPACES:
+        raise ExplanationError(f"{explainer.name}: the result's output_space must be one of "
+                               f"{sorted(OUTPUT_SPACES)}; got {space!r}")
 
     explanation = Explanation(
         method=explainer.name,
         values=result.values,
         target=resolved,
         prediction=result.prediction if result.prediction is not None else prediction,
-        output_space=result.output_space or adapter.output_space,
+        output_space=space,
         parameters={**explainer.params(), **result.extra},
         library_versions=library_versions(),
         wall_time_s=wall,

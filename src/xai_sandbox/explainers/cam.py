@@ -96,7 +96,8 @@ class GradCam(_CamBase):
             raise InvalidInputError("layer", "must output (n, channels, h, w) feature maps",
                                     f"{name}: {tuple(cam.shape)}")
         out = _upsample(cam.detach(), tuple(x.shape[-2:]), self.upsample)  # type: ignore[arg-type]
-        return Result(values=out.double().cpu().numpy(), extra={"layer": name})
+        return Result(values=out.double().cpu().numpy(),
+                      output_space=problem.adapter.output_space, extra={"layer": name})
 
 
 @register_explainer
@@ -122,7 +123,7 @@ class GradCamPlusPlus(_CamBase):
         cam = grad_cam_plus_plus_map(record.activation, record.gradient)
         values = _upsample(cam, tuple(x.shape[-2:]), self.upsample)  # type: ignore[arg-type]
         score = out.double()[torch.arange(problem.n), torch.as_tensor(problem.target)]
-        return Result(values=values.cpu().numpy(),
+        return Result(values=values.cpu().numpy(), output_space=problem.adapter.output_space,
                       extra={"layer": name,
                              "exp_score_factor": [float(np.exp(min(s, 700.0)))
                                                   for s in score.tolist()]})

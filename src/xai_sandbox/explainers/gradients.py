@@ -2,8 +2,12 @@
 
 Each class stores its parameters and hands the work to Captum; what is added here is the
 validation at the boundary, per-row targets, the convergence delta where the method has
-one, and for LRP a refusal of layers it cannot handle plus a conservation check, since
-Captum's LRP returns nonsense on unsupported architectures without a warning.
+one, a baseline for Gradient x Input when one is given, and for LRP a refusal of layers it
+cannot handle plus a conservation check, since Captum's LRP returns nonsense on
+unsupported architectures without a warning.
+
+All of them explain the model's output as it is (``output_space`` is the model's: logits
+for a torch classifier unless it was registered otherwise).
 """
 
 from __future__ import annotations
@@ -12,7 +16,14 @@ import warnings
 
 import numpy as np
 import torch
-from captum.attr import LRP, DeepLift, InputXGradient, LayerGradientXActivation, Saliency
+from captum.attr import (
+    LRP,
+    DeepLift,
+    InputXGradient,
+    LayerActivation,
+    LayerGradientXActivation,
+    Saliency,
+)
 
 from xai_sandbox.errors import ExplanationError, InvalidInputError, UnsupportedModelError
 from xai_sandbox.explainers.base import Explainer, Problem, Result, register_explainer
@@ -31,10 +42,22 @@ def _target(problem: Problem) -> torch.Tensor:
 
 @register_explainer
 class SaliencyExplainer(Explainer):
-    """Absolute input gradient (Simonyan et al. 2014), through Captum's ``Saliency``."""
+    """The absolute input gradient by default (Simonyan et al. 2014), through Captum's
+    ``Saliency``.
+
+    ``|df/dx|``: how sensitive the output is to each input, without its sign, so it says
+    nothing about direction. ``absolute=False`` gives the signed gradient ``df/dx``.
+    Saliency has no baseline and refuses ``baselines=``.
+
+    Parameters
+    ----------
+    absolute:
+        ``True`` (default): ``|df/dx|``; ``False``: ``df/dx``.
+    """
 
     name = "saliency"
-    summary = "absolute gradient of the output with respect to each input"
+    summary = ("absolute gradient |df/dx| of the output per input by default (signed with "
+               "absolute=False)")
     requires = "gradients"
     input_kinds = ("tabular", "image")
 
@@ -42,37 +65,64 @@ class SaliencyExplainer(Explainer):
         self.absolute = absolute
 
     def run(self, problem: Problem) -> Result:
+        if not isinstance(self.absolute, bool):
+            raise InvalidInputError("absolute", "must be true or false", self.absolute)
         problem.adapter.torch_module()
         x = problem.grad_tensor(problem.inputs)
         with model_errors(problem.inputs.shape):
             attr = Saliency(problem.adapter.forward_tensor).attribute(
-                x, target=_target(problem), abs=bool(self.absolute))
-        return Result(values=_np(attr))
+                x, target=_target(problem), abs=self.absolute)
+        return Result(values=_np(attr), output_space=problem.adapter.output_space)
 
 
 @register_explainer
 class GradientXInput(Explainer):
-    """Gradient times input, through Captum's ``InputXGradient``.
+    """Gradient times input: ``x * df/dx(x)`` (Captum's ``InputXGradient``), or with a
+    baseline ``b``, ``(x - b) * df/dx(x)``.
 
-    For token models the embedding layer's gradient times its activation, summed over the
-    embedding dimension, gives one value per token.
+    The gradient is always taken at the input. Without ``baselines`` the baseline is zero
+    (the registered model's reference row is not used implicitly, so the result is
+    Captum's); with them the attributions are relative to ``b``, and for a linear model
+    they sum to ``f(x) - f(b)``. For token models, ``baselines`` are token ids: the
+    embedding layer's gradient times ``emb(x) - emb(b)`` (times ``emb(x)`` without
+    them), summed over the embedding dimension, gives one value per token.
     """
 
     name = "gradient_x_input"
-    summary = "gradient times input; per token through the embedding layer"
+    summary = ("gradient times input, x * df/dx; (x - b) * df/dx with baselines; per token "
+               "through the embedding layer")
     requires = "gradients"
+    reads = frozenset({"baselines"})
 
     def run(self, problem: Problem) -> Result:
         module = problem.adapter.torch_module()
+        given = "baselines" in problem.given
+        target = _target(problem)
         with model_errors(problem.inputs.shape):
             if problem.adapter.input_kind == "tokens":
                 emb = problem.adapter.embedding_module()  # type: ignore[attr-defined]
-                attr = LayerGradientXActivation(module, emb).attribute(
-                    problem.tensor(problem.inputs), target=_target(problem))
-                return Result(values=_np(attr.sum(dim=-1)))
-            attr = InputXGradient(problem.adapter.forward_tensor).attribute(
-                problem.grad_tensor(problem.inputs), target=_target(problem))
-        return Result(values=_np(attr))
+                x = problem.tensor(problem.inputs)
+                if not given:
+                    attr = LayerGradientXActivation(module, emb).attribute(x, target=target)
+                else:
+                    grad = LayerGradientXActivation(module, emb, multiply_by_inputs=False
+                                                    ).attribute(x, target=target)
+                    activation = LayerActivation(module, emb)
+                    with torch.no_grad():
+                        moved = activation.attribute(x) - activation.attribute(
+                            problem.tensor(problem.baseline_rows()))
+                    attr = grad * moved
+                values = _np(attr.sum(dim=-1))
+            elif not given:
+                values = _np(InputXGradient(problem.adapter.forward_tensor).attribute(
+                    problem.grad_tensor(problem.inputs), target=target))
+            else:
+                grad = Saliency(problem.adapter.forward_tensor).attribute(
+                    problem.grad_tensor(problem.inputs), target=target, abs=False)
+                values = (problem.inputs.astype(np.float64)
+                          - problem.baseline_rows().astype(np.float64)) * _np(grad)
+        return Result(values=values, baseline=problem.baselines if given else None,
+                      output_space=problem.adapter.output_space)
 
 
 @register_explainer
@@ -83,6 +133,7 @@ class DeepLiftExplainer(Explainer):
     summary = "DeepLift rescale rule against a baseline; completeness delta reported"
     requires = "gradients"
     input_kinds = ("tabular", "image")
+    reads = frozenset({"baselines"})
 
     def run(self, problem: Problem) -> Result:
         module = problem.adapter.torch_module()
@@ -97,7 +148,7 @@ class DeepLiftExplainer(Explainer):
                 f_b = problem.adapter.forward_tensor(b)
         expected = _np(f_b)[np.arange(problem.n), problem.target]
         return Result(values=_np(attr), delta=_np(delta), expected_value=expected,
-                      baseline=problem.baselines)
+                      baseline=problem.baselines, output_space=problem.adapter.output_space)
 
 
 def _lrp_layers() -> tuple[tuple[type[torch.nn.Module], ...], tuple[type[torch.nn.Module], ...]]:
@@ -157,6 +208,6 @@ class LayerwiseRelevance(Explainer):
                 f"max_conservation_error {self.max_conservation_error}); the architecture is "
                 "outside what LRP's rules handle")
         return Result(values=_np(attr), delta=_np(delta), expected_value=np.zeros(problem.n),
-                      extra={"rule": "epsilon"})
+                      output_space=problem.adapter.output_space, extra={"rule": "epsilon"})
 
 

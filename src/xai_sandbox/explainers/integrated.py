@@ -226,9 +226,10 @@ class IntegratedGradients(Explainer):
         ``tolerance``; or a number of Gauss-Legendre points (Captum's rule, which on ReLU
         networks can leave errors of several per cent at 50 points).
     tolerance:
-        Relative completeness error at which ``"auto"`` stops.
+        Relative completeness error at which ``"auto"`` stops (only with ``"auto"`` on
+        tabular or image inputs; refused otherwise, since it would not be used).
     max_steps:
-        Upper bound on the points of ``"auto"``.
+        Upper bound on the points of ``"auto"`` (the same condition).
     internal_batch_size:
         Points per pass; ``None`` picks it from the input size.
     """
@@ -236,6 +237,8 @@ class IntegratedGradients(Explainer):
     name = "integrated_gradients"
     summary = "path integral of gradients from a baseline; completeness delta reported"
     requires = "gradients"
+    reads = frozenset({"baselines"})
+
     def __init__(self, n_steps: int | Literal["auto"] = "auto", tolerance: float = 0.01,
                  max_steps: int = 256, internal_batch_size: int | None = None) -> None:
         self.n_steps = n_steps
@@ -257,6 +260,15 @@ class IntegratedGradients(Explainer):
             raise InvalidInputError("internal_batch_size", "must be a positive integer or None",
                                     self.internal_batch_size)
 
+    def unused(self, problem: Problem) -> dict[str, str]:
+        adaptive = self.n_steps == "auto" and problem.adapter.input_kind != "tokens"
+        why = ("only the adaptive rule (n_steps='auto' on tabular or image inputs) uses it; "
+               "token inputs take 50 fixed points for 'auto'"
+               if problem.adapter.input_kind == "tokens" else
+               f"only the adaptive rule (n_steps='auto') uses it, not n_steps={self.n_steps!r}")
+        return {**super().unused(problem),
+                **self._unless(adaptive, ("tolerance", "max_steps"), why)}
+
     def run(self, problem: Problem) -> Result:
         self._validate()
         problem.adapter.torch_module()  # refuses a module in training mode
@@ -277,7 +289,8 @@ class IntegratedGradients(Explainer):
         return Result(values=res.attributions.double().cpu().numpy(),
                       expected_value=res.f_baseline.double().cpu().numpy(),
                       delta=res.delta.double().cpu().numpy(),
-                      baseline=problem.baselines, extra=extra)
+                      baseline=problem.baselines, output_space=problem.adapter.output_space,
+                      extra=extra)
 
     def _tokens(self, problem: Problem, x: torch.Tensor, b: torch.Tensor,
                 t: torch.Tensor) -> Result:
@@ -299,6 +312,7 @@ class IntegratedGradients(Explainer):
         return Result(values=attr.detach().sum(dim=-1).double().cpu().numpy(),
                       expected_value=f_b[rows, t].double().cpu().numpy(),
                       delta=delta.detach().double().cpu().numpy(), baseline=problem.baselines,
+                      output_space=problem.adapter.output_space,
                       extra={"method_rule": "gauss_legendre", "passes_per_row": steps,
                              "layer": "embedding"})
 

@@ -55,10 +55,17 @@ class OcclusionExplainer(Explainer):
     name = "occlusion"
     summary = "output drop when a patch or feature is replaced by the baseline"
     input_kinds = ("tabular", "image")
+    reads = frozenset({"baselines"})
 
     def __init__(self, window: int = 16, stride: int | None = None) -> None:
         self.window = window
         self.stride = stride
+
+    def unused(self, problem: Problem) -> dict[str, str]:
+        return {**super().unused(problem), **self._unless(
+            problem.adapter.input_kind == "image", ("window", "stride"),
+            "only images are occluded by sliding windows; tabular features are replaced "
+            "one whole feature at a time")}
 
     def run(self, problem: Problem) -> Result:
         window = _positive_int(self.window, "window")
@@ -73,7 +80,8 @@ class OcclusionExplainer(Explainer):
                 attr = Occlusion(forward).attribute(
                     x, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
                     baselines=b, target=target)
-                return Result(values=attr.double().numpy(), baseline=problem.baselines)
+                return Result(values=attr.double().numpy(), baseline=problem.baselines,
+                              output_space=problem.adapter.output_space)
             mask, names = feature_mask(problem, window)
             attr = FeatureAblation(forward).attribute(x, baselines=b, target=target,
                                                       feature_mask=mask.to(x.device))
@@ -81,7 +89,8 @@ class OcclusionExplainer(Explainer):
         if problem.groups is not None:
             # Each column of a group carries the group's value: keep one per group.
             values = values[:, [g[0] for g in problem.groups]]
-        return Result(values=values, baseline=problem.baselines, feature_names=names)
+        return Result(values=values, baseline=problem.baselines, feature_names=names,
+                      output_space=problem.adapter.output_space)
 
 
 @register_explainer
@@ -98,12 +107,15 @@ class LimeExplainer(Explainer):
     kernel_width:
         Width of the exponential similarity kernel (cosine distance).
     patch:
-        Side of the square image patches in pixels.
+        Side of the square image patches in pixels (images only; refused on tabular data,
+        whose features are switched one at a time).
     """
 
     name = "lime"
     summary = "local sparse linear surrogate fitted to random perturbations (Captum Lime)"
     input_kinds = ("tabular", "image")
+    reads = frozenset({"baselines"})
+    samples = True
 
     def __init__(self, n_samples: int = 1000, alpha: float = 0.01, kernel_width: float = 1.0,
                  patch: int = 32) -> None:
@@ -111,6 +123,12 @@ class LimeExplainer(Explainer):
         self.alpha = alpha
         self.kernel_width = kernel_width
         self.patch = patch
+
+    def unused(self, problem: Problem) -> dict[str, str]:
+        return {**super().unused(problem), **self._unless(
+            problem.adapter.input_kind == "image", ("patch",),
+            "only images are split into patches; tabular features are switched one at a "
+            "time")}
 
     def run(self, problem: Problem) -> Result:
         n_samples = _positive_int(self.n_samples, "n_samples", 10)
@@ -135,4 +153,5 @@ class LimeExplainer(Explainer):
                     target=int(problem.target[i]), feature_mask=mask,
                     n_samples=n_samples, return_input_shape=image, show_progress=False)
                 rows.append(attr.detach().double().numpy()[0])
-        return Result(values=np.stack(rows), baseline=problem.baselines, feature_names=names)
+        return Result(values=np.stack(rows), baseline=problem.baselines, feature_names=names,
+                      output_space=problem.adapter.output_space)

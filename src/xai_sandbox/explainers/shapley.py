@@ -164,8 +164,26 @@ def _background(problem: Problem) -> np.ndarray:
     return problem.background if problem.background is not None else problem.baselines
 
 
+class _CoalitionGame(Explainer):
+    """The game of the exact and kernel methods: coalitions against a background, or
+    against the baselines where there is no background."""
+
+    input_kinds = ("tabular",)
+    reads = frozenset({"background", "baselines"})
+
+    def unused(self, problem: Problem) -> dict[str, str]:
+        out = super().unused(problem)
+        if "baselines" in problem.given and problem.background is not None:
+            whose = ("the one given" if "background" in problem.given
+                     else "the registered model's")
+            out["baselines"] = (f"{self.name} averages over the background ({whose}) and "
+                                "uses baselines only when there is none: pass the rows as "
+                                "background=")
+        return out
+
+
 @register_explainer
-class ExactShapley(Explainer):
+class ExactShapley(_CoalitionGame):
     """Exact interventional Shapley values by enumerating every coalition.
 
     Cost: 2^d x (background rows) model evaluations per input, so ``max_players`` (20
@@ -175,7 +193,6 @@ class ExactShapley(Explainer):
 
     name = "exact_shapley"
     summary = "exact Shapley values over features or feature groups (all 2^d coalitions)"
-    input_kinds = ("tabular",)
 
     def __init__(self, max_players: int = 20) -> None:
         self.max_players = max_players
@@ -199,11 +216,12 @@ class ExactShapley(Explainer):
 
         values, expected, delta = _solve_rows(problem, d, solve)
         return Result(values=values, expected_value=expected, delta=delta, feature_names=names,
-                      baseline=bg, extra={"players": d, "background_rows": int(bg.shape[0])})
+                      baseline=bg, output_space=problem.adapter.output_space,
+                      extra={"players": d, "background_rows": int(bg.shape[0])})
 
 
 @register_explainer
-class KernelShap(Explainer):
+class KernelShap(_CoalitionGame):
     """KernelSHAP through shap's ``KernelExplainer`` on the same coalition game.
 
     Parameters
@@ -216,7 +234,7 @@ class KernelShap(Explainer):
 
     name = "kernel_shap"
     summary = "KernelSHAP estimate of Shapley values (shap KernelExplainer)"
-    input_kinds = ("tabular",)
+    samples = True
 
     def __init__(self, n_samples: int | str = "auto", l1_reg: bool | str = False) -> None:
         self.n_samples = n_samples
@@ -248,7 +266,8 @@ class KernelShap(Explainer):
 
         values, expected, delta = _solve_rows(problem, d, solve)
         return Result(values=values, expected_value=expected, delta=delta, feature_names=names,
-                      baseline=bg, extra={"players": d, "background_rows": int(bg.shape[0])})
+                      baseline=bg, output_space=problem.adapter.output_space,
+                      extra={"players": d, "background_rows": int(bg.shape[0])})
 
 
 _TREE_EXPLAINERS: dict[tuple[int, bytes | None], tuple[Any, Any]] = {}
@@ -289,12 +308,16 @@ class TreeShap(Explainer):
 
     Path-dependent by default; interventional when a ``background`` is given. For a binary
     booster the margin of class 0 is minus that of class 1, so both targets are exact.
+    ``output_space`` is ``"margin"`` for boosters (the log-odds of a binary one) and the
+    model's own (``"probability"``) for forests and trees, whose margin is their
+    probability. There is no baseline: ``baselines=`` is refused.
     """
 
     name = "tree_shap"
     summary = "exact Shapley values of tree ensembles (shap TreeExplainer)"
     requires = "trees"
     input_kinds = ("tabular",)
+    reads = frozenset({"background"})
 
     def run(self, problem: Problem) -> Result:
         shap = _import_shap()

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xai_sandbox.errors import InvalidInputError, InvalidTargetError
+from xai_sandbox.errors import InvalidInputError, InvalidTargetError, UnknownMethodError
 from xai_sandbox.explainers.base import (
     Explainer,
     Problem,
@@ -28,15 +28,51 @@ __all__ = ["Contrastive", "SmoothGrad"]
 
 
 def _base(method: Any, params: Mapping[str, Any] | None, parameter: str) -> Explainer:
+    """The base method, its errors naming the wrapper's parameters (``base_method``,
+    ``base_params.<name>``)."""
     if params is not None and not isinstance(params, Mapping):
-        raise InvalidInputError(f"{parameter}_params", "must be a mapping or None", params)
+        raise InvalidInputError("base_params", "must be a mapping or None", params)
     if method in ("smoothgrad", "contrastive"):
         raise InvalidInputError(parameter, "must be a base method, not a wrapper", method)
-    return get_explainer(method, **dict(params or {}))
+    try:
+        return get_explainer(method, **dict(params or {}))
+    except UnknownMethodError as exc:
+        raise UnknownMethodError(parameter, exc.rule, exc.value) from exc
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"base_params.{exc.parameter}", exc.rule, exc.value) from exc
+
+
+class _Wrapper(Explainer):
+    """A method over a base method: it reads what its base reads."""
+
+    base_method: str
+    base_params: dict[str, Any]
+
+    def _base(self) -> Explainer:
+        return _base(self.base_method, self.base_params, "base_method")
+
+    def uses(self) -> frozenset[str]:
+        return self._base().uses()
+
+    def stochastic(self) -> bool:
+        return self.samples or self._base().stochastic()
+
+    def unused(self, problem: Problem) -> dict[str, str]:
+        """What neither this method nor its base would use; the base's own parameters
+        are named ``base_params.<name>``."""
+        base = self._base()
+        out = {arg: f"{why} (its base method, {base.name}, does not read it)"
+               for arg, why in super().unused(problem).items()}
+        for name, why in base.unused(problem).items():
+            if name in base._given:
+                out[f"base_params.{name}"] = why
+            else:
+                out.setdefault(name, why)
+        return out
 
 
 @register_explainer
-class SmoothGrad(Explainer):
+class SmoothGrad(_Wrapper):
     """SmoothGrad (Smilkov et al. 2017): the mean of a gradient method over noisy copies.
 
     Parameters
@@ -55,6 +91,7 @@ class SmoothGrad(Explainer):
     summary = "mean of any gradient method over Gaussian-noised copies of the input"
     requires = "gradients"
     input_kinds = ("tabular", "image")
+    samples = True
 
     def __init__(self, base_method: str = "saliency", n_samples: int = 20,
                  noise_level: float = 0.15, base_params: Mapping[str, Any] | None = None) -> None:
@@ -64,7 +101,7 @@ class SmoothGrad(Explainer):
         self.base_params = dict(base_params or {})
 
     def run(self, problem: Problem) -> Result:
-        base = _base(self.base_method, self.base_params, "base_method")
+        base = self._base()
         if base.requires != "gradients":
             raise InvalidInputError("base_method", "must be a gradient method", self.base_method)
         if not isinstance(self.n_samples, int) or self.n_samples < 1:
@@ -86,6 +123,7 @@ class SmoothGrad(Explainer):
         res = base.run(sub)
         values = res.values.reshape(S, n, *res.values.shape[1:]).mean(axis=0)
         return Result(values=values, feature_names=res.feature_names,
+                      output_space=res.output_space or problem.adapter.output_space,
                       extra={"base": {"method": base.name, **base.params()}})
 
 
@@ -145,11 +183,13 @@ class _ContrastAdapter(ModelAdapter):
 
 
 @register_explainer
-class Contrastive(Explainer):
+class Contrastive(_Wrapper):
     """Why the target class rather than the ``foil`` class.
 
     Explains ``f_target(x) - f_foil(x)`` with any registered method, so the attributions
-    show what pushes the model towards the target and away from the foil.
+    show what pushes the model towards the target and away from the foil. The output
+    space is ``"contrast"``; ``parameters["contrast_of"]`` names the space of the two
+    outputs (logits, probabilities).
     """
 
     name = "contrastive"
@@ -169,7 +209,7 @@ class Contrastive(Explainer):
         if (problem.target == int(self.foil)).any():
             raise InvalidTargetError("foil", "must differ from the target class",
                                      int(self.foil))
-        base = _base(self.base_method, self.base_params, "base_method")
+        base = self._base()
         if base.requires == "trees":
             raise InvalidInputError("base_method", "must not be a tree method (explain each "
                                     "class's margin instead)", self.base_method)
@@ -181,4 +221,5 @@ class Contrastive(Explainer):
         return dataclasses.replace(
             res, output_space="contrast", prediction=sub.prediction,
             extra={**res.extra, "foil": int(self.foil),
+                   "contrast_of": problem.adapter.output_space,
                    "base": {"method": base.name, **base.params()}})
