@@ -340,7 +340,7 @@ def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
     random_state:
         Seed for methods that sample; the same seed gives the same result. Every method
         accepts it and records it as the explanation's ``seed``; one that does not
-        sample (``Explainer.samples``) gives the same values for every seed.
+        sample (``Explainer.stochastic()``) gives the same values for every seed.
     feature_names:
         Column names (taken from the schema of a registered model).
     group_features:
