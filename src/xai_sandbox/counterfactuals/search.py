@@ -21,14 +21,16 @@ The search is a beam search over single-feature moves, scored in batches by the 
 itself: each round tries every move from every kept state, keeps the plausible states
 that reach the desired class as options, and carries the closest of the rest forward.
 Options are ranked by cost (a normalised distance: a numeric change counts its size over
-the feature's spread, a category switch counts 1, every changed feature adds 0.5), then a
-diverse set of k is chosen, preferring options that change different features. Every
+the feature's spread, a category switch counts 1, every changed feature adds 0.5) plus,
+with training data, their neighbour distance, then a diverse set of k is chosen,
+preferring options that change different features. Every
 option returned was re-scored by the model and reaches the desired class. The options
 are guidance, not a promise: a new application is decided on its own facts.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +43,12 @@ from xai_sandbox.counterfactuals.plausibility import (
     neighbour_distance,
     ood_scores,
 )
-from xai_sandbox.errors import InvalidInputError, InvalidTargetError, UnsupportedModelError
+from xai_sandbox.errors import (
+    InvalidInputError,
+    InvalidTargetError,
+    UnsupportedModelError,
+    number_in,
+)
 from xai_sandbox.models.registry import RegisteredModel
 from xai_sandbox.models.schema import FeatureSchema, FeatureSpec
 from xai_sandbox.quality.ood import TrainingProfile
@@ -153,7 +160,8 @@ def find_counterfactuals(model: RegisteredModel, row: Mapping[str, Any] | np.nda
                          desired_class: str | int | None = None, k: int = 3,
                          data: np.ndarray | None = None, max_changes: int = 3,
                          beam_width: int = 24, steps: int = 8,
-                         constraints: ActionConstraints | None = None) -> CounterfactualSet:
+                         constraints: ActionConstraints | None = None,
+                         plausibility_weight: float = 1.0) -> CounterfactualSet:
     """The ``k`` cheapest diverse feasible changes that bring ``row`` to ``desired_class``.
 
     Parameters
@@ -176,6 +184,12 @@ def find_counterfactuals(model: RegisteredModel, row: Mapping[str, Any] | np.nda
         Limits built once with :meth:`ActionConstraints.from_training`; they take the
         place of ``data``. With neither, numeric values only stay within the schema's
         bounds and no neighbour distance is given.
+    plausibility_weight:
+        With training data, options are chosen by cost plus this times their neighbour
+        distance (both are distances in the same standardised space: from the applicant,
+        and to real applicants with the desired outcome), so that of two similar changes
+        the one that ends among real approved applicants is offered; 0 chooses by cost
+        alone. The options returned are ordered by cost either way.
     """
     schema = model.schema
     if schema is None or model.adapter.input_kind != "tabular":
@@ -185,6 +199,7 @@ def find_counterfactuals(model: RegisteredModel, row: Mapping[str, Any] | np.nda
                              ("beam_width", beam_width, 1), ("steps", steps, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise InvalidInputError(name, f"must be an integer >= {low}", value)
+    number_in(plausibility_weight, 0.0, math.inf, "plausibility_weight")
     if constraints is not None and not isinstance(constraints, ActionConstraints):
         raise InvalidInputError("constraints", "must be ActionConstraints (see "
                                 "ActionConstraints.from_training) or None", constraints)
@@ -236,15 +251,18 @@ def find_counterfactuals(model: RegisteredModel, row: Mapping[str, Any] | np.nda
     options = search.minimal(options)
     kept = _undominated(options)
     dropped = {"implausible": search.implausible, "dominated": len(options) - len(kept)}
-    chosen = _diverse(kept, k)
-    distances: list[float | None] = [None] * len(chosen)
-    if constraints is not None and chosen:
+    near: dict[bytes, float] = {}
+    if constraints is not None and kept:
         reference = _desired_rows(model, constraints, target)
         if reference.shape[0]:
             weights = column_weights(schema, constraints.scale)
-            found = neighbour_distance(np.stack([o[3] for o in chosen]), reference, weights,
+            found = neighbour_distance(np.stack([o[3] for o in kept]), reference, weights,
                                        constraints.neighbours)
-            distances = [float(d) for d in found]
+            near = {o[3].tobytes(): float(d) for o, d in zip(kept, found, strict=True)}
+    if near and plausibility_weight > 0:   # prefer options nearer real approved applicants
+        kept = sorted(kept, key=lambda o: o[2] + plausibility_weight * near[o[3].tobytes()])
+    chosen = _diverse(kept, k)
+    distances = [near.get(o[3].tobytes()) for o in chosen]
     result = []
     for (changed, prob, cost, vec), distance in zip(chosen, distances, strict=True):
         new_row = schema.decode(vec[None])[0]
@@ -438,12 +456,13 @@ def _desired_rows(model: RegisteredModel, constraints: ActionConstraints, target
 
 
 def _diverse(options: list[Option], k: int) -> list[Option]:
-    """Cheapest first; then prefer options that share no changed feature with those kept."""
+    """In the order given (cheapest first), preferring options that share no changed
+    feature with those kept; the chosen ones ordered by cost."""
     chosen: list[Option] = []
     used: set[frozenset[str]] = set()
     for option in options:  # first pass: distinct feature sets with no overlap
         if len(chosen) == k:
-            return chosen
+            break
         if option[0] not in used and all(not (option[0] & c[0]) for c in chosen):
             chosen.append(option)
             used.add(option[0])
