@@ -334,3 +334,18 @@ def test_constraints_describe_themselves_as_json(credit):  # type: ignore[no-unt
     assert described["max_relative_change"]["credit_amount"] == 0.5
     low, high = described["numeric_ranges"]["credit_amount"]
     assert low < high
+
+
+def test_the_plausibility_weight_trades_a_little_cost_for_nearer_real_applicants(
+        ):  # type: ignore[no-untyped-def]
+    c = case("german-lightgbm")
+    near: dict[float, list[float]] = {0.0: [], 1.0: []}
+    for i in c.rejected:
+        for weight, found in near.items():
+            cfs = search(c, i, plausibility_weight=weight)
+            costs = [o.cost for o in cfs.options]
+            assert costs == sorted(costs)   # returned cheapest first either way
+            found += [o.neighbour_distance for o in cfs.options]
+    assert np.mean(near[1.0]) < np.mean(near[0.0])
+    with pytest.raises(InvalidInputError, match="plausibility_weight"):
+        search(c, c.rejected[0], plausibility_weight=-1.0)
