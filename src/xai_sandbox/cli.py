@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import struct
+import warnings
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from xai_sandbox.errors import InvalidInputError, XaiSandboxError
@@ -23,7 +27,9 @@ console = Console()
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}")
+    # One line, however wide the terminal; the message is text, never markup (a value
+    # such as "[/x]" read from a file would otherwise end in rich's own traceback).
+    console.print(f"[red]error:[/red] {escape(' '.join(str(exc).split()))}", soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -71,15 +77,26 @@ def _csv_row(path: Path, row: int) -> dict[str, Any]:
 
 
 def _csv_rows(path: Path, option: str = "--data") -> list[dict[str, Any]]:
-    """Every row of a CSV file; numbers as floats, anything else as text."""
+    """Every row of a CSV file (UTF-8, a byte-order mark allowed); numbers as floats,
+    anything else as text."""
+    records: list[dict[str, Any]] = []
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            records = list(csv.DictReader(fh))
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            records.extend(csv.DictReader(fh))
     except OSError as exc:
         raise InvalidInputError(option, f"must be a readable file ({exc.strerror})",
                                 str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(option, f"must be UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
+                                        "is not)", str(path)) from None
+    except csv.Error as exc:  # a field over csv.field_size_limit(), say
+        raise InvalidInputError(option, f"must be a CSV file (row {len(records)}: {exc})",
+                                str(path)) from None
     out = []
-    for record in records:
+    for i, record in enumerate(records):
+        if None in record:
+            raise InvalidInputError(option, f"row {i} has more fields than the header",
+                                    str(path))
         row: dict[str, Any] = {}
         for key, value in record.items():
             try:
@@ -107,29 +124,31 @@ def explain_command(
         "xai-output"),
 ) -> None:
     """Explain one row of a CSV file or one image with the chosen method and target."""
-    from xai_sandbox.demos.catalog import builtin_model
-    from xai_sandbox.explainers import explain
-
     try:
         if (csv_path is None) == (image is None):
             raise InvalidInputError("--csv/--image", "give exactly one of them",
                                     {"csv": str(csv_path), "image": str(image)})
+        # The input is read first: a file that cannot be used fails before the model and
+        # the libraries load.
+        record = _csv_row(csv_path, row) if csv_path is not None else None
+        x: Any = None
+        pixels: Any = None
+        if image is not None:
+            x, pixels = _image_input(image)
+        from xai_sandbox.demos.catalog import builtin_model
+        from xai_sandbox.explainers import explain
+
         registered = builtin_model(model)
         params = _parse_params(param or [])
         tgt: Any = int(target) if target is not None and target.isdigit() else target
         out.mkdir(parents=True, exist_ok=True)
         with console.status(f"{method} on {model} ..."):
-            if csv_path is not None:
+            if record is not None:
                 if registered.schema is None:
                     raise InvalidInputError("--csv", "needs a tabular model", model)
-                record = _csv_row(csv_path, row)
                 x = registered.schema.encode(record)
-                e = explain(registered, x, method=method, target=tgt, random_state=seed,
-                            **params)
-            else:
-                x, pixels = _image_input(image)  # type: ignore[arg-type]
-                e = explain(registered, x, method=method, target=tgt, random_state=seed,
-                            **params)
+            e = explain(registered, x, method=method, target=tgt, random_state=seed,
+                        **params)
         target_name = registered.class_names[int(e.target[0])] if registered.class_names \
             else str(int(e.target[0]))
         result = out / f"{model}-{method}.json"
@@ -158,13 +177,24 @@ def explain_command(
 def _image_input(path: Path) -> tuple[Any, Any]:
     from PIL import Image, UnidentifiedImageError
 
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        # PIL warns at MAX_IMAGE_PIXELS and refuses at twice that; refuse at the warning.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                rgb = img.convert("RGB")  # decoded here, so a broken file fails here
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidInputError("--image", f"must have at most {limit} pixels (a larger "
+                                           "one may be a decompression bomb)", str(path)
+                                ) from None
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError,
+            struct.error, zlib.error) as exc:  # what PIL raises on a broken file
+        raise InvalidInputError("--image", f"must be a readable image file "
+                                           f"({type(exc).__name__})", str(path)) from exc
     from xai_sandbox.demos.images import fit_image, preprocess
 
-    try:
-        with Image.open(path) as img:
-            pixels = fit_image(img)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise InvalidInputError("--image", "must be a readable image file", str(path)) from exc
+    pixels = fit_image(rgb)
     return preprocess(pixels), pixels
 
 
