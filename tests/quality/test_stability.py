@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import make_cnn
 from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.explainers import explain
 from xai_sandbox.explainers.base import EXPLAINERS, Explainer, Problem, Result
+from xai_sandbox.models.fingerprint import fingerprint_module
 from xai_sandbox.models.registry import register
 from xai_sandbox.quality.stability import (
+    cascade_layers,
     max_sensitivity,
     method_agreement,
     randomisation_check,
@@ -144,3 +147,100 @@ def test_data_randomisation_for_a_tree_model(credit) -> None:
     assert result["passed"]
     without = randomisation_check(model, X, "tree_shap")
     assert without["ran"] is False and without["passed"] is None
+
+
+# ---------------------------------------------------------------------------- image cascade
+class _FeatureEnergy(Explainer):
+    """The channel sum of the last convolution's activations: a map that depends on the
+    features but not on the classifier layer (what a class-activation map degenerates to
+    when its channel weights hardly matter)."""
+
+    name = "test_feature_energy"
+    summary = "test only"
+
+    def run(self, problem: Problem) -> Result:
+        net = problem.adapter.torch_module()
+        with torch.no_grad():
+            features = net[:4](problem.tensor(problem.inputs))
+        return Result(values=features.sum(dim=1, keepdim=True).double().numpy())
+
+
+@pytest.fixture
+def feature_energy():  # type: ignore[no-untyped-def]
+    EXPLAINERS[_FeatureEnergy.name] = _FeatureEnergy
+    yield _FeatureEnergy.name
+    EXPLAINERS.pop(_FeatureEnergy.name)
+
+
+@pytest.fixture(scope="module")
+def cnn():  # type: ignore[no-untyped-def]
+    model = register(make_cnn(), model_id="cnn", version="1", class_names=list("abc"),
+                     input_kind="image", sample_shape=(3, 16, 16))
+    images = np.random.default_rng(0).normal(size=(4, 3, 16, 16)).astype(np.float32)
+    return model, images
+
+
+class _Blocks(torch.nn.Module):
+    """A stem, a ModuleList of blocks and a head, as EfficientNet lays them out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.blocks = torch.nn.ModuleList(
+            torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.BatchNorm2d(4))
+            for _ in range(2))
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = torch.relu(block(x))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def test_cascade_layers_run_from_the_classifier_down_block_by_block() -> None:
+    assert cascade_layers(make_cnn()) == [("6", ["6"]), ("2", ["2"]), ("0", ["0"])]
+    assert cascade_layers(_Blocks()) == [
+        ("head", ["head"]), ("blocks.1", ["blocks.1.0", "blocks.1.1"]),
+        ("blocks.0", ["blocks.0.0", "blocks.0.1"]), ("stem", ["stem"])]
+
+
+def test_image_cascade_passes_saliency_and_leaves_the_model_alone(cnn) -> None:
+    model, images = cnn
+    before = {k: v.clone() for k, v in model.adapter.torch_module().state_dict().items()}
+    check = randomisation_check(model, images, "saliency")
+    assert check["statistic"] == "spearman_abs" and check["rule"] == "classifier"
+    assert [s["randomised_down_to"] for s in check["stages"]] == ["6", "2", "0"]
+    assert check["passed"] and check["why"] == []
+    assert check["classifier"] == check["stages"][0]["spearman_abs"] < 0.5
+    after = model.adapter.torch_module().state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert fingerprint_module(model.adapter.torch_module()) == model.fingerprint
+    top = randomisation_check(model, images, "saliency", layers=1)
+    assert [s["randomised_down_to"] for s in top["stages"]] == ["6"]
+
+
+def test_a_map_that_ignores_the_classifier_layer_fails_the_image_rule(cnn, feature_energy
+                                                                      ) -> None:
+    model, images = cnn
+    check = randomisation_check(model, images, feature_energy)
+    # Randomising the classifier leaves the map exactly as it was; deeper layers move it.
+    assert check["classifier"] == pytest.approx(1.0)
+    assert check["final"] < 0.5
+    assert not check["passed"]
+    assert len(check["why"]) == 1 and "classifier layer (6)" in check["why"][0]
+    # Judged only by the end of the cascade (the tabular rule) it would pass.
+    assert randomisation_check(model, images, feature_energy, rule="final")["passed"]
+
+
+def test_randomisation_check_arguments(cnn) -> None:
+    model, images = cnn
+    with pytest.raises(InvalidInputError, match="rule"):
+        randomisation_check(model, images, "saliency", rule="middle")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="statistic"):
+        randomisation_check(model, images, "saliency",
+                            statistic="pearson")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="layers"):
+        randomisation_check(model, images, "saliency", layers=0)
+    with pytest.raises(InvalidInputError, match="threshold"):
+        randomisation_check(model, images, "saliency", threshold=2.0)

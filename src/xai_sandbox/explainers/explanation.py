@@ -7,6 +7,7 @@ canonical JSON. It is never pickled.
 
 from __future__ import annotations
 
+import copy as _copy
 import dataclasses
 import functools
 import importlib.metadata
@@ -51,6 +52,16 @@ def _frozen(array: Any, dtype: Any = None) -> np.ndarray | None:
     copy = np.array(array, dtype=dtype, copy=True)
     copy.setflags(write=False)
     return copy
+
+
+def _frozen_block(block: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A read-only, JSON-safe copy of a quality block (checked by a canonical round trip,
+    so a block that cannot be serialised fails where it is attached)."""
+    if not isinstance(block, Mapping):
+        raise InvalidInputError("quality", "must be a mapping (a quality block)",
+                                type(block).__name__)
+    plain: dict[str, Any] = canonical_loads(canonical_json(dict(block)))
+    return MappingProxyType(plain)
 
 
 def _encode_array(array: np.ndarray | None) -> dict[str, Any] | None:
@@ -102,6 +113,12 @@ class Explanation:
         The method's parameters, JSON-safe.
     seed:
         The ``random_state`` used, for methods that sample.
+    quality:
+        The quality block of the explanation once assessed
+        (:func:`xai_sandbox.quality.assess.assessed` attaches it through
+        :meth:`with_quality`); ``None`` before. :meth:`to_dict` and :meth:`to_json` carry
+        it under ``"quality"`` once it is set, and leave the key out before, so an
+        unassessed explanation serialises as it always did.
     """
 
     method: str
@@ -119,6 +136,7 @@ class Explanation:
     seed: int | None = None
     model: Mapping[str, str] | None = None
     schema_version: str = SCHEMA_VERSION
+    quality: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -128,12 +146,28 @@ class Explanation:
         set_(self, "library_versions", MappingProxyType(dict(self.library_versions)))
         if self.model is not None:
             set_(self, "model", MappingProxyType(dict(self.model)))
+        if self.quality is not None:
+            set_(self, "quality", _frozen_block(self.quality))
         if self.feature_names is not None:
             set_(self, "feature_names", tuple(self.feature_names))
             if self.values.shape[-1] != len(self.feature_names):
                 raise InvalidInputError(
                     "feature_names", f"needs one name per column of values "
                     f"({self.values.shape[-1]})", len(self.feature_names))
+
+    @property
+    def assessed(self) -> bool:
+        """Whether a quality block is attached."""
+        return self.quality is not None
+
+    def with_quality(self, block: Mapping[str, Any]) -> Explanation:
+        """This explanation with its quality block attached (a new object: an
+        explanation is immutable). ``block`` must be a JSON-safe mapping with a
+        ``verdict``, as :func:`xai_sandbox.quality.assess.assess` returns."""
+        if not isinstance(block, Mapping) or not isinstance(block.get("verdict"), Mapping):
+            raise InvalidInputError("block", "must be a quality block (a mapping with a "
+                                    "'verdict', as assess() returns)", type(block).__name__)
+        return dataclasses.replace(self, quality=block)
 
     # ------------------------------------------------------------------ derived views
     @property
@@ -204,6 +238,8 @@ class Explanation:
         }
         for name in _ARRAY_FIELDS:
             out[name] = _encode_array(getattr(self, name))
+        if self.quality is not None:
+            out["quality"] = _copy.deepcopy(dict(self.quality))
         return out
 
     def to_json(self) -> bytes:
@@ -226,6 +262,7 @@ class Explanation:
             feature_names=tuple(names) if names is not None else None,
             seed=data.get("seed"),
             model=data.get("model"),
+            quality=data.get("quality"),
             **arrays,  # type: ignore[arg-type]
         )
 

@@ -30,7 +30,8 @@ from xai_sandbox.models.registry import RegisteredModel
 from xai_sandbox.quality.faithfulness import curves, explained_output_fn, players_of
 from xai_sandbox.quality.stability import method_agreement, seed_stability
 
-__all__ = ["ONE_PASS_METHODS", "QualityThresholds", "assess", "curve_baseline", "judge"]
+__all__ = ["ONE_PASS_METHODS", "QualityThresholds", "assess", "assessed", "curve_baseline",
+           "judge"]
 
 # Methods whose own cost is about one forward and backward pass: their default image
 # curves use one fraction (two forwards) so the block stays within the method's time.
@@ -177,6 +178,22 @@ def assess(model: RegisteredModel, x: Any, explanations: Sequence[Explanation], 
     block["verdict"] = judge(block, thresholds)
     block["wall_time_s"] = time.perf_counter() - started
     return block
+
+
+def assessed(model: RegisteredModel, x: Any, explanations: Sequence[Explanation], *,
+             reruns: Sequence[Explanation] = (), thresholds: QualityThresholds | None = None,
+             fractions: Any = "default", patch: int = 1
+             ) -> tuple[list[Explanation], dict[str, Any]]:
+    """:func:`assess`, and the explanations with the block attached.
+
+    Each returned explanation carries the row's whole block (``Explanation.quality``,
+    serialised by ``to_json()``): the principal method, every method's checks, their
+    agreement and the verdict, so a served explanation says how far it can be trusted
+    without its report. The inputs are left as they are (an explanation is immutable).
+    """
+    block = assess(model, x, explanations, reruns=reruns, thresholds=thresholds,
+                   fractions=fractions, patch=patch)
+    return [e.with_quality(block) for e in explanations], block
 
 
 def judge(block: Mapping[str, Any], thresholds: QualityThresholds) -> dict[str, Any]:
