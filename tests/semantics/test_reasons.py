@@ -27,7 +27,9 @@ def test_at_most_four_ranked_reasons_never_protected(credit):  # type: ignore[no
         for r in rs.reasons:
             spec = schema.feature(r.feature)
             assert not spec.protected
-            assert r.reason_code == spec.reason_code
+            # The feature's code where it is true of the value, else "Other" (C1-24).
+            assert r.reason_code == (spec.adverse_code(credit.data.rows[i][r.feature])
+                                     or "C1-24")
             assert r.impact in ("HIGH", "MEDIUM", "LOW")
             assert "declined" in r.text["en"] and "拒绝" in r.text["zh"]
         # Protected features that pushed toward the outcome are listed apart.
@@ -64,6 +66,8 @@ def test_catalogue_and_bad_input(credit):  # type: ignore[no-untyped-def]
     cat = load_catalogue()
     assert cat.text("C1-08", "en", "x") == "Income insufficient for amount of credit requested"
     assert cat.text("C1-24", "en", "Loan duration") == "Other: Loan duration"
+    assert cat.other("Loan duration", "48 months", "en") == (
+        "Other: Loan duration of 48 months weighed against the application")
     with pytest.raises(InvalidInputError, match="shipped reason catalogue"):
         load_catalogue("nope")
     e = explain(credit.mlp, credit.data.X[:1], method="integrated_gradients", target="bad",

@@ -335,8 +335,31 @@ def test_human_review_from_request_to_decision(live):
         status = c.get(f"/v1/reviews/{review['review_id']}").json()
     assert view["review_status"] == "overridden" and view["reviews"][0]["due_at"]
     assert status["status"] == "overridden" and "rationale" not in status
+    # The person's decision is the outcome the subject now reads, with its date.
+    assert view["outcome"] == "approved" and view["automated_outcome"] == "declined"
+    assert view["outcome_decided_by"] == "person"
+    assert view["outcome_decided_at"][:10] == view["reviews"][0]["decided_at"][:10]
+    assert "by a person" in view["outcome_note"] and "declined" in view["outcome_note"]
+    with live.client(key) as c:
+        zh = c.get(f"/v1/decisions/{first}?lang=zh").json()
+    assert zh["outcome"] == "批准" and "人工复核" in zh["outcome_note"]
     with live.client("carl-compliance") as c:
         report = c.get(f"/v1/decisions/{first}/report").json()
+        html = c.get(f"/v1/decisions/{first}/report.html").text
+    final = report["final_outcome"]
+    assert final["decision"] == "good" and final["decided_by"] == "person"
+    assert final["original"]["decision"] == report["output"]["decision"] == "bad"
+    assert "decided by a person on review (overridden" in html
+    # The log holds both: the automated decision and the review that changed it.
+    logged: dict[str, str] = {}
+    with live.client("carl-compliance") as c:
+        start, size = 0, 1
+        while start < size:
+            page = c.get("/v1/audit/entries", params={"start": start}).json()
+            logged.update({e["record_id"]: e["kind"] for e in page["entries"]})
+            start, size = page["end"], page["size"]
+    assert logged[f"decisions:{first}"] == "decision_recorded"
+    assert logged[f"reviews:{review['review_id']}"] == "review_decided"
     history = report["human_review"]["history"][0]
     assert report["human_review"]["status"] == "overridden"
     assert history["reviewer"] == "rita-reviewer" and history["rationale"] == "Income verified."

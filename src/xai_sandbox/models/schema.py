@@ -111,7 +111,7 @@ class FeatureSpec:
         the person, or ``None`` (then only an "Other" reason, naming the factor, fits).
 
         A category's own code wins; a category at the best end of ``order`` never gets one
-        (it cannot be a shortcoming); a value that is, by ``monotone`` or ``order``, no worse
+        (it cannot be a shortcoming); a value that is, by ``monotone`` or ``order``, better
         than the reference the attribution is measured against gets none either (the code's
         text would say something about the person that their own value contradicts)."""
         if self.protected:
@@ -124,7 +124,7 @@ class FeatureSpec:
             elif self.order and value == self.order[-1]:
                 return None
         if code is not None and reference is not None and \
-                self.compare(value, reference) in ("better", "same"):
+                self.compare(value, reference) == "better":
             return None
         return code
 

@@ -95,6 +95,19 @@ REVIEW_STATUS = {
     "zh": {"not_required": "未申请", "pending": "处理中", "confirmed": "维持原决定",
            "overridden": "已改判", "reversed": "已撤销"},
 }
+# A person's review decides the outcome from then on: said to the subject with its date.
+DECIDED_BY_PERSON = {
+    "en": "Decided by a person on review on {date} ({status}); the automated decision was "
+          "\"{original}\". The reasons below explain the automated decision.",
+    "zh": "已于{date}经人工复核作出决定（{status}）；自动决定的结果为“{original}”。"
+          "以下理由解释的是自动决定。",
+}
+CONFIRMED_BY_PERSON = {
+    "en": "Confirmed by a person on review on {date}.",
+    "zh": "已于{date}经人工复核维持。",
+}
+# Reviews that can change the outcome (an explanation request cannot).
+DECIDING_KINDS = ("human_review", "contest")
 DEFAULT_REGIMES = ("GDPR Art. 22 (solely automated decision with legal or similarly "
                    "significant effect); Art. 13-15 meaningful information",
                    "EU AI Act Annex III point 5(b) (creditworthiness), Art. 12, 13, 14, 86",
@@ -697,6 +710,36 @@ class Decider:
         return chain
 
     # ------------------------------------------------------------------ reading
+    @staticmethod
+    def final_outcome(served: ServedModel, output: Mapping[str, Any],
+                      reviews: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The outcome that stands: the model's, or the latest decided human review or
+        contest's. ``overridden`` and ``reversed`` turn an adverse decision into the most
+        probable favourable class, and a favourable one into the adverse class; the log
+        holds both the automated decision and the review that changed it."""
+        decided = [r for r in reviews if (r["kind"] or "human_review") in DECIDING_KINDS
+                   and r["status"] in ("confirmed", "overridden", "reversed")]
+        original = {"decision": output["decision"], "label": dict(output["label"]),
+                    "adverse": bool(output["adverse"])}
+        if not decided:
+            return {**original, "decided_by": "model", "decided_at": None,
+                    "review_status": None, "review_id": None, "original": original}
+        last = max(decided, key=lambda r: r["decided_at"])
+        decision, adverse = original["decision"], original["adverse"]
+        if last["status"] != "confirmed":
+            policy = served.policy
+            if adverse:
+                probs = output.get("probabilities") or {}
+                others = [c for c in served.model.class_names if c != policy.adverse_class]
+                decision = max(others, key=lambda c: float(probs.get(c, 0.0)))
+            else:
+                decision = policy.adverse_class
+            adverse = not adverse
+        return {"decision": decision, "label": dict(served.policy.outcome_labels[decision]),
+                "adverse": adverse, "decided_by": "person",
+                "decided_at": rfc3339(last["decided_at"]), "review_status": last["status"],
+                "review_id": last["id"], "original": original}
+
     def _subject_text(self, body: Mapping[str, Any], locale: str) -> dict[str, Any]:
         """The words the subject reads (the adverse-action notice), without live state."""
         reasons = [{"rank": r["rank"], "impact": r["impact"], "text": r["text"][locale]}
@@ -741,10 +784,22 @@ class Decider:
             raise NotFoundError("decision_id", "must be a recorded decision", decision_id)
         texts = self._subject_texts(report_id) if report_id is not None else None
         output = json.loads(row["output_json"])
+        final = self.final_outcome(self.model_by_key(row["model_key"]), output, reviews)
+        note = None
+        if final["decided_by"] == "person":
+            status = REVIEW_STATUS[locale][final["review_status"]]
+            date = final["decided_at"][:10]
+            note = (CONFIRMED_BY_PERSON[locale].format(date=date)
+                    if final["review_status"] == "confirmed" else
+                    DECIDED_BY_PERSON[locale].format(date=date, status=status,
+                                                     original=output["label"][locale]))
         view: dict[str, Any] = {
             "decision_id": decision_id, "case_ref": row["case_ref"],
             "decided_at": rfc3339(row["decided_at"]), "locale": locale,
-            "outcome": output["label"][locale],
+            "outcome": final["label"][locale],
+            "outcome_decided_by": final["decided_by"],
+            "outcome_decided_at": final["decided_at"] or rfc3339(row["decided_at"]),
+            "automated_outcome": output["label"][locale], "outcome_note": note,
             "deployer": {"name": self.settings.deployer_name,
                          "contact": self.settings.deployer_contact}}
         if texts is None:
@@ -752,6 +807,7 @@ class Decider:
                          "what_you_could_change": None, "caveat": None})
         else:
             view.update({"explanation_status": "ready", **texts[locale]})
+        view["outcome"] = final["label"][locale]   # the texts name the automated outcome
         view["rights"] = [{"right": r, "text": t, "link": review_link}
                           for r, t in RIGHTS[locale]]
         view["reviews"] = [{"review_id": r["id"], "kind": r["kind"] or "human_review",
@@ -821,6 +877,7 @@ class Decider:
         human = [r for r in reviews if (r["kind"] or "human_review") == "human_review"]
         body.update({
             "report": report_meta,
+            "final_outcome": self.final_outcome(served, output, reviews),
             "human_review": {
                 "status": human[-1]["status"] if human else "not_required",
                 "history": [{"review_id": r["id"], "status": r["status"],
