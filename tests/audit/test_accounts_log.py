@@ -173,6 +173,26 @@ def _sql(table: Any, where: str, **values: Any) -> Callable[[Connection, dict[st
     return change
 
 
+def _insert_decision(conn: Connection, _ids: dict[str, Any]) -> None:
+    """A decision (and the facets row the list shows it by) that was never logged."""
+    now = datetime.now(UTC)
+    conn.execute(insert(t.decisions).values(
+        id="00000000-0000-0000-0000-0000000000dd", case_ref="C-X", subject_ref="0" * 64,
+        model_key="credit@1", input_commitment="0" * 64,
+        output_json='{"adverse":false,"decision":"approved"}', policy_version="p",
+        decided_at=now, retain_until=now, legal_hold=False))
+    conn.execute(insert(t.decision_facets).values(
+        decision_id="00000000-0000-0000-0000-0000000000dd", model_key="credit@1",
+        decided_at=now, outcome="approved", adverse=False, review_status="none"))
+
+
+def _insert_access(conn: Connection, ids: dict[str, Any]) -> None:
+    conn.execute(insert(t.access_events).values(
+        id="00000000-0000-0000-0000-0000000000ee", record_type="decisions",
+        record_id=ids["decisions"][0], action="read", actor="x", role="auditor",
+        purpose="p", at=datetime.now(UTC)))
+
+
 def _delete_facet(conn: Connection, ids: dict[str, Any]) -> None:
     conn.execute(delete(t.decision_facets).where(
         t.decision_facets.c.decision_id == ids["decisions"][1]))
@@ -221,6 +241,12 @@ TAMPERING: dict[str, tuple[Callable[[Connection, dict[str, Any]], None], str]] =
     "facet anchor hits cleared": (_facet(0, anchor_hits=0),
                                   "decision {d0}: facet anchor_hits is 0"),
     "facet row deleted": (_delete_facet, "decision {d1}: its facets row is missing"),
+    "decision inserted without entry": (
+        _insert_decision,
+        "record decisions:00000000-0000-0000-0000-0000000000dd: has no log entry"),
+    "access event inserted without entry": (
+        _insert_access,
+        "record access_events:00000000-0000-0000-0000-0000000000ee: has no log entry"),
     "pending review marked decided": (_sql(t.reviews, "pending", status="confirmed"),
                                       "review {pending}: status 'confirmed' but it has no "
                                       "logged decision"),

@@ -10,7 +10,8 @@
 5. Who may do what: the state entries of principals and API keys, replayed in log order,
    equal the principals and api_keys tables row by row; a row with no entry, a logged
    record missing from its table, and the first field that differs are named.
-6. A review is pending exactly while the log holds no decision of it.
+6. Every row of a logged table has its log entry; a review is pending exactly while the
+   log holds no decision of it.
 7. The decisions' facets (what the decisions list filters on, what reviewers see) equal
    the facets rebuilt from the logged records by the writes' own rules, in log order.
 
@@ -29,7 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, func, literal, select
 
 from xai_sandbox.audit.canonical import canonical_json
 from xai_sandbox.audit.merkle import (
@@ -113,6 +114,7 @@ class _Scan:
     # ("set", decision, facets) | ("update", decision, some facets) | ("drop", decision, None)
     facets: list[tuple[str, str, Any]] = field(default_factory=list)
     decided: list[str] = field(default_factory=list)  # reviews with a logged decision
+    logged: dict[str, int] = field(default_factory=dict)  # table: records found by entry
 
 
 def _state(row: Any, body: bytes) -> dict[str, Any] | None:
@@ -190,6 +192,9 @@ def _scan(conn: Connection, start: int, end: int, purged: frozenset[str],
                 found.problem = f"{where}: stored record does not match its log entry"
                 return found
             else:
+                if row.kind != "review_decided":  # every other kind creates its record
+                    table = KIND_TABLE[row.kind]
+                    found.logged[table] = found.logged.get(table, 0) + 1
                 _facet_events(row.kind, record, found)
             leaves.append(bytes(row.leaf_hash))
         if progress is not None:
@@ -270,6 +275,12 @@ def verify_log(engine: Engine, verifiers: list[Verifier], origin: str,
         if report.ok:
             _check_accounts(conn, [s for p in parts for s in p.states], report)
         if report.ok:
+            logged: dict[str, int] = {}
+            for p in parts:
+                for name, n in p.logged.items():
+                    logged[name] = logged.get(name, 0) + n
+            _check_unlogged(conn, logged, report)
+        if report.ok:
             _check_reviews(conn, {r for p in parts for r in p.decided}, report)
         if report.ok:
             _check_facets(conn, [e for p in parts for e in p.facets], report)
@@ -347,6 +358,24 @@ def _check_accounts(conn: Connection, states: list[tuple[int, dict[str, Any]]],
             report.api_keys = len(last)
 
 
+def _check_unlogged(conn: Connection, logged: dict[str, int], report: VerifyReport) -> None:
+    """Each table whose rows the entries are rebuilt from holds no row without one."""
+    for name in dict.fromkeys(KIND_TABLE[k] for k in ENTRY_BUILDERS):
+        table = t.metadata.tables[name]
+        key = table.c.key if name == "models" else table.c.id
+        rows = int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+        if rows == logged.get(name, 0):
+            continue
+        entry = select(t.log_entries.c.idx).where(
+            t.log_entries.c.record_id == literal(f"{name}:") + key)
+        first = conn.execute(select(key).where(~entry.exists()).order_by(key).limit(1)).scalar()
+        if first is not None:
+            report.fail(f"record {name}:{first}: has no log entry")
+        else:
+            report.fail(f"{name}: {rows} rows, but the log creates {logged.get(name, 0)}")
+        return
+
+
 def _check_reviews(conn: Connection, decided: set[str], report: VerifyReport) -> None:
     """A review is pending exactly while no decision of it is logged."""
     for review_id, status in conn.execute(select(t.reviews.c.id, t.reviews.c.status)
@@ -384,12 +413,14 @@ def _check_facets(conn: Connection, events: list[tuple[str, str, Any]],
             if expected is None:
                 report.fail(f"decision {row.decision_id}: facets row of no logged decision")
                 return
+            count += 1
+            if tuple(row[1:]) == tuple(expected):
+                continue
             for column, have, want in zip(_FACETS, row[1:], expected, strict=True):
                 if have != want and (column != "decided_at" or rfc3339(have) != rfc3339(want)):
                     report.fail(f"decision {row.decision_id}: facet {column} is {have!r}, "
                                 f"the logged records give {want!r}")
                     return
-            count += 1
     for decision_id in rebuilt:
         report.fail(f"decision {decision_id}: its facets row is missing")
         return

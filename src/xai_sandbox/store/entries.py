@@ -3,6 +3,10 @@
 An entry holds identifiers, salted commitments, hashes and times: never personal data.
 Times are RFC 3339 UTC strings with microseconds; outputs and free texts enter as
 SHA-256 of their stored canonical JSON or text, so an entry never holds a float.
+
+Records written once are rebuilt from their row (``ENTRY_BUILDERS``). Records that change,
+principals and API keys, log their whole state at each change (``STATE_BUILDERS``);
+verification replays those entries and compares the last state of each with its row.
 """
 
 from __future__ import annotations
