@@ -377,3 +377,30 @@ def test_cli_users_are_logged_and_a_tampered_role_fails_verify(store: Store,
     bad = _cli(settings, "audit", "verify")
     assert bad.returncode == 1
     assert f"principal {pid} (carla): roles differ from the log" in bad.stdout
+
+
+def test_writes_during_verification_are_not_taken_for_tampering(store: Store) -> None:
+    """Verification compares the tables with the log as of one snapshot: principals,
+    keys, decisions, reports and reviews written while it runs wait for the next run."""
+    ids = _populate(store)
+    accounts: Accounts = ids["accounts"]
+    writes = iter(range(100))
+
+    def write_meanwhile(done: int, total: int) -> None:
+        n = next(writes)
+        accounts.create_principal(f"late-{n}", ["auditor"])
+        accounts.issue_key(f"late-{n}")
+        accounts.set_roles("olga", ["operator"] if n % 2 else ["operator", "auditor"])
+        decided = store.record_decision(model_key="credit@1", subject_id=f"late-{n}",
+                                        inputs={}, output={"decision": "rejected"},
+                                        policy_version="p")
+        store.record_report(decided.decision_id, {"anchors": {"hits": ["a"]}}, "r/1")
+        store.record_report(ids["decisions"][1], {"anchors": {"hits": []}}, "r/1")
+        review, _ = store.request_review(decided.decision_id, "s", "why")
+        store.decide_review(review, outcome="confirmed", reviewer="r", role="reviewer",
+                            rationale="ok")
+
+    report = verify_log(store.engine, store.keys.verifiers(), store.log.origin, workers=1,
+                        progress=write_meanwhile)
+    assert report.ok, report.problems
+    assert next(writes) > 0 and _verify(store).ok

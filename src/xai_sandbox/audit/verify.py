@@ -225,10 +225,16 @@ def verify_log(engine: Engine, verifiers: list[Verifier], origin: str,
     than 50,000 entries in a file or server database), each on its own range.
     ``progress(entries checked, entries in all)`` follows the entries (in one process:
     page by page; in several: at the end).
+
+    Everything read on the main connection comes from one snapshot (one read transaction:
+    SQLite's WAL gives it, PostgreSQL runs it REPEATABLE READ), so writes committed while
+    verification runs neither appear in the tables nor miss from the log it compares.
     """
     report = VerifyReport()
     tree = MemoryTree()
     with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")
         head = int(conn.execute(select(t.log_head.c.size)).scalar_one())
         purged = frozenset(f"{r.record_type}:{r.record_id}" for r in conn.execute(
             select(t.purges.c.record_type, t.purges.c.record_id)))
