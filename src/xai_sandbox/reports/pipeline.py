@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from xai_sandbox.audit.canonical import canonical_json
+from xai_sandbox.counterfactuals import ActionConstraints
 from xai_sandbox.counterfactuals.search import NO_FEASIBLE_CHANGE, find_counterfactuals
 from xai_sandbox.errors import InvalidInputError, NotFoundError, SchemaError, UnsupportedModelError
 from xai_sandbox.explainers import explain
@@ -268,6 +269,7 @@ class Decider:
         self.webhooks = parse_webhooks(self.settings.webhooks)
         self._models: dict[str, ServedModel] = {}
         self._texts: dict[str, dict[str, dict[str, Any]]] = {}
+        self._constraints: dict[str, ActionConstraints] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ models
@@ -607,7 +609,7 @@ class Decider:
         probs = output["probabilities"]
         desired = max(favourable, key=lambda c: probs[c])
         found = find_counterfactuals(served.model, features, desired_class=desired, k=k,
-                                     data=served.data)
+                                     constraints=self._action_constraints(served))
         schema = served.schema
         options = []
         for rank, option in enumerate(found.options, 1):
@@ -615,6 +617,8 @@ class Decider:
             _, rescored = self.score(served, option.row)
             options.append({
                 "rank": rank, "cost": option.cost, "probability_desired": option.probability,
+                "ood_score": option.ood_score,
+                "neighbour_distance": option.neighbour_distance,
                 "valid": rescored["decision"] == desired,
                 "rescored_decision": rescored["decision"],
                 "changes": [{"feature": c.feature, "before": c.before, "after": c.after,
@@ -626,10 +630,28 @@ class Decider:
                             for c in option.changes]})
         return {"requested": True, "desired_class": desired, "options": options,
                 "message": found.message if found.found else NO_FEASIBLE_CHANGE,
+                "original_ood_score": found.original_ood_score,
+                "dropped": dict(found.dropped),
                 "constraints": {**dict(found.constraints),
                                 "never_changed": [f.name for f in schema.features
                                                   if f.protected or not f.mutable]},
                 "disclaimer": DISCLAIMER}
+
+    def _action_constraints(self, served: ServedModel) -> ActionConstraints | None:
+        """What a suggested change may do, from the model's training rows (built once per
+        model): within their 1st-99th percentiles and the policy's relative caps, up the
+        schema's category orders, and no further from the data than the OOD limit."""
+        if served.data is None:
+            return None
+        with self._lock:
+            found = self._constraints.get(served.key)
+        if found is None:
+            found = ActionConstraints.from_training(
+                served.data, served.schema, profile=served.model.profile,
+                max_relative_change=dict(served.policy.counterfactual_max_change) or None)
+            with self._lock:
+                self._constraints[served.key] = found
+        return found
 
     def _reliability(self, served: ServedModel, x: np.ndarray, output: Mapping[str, Any],
                      explanations: Sequence[Explanation], quality: Mapping[str, Any]

@@ -59,6 +59,9 @@ class ExplanationPolicy:
     share: float = 1.0
     threshold: float = 0.5
     counterfactuals: int = 3
+    # Per feature, the largest relative change a suggestion may make (0.5: +-50%); the
+    # rest get the counterfactual search's default.
+    counterfactual_max_change: Mapping[str, float] = field(default_factory=dict)
     run_as_job: bool = False
     automation: str = "solely automated, with human review on request"
     version: str = "1"
@@ -92,6 +95,12 @@ class ExplanationPolicy:
             number_in(raw.get(name, getattr(cls, name)), 0, 1, f"policy.{name}")
         k = number_in(raw.get("counterfactuals", 3), 0, 10, "policy.counterfactuals",
                       integer=True)
+        caps = raw.get("counterfactual_max_change") or {}
+        if not isinstance(caps, Mapping):
+            raise InvalidInputError("policy.counterfactual_max_change", "must map feature "
+                                    "names to relative changes", caps)
+        caps = {str(f): float(number_in(v, 0, 100, f"policy.counterfactual_max_change.{f}"))
+                for f, v in caps.items()}
         for name in ("automation", "version"):
             value = raw.get(name, getattr(cls, name))
             if not isinstance(value, str) or not value or len(value) > 200:
@@ -102,7 +111,8 @@ class ExplanationPolicy:
                    confidence_threshold=float(raw.get("confidence_threshold", 0.9)),
                    share=float(raw.get("share", 1.0)), threshold=float(raw.get("threshold",
                                                                                0.5)),
-                   counterfactuals=k, run_as_job=bool(raw.get("run_as_job", False)),
+                   counterfactuals=k, counterfactual_max_change=caps,
+                   run_as_job=bool(raw.get("run_as_job", False)),
                    automation=raw.get("automation", cls.automation),
                    version=raw.get("version", cls.version),
                    quality=QualityThresholds.from_dict(raw.get("quality")))
@@ -112,6 +122,7 @@ class ExplanationPolicy:
         out["methods"] = list(self.methods)
         out["outcome_labels"] = {k: dict(v) for k, v in self.outcome_labels.items()}
         out["quality"] = self.quality.to_dict()
+        out["counterfactual_max_change"] = dict(self.counterfactual_max_change)
         return out
 
     @property
