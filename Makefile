@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile requirements/lock.txt requirements/no-deps.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) system-deps
 	$(VENV)/bin/xai-sandbox demo
 
 # wrk, a CJK font and HarfBuzz-Subset from Debian (see tools/system-deps.sh).
