@@ -309,3 +309,5 @@ def test_clean_message_strips_native_traces_and_paths():
     assert clean_message("data: cannot read /home/x/data.csv") == \
         "data: cannot read <path>"
     assert clean_message("a\ud800b") == "a\\ud800b"
+    assert clean_message("url: got 'https://hooks.example/a/b'") == \
+        "url: got 'https://hooks.example/a/b'"

@@ -273,7 +273,7 @@ def _error(status: int, exc: InvalidInputError | UnsupportedModelError) -> JSONR
 # stack trace with the paths of shared libraries, and lines drawn as a caret diagram.
 _NATIVE_PREFIX = re.compile(r"\[\d{2}:\d{2}:\d{2}\] [^\s:]+:\d+: ")
 _NATIVE_TRACE = re.compile(r"\s*Stack trace:(?:\s*\[bt\][^\n]*)*\s*")
-_PATH = re.compile(r"(?<![\w.~])(?:/[\w.+@~-]+){2,}/?")
+_PATH = re.compile(r"(?<![\w.~/:])(?:/[\w.+@~-]+){2,}/?")  # not a URL's path
 
 
 def clean_message(text: str) -> str:
@@ -406,6 +406,13 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
 
     app.include_router(routes.router)
     app.include_router(console.router)
+
+    @app.get("/", include_in_schema=False)
+    def _root() -> RedirectResponse:
+        """A browser at the root goes to the console; the console itself sends a
+        signed-out visitor to sign in (not in OpenAPI: it is no part of the API)."""
+        return RedirectResponse("/console/", status_code=307)
+
     openapi_security(app)
     return app
 
