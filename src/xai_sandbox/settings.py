@@ -31,6 +31,8 @@ class Settings(BaseSettings):
 
     # Who deploys and who provides the system (report field 3).
     deployer_name: str = "Example Bank AG (demo deployer)"
+    # The deployer's name as the Chinese subject view shows it (default: deployer_name).
+    deployer_name_zh: str | None = "示例银行股份公司（演示部署方）"
     deployer_contact: str = "dpo@bank.example"
     provider_name: str = "XAI-Sandbox"
     provider_contact: str = "compliance@xai-sandbox.example"

@@ -148,7 +148,18 @@ def test_subject_view_reasons_are_plain_ranked_and_directional(live):
     assert 1 <= len(en["reasons"]) <= 4
     assert [r["rank"] for r in en["reasons"]] == list(range(1, len(en["reasons"]) + 1))
     assert {r["impact"] for r in en["reasons"]} <= {"HIGH", "MEDIUM", "LOW"}
-    assert set(en["reasons"][0]) == {"rank", "impact", "text"}  # no raw attribution numbers
+    # No raw attribution numbers; the impact level in the reader's language.
+    assert set(en["reasons"][0]) == {"rank", "impact", "impact_text", "text"}
+    impact = {"en": {"HIGH": "high impact", "MEDIUM": "medium impact", "LOW": "low impact"},
+              "zh": {"HIGH": "影响大", "MEDIUM": "影响中等", "LOW": "影响小"}}
+    for view, loc in ((en, "en"), (zh, "zh")):
+        assert all(r["impact_text"] == impact[loc][r["impact"]] for r in view["reasons"])
+    # Nothing of the Chinese view is left in English: sources, deployer, caveat.
+    assert zh["data_sources"] == ["申请表", "本行账户记录"]
+    assert zh["deployer"]["name"] == "示例银行股份公司（演示部署方）"
+    assert en["data_sources"] == ["application form", "bank's own account records"]
+    for text in (zh["caveat"], *(r["text"] for r in zh["rights"])):
+        assert not re.search(r"[A-Za-z]{4,}", text), text
     for reason in en["reasons"]:
         assert 'pushed the decision toward "declined"' in reason["text"]
     assert all("使决定倾向于“拒绝”" in r["text"] for r in zh["reasons"])

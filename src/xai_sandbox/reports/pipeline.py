@@ -96,6 +96,8 @@ REVIEW_STATUS = {
     "zh": {"not_required": "未申请", "pending": "处理中", "confirmed": "维持原决定",
            "overridden": "已改判", "reversed": "已撤销"},
 }
+IMPACT = {"en": {"HIGH": "high impact", "MEDIUM": "medium impact", "LOW": "low impact"},
+          "zh": {"HIGH": "影响大", "MEDIUM": "影响中等", "LOW": "影响小"}}
 # A person's review decides the outcome from then on: said to the subject with its date.
 DECIDED_BY_PERSON = {
     "en": "Decided by a person on review on {date} ({status}); the automated decision was "
@@ -229,7 +231,10 @@ def _load_xgboost(source: Mapping[str, Any], model_id: str, version: str
     try:
         est.load_model(bytearray(text.encode()))
     except Exception as exc:  # xgboost raises its own XGBoostError on a bad document
-        raise InvalidInputError("source.model", f"is not a loadable XGBoost model ({exc})",
+        # The first line of xgboost's message, without its log prefix, source file or
+        # native stack trace.
+        first = re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", (str(exc).splitlines() or [""])[0])
+        raise InvalidInputError("source.model", f"is not a loadable XGBoost model ({first})",
                                 text[:40]) from exc
     rows = source.get("training_rows")
     data = None
@@ -546,7 +551,10 @@ class Decider:
             "input": {"commitment": row["input_commitment"],
                       "commitment_scheme": "SHA-256(salt || RFC 8785 JSON of the input)",
                       "schema_version": schema.version,
-                      "data_sources": list(served.card.data_sources)},
+                      "data_sources": list(served.card.data_sources),
+                      "data_sources_by_locale": {
+                          loc: [t[loc] for t in served.card.data_source_texts]
+                          for loc in LOCALES}},
             "output": output,
             "explanations": [self._method_block(e) for e in explanations],
             "reasons": {**reasons.to_dict(), "check": {"passed": not violations,
@@ -671,6 +679,11 @@ class Decider:
         if ood is not None and ood["out_of_distribution"]:
             reasons.append("input far from the training data (out of distribution)")
         reasons += quality["verdict"]["why"]
+        # "normal" only for a validated explanation: its faithfulness was measured.
+        principal = quality.get("methods", {}).get(quality.get("principal"), {})
+        if (principal.get("curves") or {}).get("gap") is None:
+            reasons.append("explanation not validated: its faithfulness (deletion/insertion "
+                           "gap) could not be measured")
         return {"model_confidence": output["confidence"], "fidelity": fidelity,
                 "stability": stability, "out_of_distribution": ood,
                 "level": "low" if reasons else "normal", "why_low": reasons,
@@ -764,7 +777,8 @@ class Decider:
 
     def _subject_text(self, body: Mapping[str, Any], locale: str) -> dict[str, Any]:
         """The words the subject reads (the adverse-action notice), without live state."""
-        reasons = [{"rank": r["rank"], "impact": r["impact"], "text": r["text"][locale]}
+        reasons = [{"rank": r["rank"], "impact": r["impact"],
+                    "impact_text": IMPACT[locale][r["impact"]], "text": r["text"][locale]}
                    for r in body["reasons"]["reasons"]]
         cf = body["counterfactuals"]
         changes = []
@@ -822,7 +836,7 @@ class Decider:
             "outcome_decided_by": final["decided_by"],
             "outcome_decided_at": final["decided_at"] or rfc3339(row["decided_at"]),
             "automated_outcome": output["label"][locale], "outcome_note": note,
-            "deployer": {"name": self.settings.deployer_name,
+            "deployer": {"name": self._deployer_name(locale),
                          "contact": self.settings.deployer_contact}}
         if texts is None:
             view.update({"explanation_status": "pending", "reasons": [],
@@ -842,6 +856,10 @@ class Decider:
         view["review_status"] = human[-1]["status"] if human else "not_required"
         return view
 
+    def _deployer_name(self, locale: str) -> str:
+        zh = self.settings.deployer_name_zh
+        return zh if locale == "zh" and zh else self.settings.deployer_name
+
     def _subject_texts(self, report_id: str) -> dict[str, dict[str, Any]]:
         """The subject's words of a report, per locale; reports never change, so the
         parsed texts are kept (bounded) and a read does not parse the report again."""
@@ -851,7 +869,8 @@ class Decider:
             return found
         body = self.store.report_body(report_id)
         texts = {loc: {**self._subject_text(body, loc),
-                       "data_sources": body["input"]["data_sources"],
+                       "data_sources": body["input"].get("data_sources_by_locale", {}).get(
+                           loc, body["input"]["data_sources"]),
                        "explained_at": body["decision"]["explained_at"]} for loc in LOCALES}
         with self._lock:
             if len(self._texts) >= 4096:

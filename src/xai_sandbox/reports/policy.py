@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from xai_sandbox.errors import InvalidInputError, known_fields, number_in
 from xai_sandbox.explainers import EXPLAINERS
+from xai_sandbox.models.schema import LOCALES
 from xai_sandbox.quality.assess import QualityThresholds
 
 __all__ = ["EXPENSIVE_METHODS", "ExplanationPolicy", "ModelCard"]
@@ -147,7 +148,8 @@ class ModelCard:
     purpose: str = "not stated"
     training_data: str = "not stated"
     validation_status: str = "not validated"
-    data_sources: tuple[str, ...] = ()
+    data_sources: tuple[str, ...] = ()   # in English; per locale: data_source_texts
+    data_source_texts: tuple[Mapping[str, str], ...] = ()
     regimes: tuple[str, ...] = ()
     known_limits: tuple[str, ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -164,7 +166,20 @@ class ModelCard:
                 raise InvalidInputError(f"card.{name}", "must be a non-empty string of at most "
                                         "1000 characters", value)
             out[name] = value
-        for name in ("data_sources", "regimes", "known_limits"):
+        # A data source is one text, or a text per locale (what the subject reads).
+        sources = raw.get("data_sources", [])
+        texts = []
+        for i, item in enumerate(sources if isinstance(sources, list | tuple) else [sources]):
+            text = {loc: item for loc in LOCALES} if isinstance(item, str) else item
+            if not isinstance(text, Mapping) or not all(
+                    isinstance(text.get(loc), str) and 0 < len(text[loc]) <= 500
+                    for loc in LOCALES):
+                raise InvalidInputError(f"card.data_sources[{i}]", "must be a string or a "
+                                        f"text for every locale {list(LOCALES)}", item)
+            texts.append({loc: str(text[loc]) for loc in LOCALES})
+        out["data_sources"] = tuple(t["en"] for t in texts)
+        out["data_source_texts"] = tuple(texts)
+        for name in ("regimes", "known_limits"):
             value = raw.get(name, [])
             if not isinstance(value, list | tuple) or not all(
                     isinstance(v, str) and 0 < len(v) <= 500 for v in value):
@@ -176,5 +191,7 @@ class ModelCard:
         out = asdict(self)
         for name in ("data_sources", "regimes", "known_limits"):
             out[name] = list(out[name])
+        out["data_sources"] = [dict(t) for t in self.data_source_texts] or out["data_sources"]
+        del out["data_source_texts"]
         out["extra"] = dict(self.extra)
         return out

@@ -19,7 +19,8 @@ _CARD = {"purpose": "consumer credit decisions (demo)",
          "training_data": "German credit (Statlog, UCI, CC BY 4.0), deterministic 80% split",
          "validation_status": "demo model: held-out accuracy recorded at training, not "
                               "independently validated",
-         "data_sources": ["application form", "bank's own account records"],
+         "data_sources": [{"en": "application form", "zh": "申请表"},
+                          {"en": "bank's own account records", "zh": "本行账户记录"}],
          "known_limits": ["trained on 800 applicants from 1970s Germany",
                           "attributions are against a typical applicant of the training "
                           "data"]}
