@@ -141,6 +141,8 @@ class ServedModel:
     data: np.ndarray | None = field(default=None, repr=False)   # encoded training rows
     anchors: AnchorLibrary | None = None
     proxies: Mapping[str, Sequence[str]] = field(default_factory=dict)  # protected -> proxies
+    # The test behind each proxy: measure, value, threshold, permutation p-value.
+    proxy_tests: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
 
     @property
     def schema(self) -> FeatureSchema:
@@ -318,11 +320,13 @@ class Decider:
                                            schema=model.schema.to_dict() if model.schema
                                            else None, spec=stored)
         proxies: dict[str, list[str]] = {}
+        tests: dict[str, list[dict[str, Any]]] = {}
         if data is not None and model.schema is not None and len(data) >= 50:
             found = likely_proxies(model.schema, model.schema.decode(data[:5000]))
             proxies = {p: [n for n, _ in found[p]] for p in found}
+            tests = {p: [f.to_dict() for f in found[p]] for p in found}
         served = ServedModel(key=key, model=model, policy=policy, card=card, spec=stored,
-                             data=data, anchors=anchors, proxies=proxies)
+                             data=data, anchors=anchors, proxies=proxies, proxy_tests=tests)
         if anchors is not None:  # streaks continue across a restart
             for decision_id, body in self.store.recent_reports(key, self.streaks.n):
                 if body.get("anchors"):
@@ -708,6 +712,7 @@ class Decider:
         return {"protected_share": float(sum(shares.values())), "by_feature": shares,
                 "proxy_share": float(sum(share(p) for p in proxies)),
                 "proxies": {k: list(v) for k, v in served.proxies.items()},
+                "proxy_tests": {k: [dict(t) for t in v] for k, v in served.proxy_tests.items()},
                 "method": explanation.method}
 
     @staticmethod
