@@ -626,6 +626,33 @@ def users_revoke(key_id: Annotated[str, typer.Argument(help="the key id: xai_<ke
     console.print(f"revoked {key_id}")
 
 
+@users.command("roles")
+def users_roles(
+    name: Annotated[str, typer.Argument(help="principal name")],
+    role: Annotated[list[str], typer.Option("--role", help="the principal's roles from now "
+                                            "on (repeat the option for several)")],
+) -> None:
+    """Replace a principal's roles (an entry in the audit log)."""
+    try:
+        _accounts()[1].set_roles(name, role)
+    except XaiSandboxError as exc:
+        raise _fail(exc) from exc
+    console.print(f"{name}: roles {', '.join(role)}")
+
+
+@users.command("disable")
+def users_disable(name: Annotated[str, typer.Argument(help="principal name")],
+                  enable: Annotated[bool, typer.Option("--enable", help="enable it again")]
+                  = False) -> None:
+    """Disable a principal (its keys stop working at once), or enable it again; an entry
+    in the audit log either way."""
+    try:
+        _accounts()[1].set_disabled(name, not enable)
+    except XaiSandboxError as exc:
+        raise _fail(exc) from exc
+    console.print(f"{name}: {'enabled' if enable else 'disabled'}")
+
+
 @users.command("list")
 def users_list() -> None:
     """List principals and their roles."""

@@ -404,3 +404,25 @@ def test_writes_during_verification_are_not_taken_for_tampering(store: Store) ->
                         progress=write_meanwhile)
     assert report.ok, report.problems
     assert next(writes) > 0 and _verify(store).ok
+
+
+def test_cli_role_changes_and_disabling_are_logged(store: Store, settings: Settings) -> None:
+    assert _cli(settings, "users", "create", "rolf", "--role", "reviewer").returncode == 0
+    changed = _cli(settings, "users", "roles", "rolf", "--role", "reviewer", "--role",
+                   "auditor")
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    off = _cli(settings, "users", "disable", "rolf")
+    assert off.returncode == 0, off.stdout + off.stderr
+    with store.engine.connect() as conn:
+        row = conn.execute(select(t.principals).where(t.principals.c.name == "rolf")).one()
+    assert set(str(row.roles).split(",")) == {"reviewer", "auditor"} and row.disabled
+    # Both changes are log entries: the store verifies, and undoing either in the table
+    # is named.
+    assert _cli(settings, "audit", "verify").returncode == 0
+    with store.engine.begin() as conn:
+        conn.execute(update(t.principals).where(t.principals.c.name == "rolf")
+                     .values(disabled=False))
+    bad = _cli(settings, "audit", "verify")
+    assert bad.returncode == 1 and "(rolf): disabled differs from the log" in bad.stdout
+    unknown = _cli(settings, "users", "roles", "nobody", "--role", "auditor")
+    assert unknown.returncode == 2 and "nobody" in unknown.stdout + unknown.stderr
