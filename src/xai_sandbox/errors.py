@@ -19,6 +19,7 @@ __all__ = [
     "InvalidTargetError",
     "NotDifferentiableError",
     "NotFoundError",
+    "RenderError",
     "SchemaError",
     "UnknownMethodError",
     "UnsupportedModelError",
@@ -90,6 +91,23 @@ class NotDifferentiableError(UnsupportedModelError):
 
 class ExplanationError(XaiSandboxError, RuntimeError):
     """A method ran but its result failed its own check (for example LRP conservation)."""
+
+
+class RenderError(XaiSandboxError, RuntimeError):
+    """A report cannot be rendered faithfully here (for example a character that no font of
+    the page's font stack has, which would print as an empty box).
+
+    Attributes
+    ----------
+    parameter, rule, value:
+        What was rendered, the rule it broke, and what broke it.
+    """
+
+    def __init__(self, parameter: str, rule: str, value: Any) -> None:
+        self.parameter = parameter
+        self.rule = rule
+        self.value = value
+        super().__init__(f"{parameter}: {rule}; got {value}")
 
 
 def known_fields(raw: Any, known: Iterable[str], parameter: str) -> Mapping[str, Any]:

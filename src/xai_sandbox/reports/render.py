@@ -2,23 +2,42 @@
 
 The HTML and the PDF come from the same template; charts are PNG images embedded as
 data URIs, so a report is one self-contained file. WeasyPrint needs the Pango libraries
-(Debian: ``libpango-1.0-0 libpangoft2-1.0-0``).
+(Debian: ``libpango-1.0-0 libpangoft2-1.0-0``) and, for Chinese text, a CJK font
+(``fonts-wqy-microhei``, which ``make demo`` and ``make test`` install).
+
+Before a PDF is written, every character of the page's text is looked up in the fonts of
+its CSS font stacks (each family resolved to a file by fontconfig's ``fc-match``); a
+character none of them has would print as an empty box, so the render stops with
+:class:`~xai_sandbox.errors.RenderError` naming the characters and the fonts tried.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import hashlib
+import html.parser
 import io
+import json
+import re
+import shutil
+import subprocess
+import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jinja2
 
 from xai_sandbox.audit.canonical import canonical_json
+from xai_sandbox.errors import RenderError
 
-__all__ = ["attribution_chart", "environment", "quality_chart", "render_html", "render_json",
-           "render_pdf", "render_pdf_html", "report_context"]
+__all__ = ["RECEIPT_BEGIN", "RECEIPT_END", "RECEIPT_WIDTH", "attribution_chart",
+           "check_glyphs", "environment", "font_stacks", "quality_chart", "receipt_lines",
+           "render_html", "render_json", "render_pdf", "render_pdf_html", "report_context"]
+
+RECEIPT_BEGIN = "-----BEGIN XAI-SANDBOX RECEIPT-----"
+RECEIPT_END = "-----END XAI-SANDBOX RECEIPT-----"
+RECEIPT_WIDTH = 64
 
 
 def render_json(report: Mapping[str, Any]) -> bytes:
@@ -128,10 +147,34 @@ def report_context(report: Mapping[str, Any]) -> dict[str, Any]:
     heat = [{"feature": f, "cells": [dict(zip(("value", "colour", "ink"), (
         e["attributions"][f], *_heat(e["attributions"][f], scale)), strict=True))
         for e in explanations]} for f in features]
+    receipt = report.get("receipt")
     return {"r": report, "charts": charts, "heat": heat,
             "methods": [e["method"] for e in explanations],
             "quality_chart": quality_chart(report["quality"]) if "quality" in report
-            else None}
+            else None,
+            "receipt_lines": receipt_lines(receipt) if receipt else [],
+            "receipt_width": RECEIPT_WIDTH,
+            "receipt_sha256": hashlib.sha256(_receipt_text(receipt).encode()).hexdigest()
+            if receipt else None}
+
+
+def _receipt_text(receipt: Mapping[str, Any]) -> str:
+    """The receipt as one line of JSON with no whitespace at all: ASCII only, and the
+    spaces inside its strings written ``\\u0020`` (every space of compact JSON is inside a
+    string, and ``json.dumps`` never leaves a lone backslash before one)."""
+    text = json.dumps(dict(receipt), ensure_ascii=True, separators=(",", ":"))
+    return text.replace(" ", "\\u0020")
+
+
+def receipt_lines(receipt: Mapping[str, Any], width: int = RECEIPT_WIDTH) -> list[str]:
+    """A receipt as printable lines that survive copying from a PDF: the BEGIN line, the
+    receipt's JSON (``Receipt.to_dict`` form; no whitespace, ASCII) cut into lines of
+    ``width`` characters, and the END line. Joining the lines between BEGIN and END with
+    every whitespace character removed gives back JSON that ``xai-sandbox audit
+    check-receipt`` reads."""
+    text = _receipt_text(receipt)
+    return [RECEIPT_BEGIN, *(text[i:i + width] for i in range(0, len(text), width)),
+            RECEIPT_END]
 
 
 def render_html(report: Mapping[str, Any]) -> str:
@@ -145,8 +188,115 @@ def render_pdf(report: Mapping[str, Any]) -> bytes:
 
 
 def render_pdf_html(html: str) -> bytes:
-    """Any self-contained report page as PDF (WeasyPrint)."""
+    """Any self-contained report page as PDF (WeasyPrint), after :func:`check_glyphs`."""
     import weasyprint
 
+    check_glyphs(html)
     pdf: bytes = weasyprint.HTML(string=html).write_pdf()
     return pdf
+
+
+# ---------------------------------------------------------------------- fonts
+_FONT_FAMILY = re.compile(r"font-family\s*:\s*([^;}]+)", re.IGNORECASE)
+_NOT_DRAWN = frozenset({"Cc", "Cf", "Zl", "Zp"})    # controls, format characters, breaks
+_SKIPPED_TAGS = frozenset({"head", "title", "style", "script", "template"})
+
+
+def font_stacks(html: str) -> list[list[str]]:
+    """The families of every ``font-family`` declaration in the page's CSS, in order."""
+    return [[f.strip().strip("'\"").strip() for f in decl.split(",") if f.strip()]
+            for decl in _FONT_FAMILY.findall(html)]
+
+
+class _Text(html.parser.HTMLParser):
+    """The characters a page draws: the text of its body (not the head, styles or
+    scripts), entities resolved."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.chars: set[str] = set()
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag in _SKIPPED_TAGS:
+            self._skip += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIPPED_TAGS and self._skip:
+            self._skip -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.chars.update(data)
+
+
+def _drawn(ch: str) -> bool:
+    """Whether a character needs a glyph (not whitespace, a control, a format character
+    or a variation selector)."""
+    cp = ord(ch)
+    return not (ch.isspace() or unicodedata.category(ch) in _NOT_DRAWN
+                or 0xFE00 <= cp <= 0xFE0F or 0xE0100 <= cp <= 0xE01EF)
+
+
+@functools.lru_cache(maxsize=64)
+def _font_file(family: str) -> tuple[str, int, bool] | None:
+    """The font file fontconfig picks for ``family``, the face's index in a collection, and
+    whether it is that family (not a substitute for one that is not installed)."""
+    fc_match = shutil.which("fc-match")
+    if fc_match is None:
+        raise RenderError("fonts", "fontconfig's fc-match must be installed (Debian: "
+                          "fontconfig) to check the PDF's fonts", "no fc-match on PATH")
+    pattern = re.sub(r"([\\:,=-])", r"\\\1", family)
+    found = subprocess.run([fc_match, "-f", "%{file}\n%{index}\n%{family}", pattern],
+                           capture_output=True, text=True, timeout=30, check=False)
+    path, index, names = ([*found.stdout.split("\n", 2), "", ""])[:3]
+    if found.returncode != 0 or not path:
+        return None
+    exact = family.casefold() in {n.strip().casefold() for n in names.split(",")}
+    generic = family in ("serif", "sans-serif", "monospace", "cursive", "fantasy")
+    return path, int(index) if index.strip().isdigit() else 0, exact or generic
+
+
+@functools.lru_cache(maxsize=32)
+def _cmap(path: str, index: int) -> frozenset[int]:
+    """The code points a font file's cmap maps (empty when fontTools cannot read it)."""
+    # fontTools ships no type information (pyproject's override list does not name it yet).
+    from fontTools.ttLib import TTFont, TTLibError  # type: ignore[import-untyped]
+
+    try:
+        with TTFont(path, fontNumber=index, lazy=True) as font:
+            return frozenset(font.getBestCmap() or ())
+    except (OSError, TTLibError, AssertionError):
+        return frozenset()
+
+
+def check_glyphs(html: str) -> None:
+    """Raise :class:`~xai_sandbox.errors.RenderError` unless every character the page
+    draws is in the cmap of a font of its CSS font stacks.
+
+    Fonts are resolved with ``fc-match`` and their cmaps read with fontTools, both cached
+    for the process. The message names the missing characters (``U+XXXX`` and the
+    character) and each family tried with the file fontconfig gave for it.
+    """
+    parser = _Text()
+    parser.feed(html)
+    parser.close()
+    needed = {ch for ch in parser.chars if _drawn(ch)}
+    families = list(dict.fromkeys(f for stack in font_stacks(html) for f in stack))
+    files = {f: _font_file(f) for f in families}
+    covered: set[int] = set()
+    for found in dict.fromkeys(v[:2] for v in files.values() if v is not None):
+        covered |= _cmap(*found)
+    missing = sorted(ch for ch in needed if ord(ch) not in covered)
+    if missing:
+        shown = ", ".join(f"U+{ord(ch):04X} {ch!r}" for ch in missing[:20])
+        more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+        tried = "; ".join(
+            f"{f} -> " + ("no font" if v is None else v[0] if v[2] else
+                          f"not installed (fontconfig substitutes {v[0]})")
+            for f, v in files.items())
+        raise RenderError("html", f"every character must be in a font of the page's CSS "
+                          f"font stacks, or the PDF shows an empty box (install a font "
+                          f"that has it; Chinese: Debian fonts-wqy-microhei); tried: "
+                          f"{tried or 'no font-family declared'}",
+                          f"{len(missing)} missing: {shown}{more}")
