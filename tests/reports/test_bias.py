@@ -3,6 +3,8 @@ and on a planted document-like image model."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,13 @@ from PIL import Image
 from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.explainers import explain
 from xai_sandbox.models.registry import register
-from xai_sandbox.reports.bias import bias_heatmap, privacy_filter, risk_weighted_map
+from xai_sandbox.reports.bias import (
+    BiasLegend,
+    bias_heatmap,
+    bias_legend,
+    privacy_filter,
+    risk_weighted_map,
+)
 from xai_sandbox.semantics.anchors import align, load_anchors
 
 LIB = load_anchors({"version": "doc/1", "anchors": [
@@ -56,6 +64,72 @@ def test_the_planted_region_carries_the_weighted_map_and_the_png_is_written(tmp_
                        title="planted document model")
     with Image.open(out) as png:
         assert png.format == "PNG" and png.size[0] > 400
+
+
+def _planted():  # type: ignore[no-untyped-def]
+    model = register(Planted().eval(), model_id="doc", version="1", class_names=["a", "b"],
+                     input_kind="image", sample_shape=(3, 32, 32))
+    page = _document()
+    e = explain(model, page.transpose(2, 0, 1)[None].astype(np.float32),
+                method="integrated_gradients", target=1)
+    return page, e, align(e, LIB)
+
+
+def _title_agrees_with_table(legend: BiasLegend) -> None:
+    table = legend.table()
+    at_risk = [row[0] for row in table if row[-1] == "yes"]
+    assert len(table) == 3 and {row[-1] for row in table} <= {"yes", "no"}
+    if at_risk:
+        assert legend.title.startswith(f"{len(at_risk)} of 3 anchors at risk: ")
+    else:
+        assert legend.title.startswith("No anchor at risk")
+    for label, *_ in table:
+        assert (label in legend.title) == (label in at_risk), label
+    for row, (_, _, risk, threshold, verdict) in zip(legend.rows, table, strict=True):
+        assert verdict == ("yes" if row.risk >= row.threshold else "no")
+        assert (verdict == "yes") == (float(risk) >= float(threshold))  # as printed too
+
+
+def test_the_title_and_the_anchor_table_come_from_the_same_matches(tmp_path):
+    page, e, matches = _planted()
+    hit = bias_legend(LIB, matches)                       # the ID digits are at risk
+    _title_agrees_with_table(hit)
+    assert [r.anchor for r in hit.at_risk] == ["id-digits"]
+    assert "Last four digits of the ID number (risk 1.00 >= 0.85" in hit.title
+
+    # The issue's case: a face at risk 0.72 under a threshold of 0.85, its stale hit flag
+    # set. The title says no anchor is at risk and the table agrees, row by row.
+    stale = [dataclasses.replace(m, risk=0.72, hit=True) if m.anchor == "id-digits" else m
+             for m in matches]
+    none = bias_legend(LIB, stale)
+    _title_agrees_with_table(none)
+    assert none.at_risk == () and none.table()[0][2:] == ["0.72", "0.85", "no"]
+    assert none.rows[0].verdict() == "risk 0.72 < 0.85"
+
+    # Written out: the PNG carries the very caption and table it draws.
+    for legend, matched, name in ((hit, matches, "hit.png"), (none, stale, "none.png")):
+        out = bias_heatmap(page, e, LIB, matched, tmp_path / name, title="planted")
+        with Image.open(out) as png:
+            text = dict(png.text)
+        assert text["Title"] == legend.title and text["Description"] == legend.text()
+
+
+def test_a_risk_just_under_its_threshold_never_prints_as_equal_to_it():
+    _, _, matches = _planted()
+    near = [dataclasses.replace(m, risk=0.8499) if m.anchor == "id-digits" else m
+            for m in matches]
+    legend = bias_legend(LIB, near)
+    assert legend.at_risk == () and legend.table()[0][2:] == ["0.8499", "0.8500", "no"]
+    exact = bias_legend(LIB.with_thresholds({"id-digits": 0.8499}), near)
+    assert exact.table()[0][2:] == ["0.85", "0.85", "yes"]      # risk == threshold: a hit
+    _title_agrees_with_table(exact)
+
+
+def test_matches_of_another_library_are_refused():
+    _, _, matches = _planted()
+    stranger = [dataclasses.replace(matches[0], anchor="face")]
+    with pytest.raises(InvalidInputError, match="must name anchors of library 'doc/1'"):
+        bias_legend(LIB, stranger)
 
 
 def test_privacy_blurs_or_blanks_only_protected_regions():

@@ -42,14 +42,16 @@ def save_overlay(pixels: np.ndarray, explanation: Explanation, path: str | Path,
     else:
         cmap, vmin, vmax = "jet", 0.0, float(heat.max()) or 1.0
     fig, ax = plt.subplots(figsize=(5.2, 4.4), dpi=100)
-    ax.imshow(pixels)
-    shown = ax.imshow(heat, cmap=cmap, vmin=vmin, vmax=vmax, alpha=0.5)
-    ax.set_axis_off()
-    ax.set_title(title, fontsize=9)
-    bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
-    bar.set_label("attribution (signed)" if signed else "class activation")
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, bbox_inches="tight")
-    plt.close(fig)
+    try:                                     # the figure is closed even when drawing fails
+        ax.imshow(pixels)
+        shown = ax.imshow(heat, cmap=cmap, vmin=vmin, vmax=vmax, alpha=0.5)
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=9)
+        bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+        bar.set_label("attribution (signed)" if signed else "class activation")
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return out
