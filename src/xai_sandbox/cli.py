@@ -263,29 +263,48 @@ def validate(
     model: Annotated[str, typer.Option(help="built-in model name, or a served model's key "
                                             "(model@version)")],
     method: Annotated[list[str] | None, typer.Option(
-        help="method to validate (repeat; default: the model's own)")] = None,
-    rows: Annotated[int, typer.Option(help="held-out rows to use")] = 30,
+        help="method to validate (repeat; default: the baseline's, else the model's "
+             "own)")] = None,
+    rows: Annotated[int | None, typer.Option(
+        help="held-out rows to use (default: as many as the baseline's sample, 30 with "
+             "--record)")] = None,
     data: Annotated[Path | None, typer.Option(help="CSV of held-out rows (served models)")
                     ] = None,
     baseline: Annotated[Path | None, typer.Option(
         help="the recorded baseline (default: quality-baselines/<model>.json)")] = None,
     record: Annotated[bool, typer.Option(help="record this run as the baseline")] = False,
+    rebaseline: Annotated[bool, typer.Option(
+        help="accept another model fingerprint, sample or settings than the baseline's: "
+             "compare anyway and, with no regression, record this run as the new "
+             "baseline")] = False,
     out: Annotated[Path | None, typer.Option(help="also write the full result here")] = None,
-    seed: Annotated[int, typer.Option(help="random_state of every sampled metric")] = 0,
+    seed: Annotated[int | None, typer.Option(
+        help="random_state of every sampled metric (default: the baseline's, else 0)")
+                    ] = None,
 ) -> None:
     """Release gate: run the quality metrics (deletion/insertion, completeness,
     infidelity, max-sensitivity, rank stability, randomisation sanity check, agreement) on
-    a held-out sample and compare them with the model's recorded baseline. Exit code 0:
-    no regression (or --record); 1: a regression; 2: an error (no baseline, say)."""
+    a held-out sample and compare them with the model's recorded baseline. Rows, methods
+    and seed default to the baseline's, so the run is comparable; a run on another model
+    fingerprint, sample or settings fails unless --rebaseline. Exit code 0: no regression
+    (or --record); 1: a regression or a mismatch; 2: an error (no baseline, say)."""
     from xai_sandbox.quality.gate import compare, load_baseline, save_baseline
     from xai_sandbox.quality.gate import validate as run_validation
 
     path = baseline or Path("quality-baselines") / f"{model.replace('@', '-')}.json"
     try:
-        subject = _gate_subject(model, rows, data)
-        previous = None if record else load_baseline(path)
-        result = run_validation(subject.model, subject.rows, method or subject.methods,
-                                training=subject.training, random_state=seed)
+        # An unknown model is named before a missing baseline (read once the model is).
+        previous = None if record or not path.is_file() else load_baseline(path)
+        recorded = (previous or {}).get("settings") or {}
+        count = rows if rows is not None else int(
+            (previous or {}).get("sample", {}).get("rows") or 30)
+        subject = _gate_subject(model, count, data)
+        if not record and previous is None:
+            previous = load_baseline(path)
+        methods = method or recorded.get("methods") or subject.methods
+        random_state = seed if seed is not None else int(recorded.get("random_state", 0))
+        result = run_validation(subject.model, subject.rows, methods,
+                                training=subject.training, random_state=random_state)
         if out is not None:
             save_baseline(result, out)
         if previous is None:    # --record
@@ -293,14 +312,24 @@ def validate(
             console.print(f"recorded the baseline of {model}: {path}")
             print(json.dumps(result["metrics"], indent=2))
             return
-        verdict = compare(result, previous)
+        verdict = compare(result, previous, rebaseline=rebaseline)
     except XaiSandboxError as exc:
         raise _fail(exc) from exc
     print(json.dumps({**verdict, "metrics": result["metrics"]}, indent=2))
-    if not verdict["passed"]:
+    if verdict["mismatches"] and not rebaseline:
+        fields = ", ".join(m["field"] for m in verdict["mismatches"])
+        console.print(f"[red]not comparable[/red] with {path}: {fields} differ from the "
+                      "baseline's; --rebaseline compares anyway and, with no regression, "
+                      "records this run as the new baseline")
+    if verdict["regressions"]:
         console.print(f"[red]quality regression[/red] in {len(verdict['regressions'])} "
                       f"metric(s) against {path}")
+    if not verdict["passed"]:
         raise typer.Exit(code=1)
+    if rebaseline and verdict["mismatches"]:
+        save_baseline(result, path)
+        console.print(f"no quality regression; re-baselined {path} on this run")
+        return
     console.print(f"no quality regression against {path} ({verdict['checked']} metrics)")
 
 

@@ -8,11 +8,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from xai_sandbox.demos.catalog import BUILTIN_MODELS
 from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.models.registry import register
 from xai_sandbox.quality.gate import compare, load_baseline, save_baseline, validate
@@ -55,9 +57,32 @@ def test_a_release_whose_explanations_got_worse_is_stopped(credit, released) -> 
     verdict = compare(current, baseline)
     assert not verdict["passed"]
     assert verdict["model"]["current"]["version"] == "2"
+    assert [m["field"] for m in verdict["mismatches"]] == ["model.fingerprint"]
     failed = {r["metric"] for r in verdict["regressions"]}
     # Gradient x input of the worse network ranks features far less faithfully.
     assert "gradient_x_input.gap" in failed, failed
+    # Re-baselining accepts the new weights, not worse explanations.
+    again = compare(current, baseline, rebaseline=True)
+    assert not again["passed"] and again["regressions"] == verdict["regressions"]
+
+
+def test_another_model_or_sample_is_a_mismatch_unless_re_baselined(released) -> None:
+    _, result = released
+    for field, change in (("model.fingerprint", ("model", "fingerprint", "0" * 64)),
+                          ("sample.sha256", ("sample", "sha256", "f" * 64)),
+                          ("sample.rows", ("sample", "rows", 30)),
+                          ("settings.random_state", ("settings", "random_state", 1))):
+        other = copy.deepcopy(result)
+        section, key, value = change
+        other[section][key] = value
+        verdict = compare(other, result)
+        assert not verdict["passed"] and verdict["regressions"] == []
+        assert [m["field"] for m in verdict["mismatches"]] == [field]
+        assert verdict["mismatches"][0]["baseline"] == result[section][key]
+        assert compare(other, result, rebaseline=True)["passed"]
+    assert compare(result, result)["mismatches"] == []
+    with pytest.raises(InvalidInputError, match="rebaseline"):
+        compare(result, result, rebaseline="yes")  # type: ignore[arg-type]
 
 
 def test_compare_rules(released) -> None:
@@ -112,17 +137,40 @@ def _cli(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "XAI_SANDBOX_DATA_DIR": str(tmp_path)})
 
 
+def _verdict(run: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    out: dict[str, object] = json.loads(run.stdout[:run.stdout.rindex("}") + 1])
+    return out
+
+
 def test_cli_gate_exit_codes(tmp_path) -> None:
-    model = ["--model", "german-credit-lightgbm", "--rows", "8"]
+    model = ["--model", "german-credit-lightgbm"]
     missing = _cli(tmp_path, *model)
     assert missing.returncode == 2 and "no recorded baseline" in missing.stdout
-    recorded = _cli(tmp_path, *model, "--record")
+    recorded = _cli(tmp_path, *model, "--rows", "8", "--record")
     assert recorded.returncode == 0, recorded.stdout + recorded.stderr
     path = tmp_path / "quality-baselines" / "german-credit-lightgbm.json"
     assert path.is_file()
+    # Rows, methods and seed default to the baseline's: the same 8 rows again.
     same = _cli(tmp_path, *model)
     assert same.returncode == 0, same.stdout + same.stderr
-    assert json.loads(same.stdout[:same.stdout.rindex("}") + 1])["passed"] is True
+    assert _verdict(same)["passed"] is True and _verdict(same)["mismatches"] == []
+    # Another sample is not comparable: exit 1.
+    more = _cli(tmp_path, *model, "--rows", "9")
+    assert more.returncode == 1 and "not comparable" in more.stdout
+    assert {m["field"] for m in _verdict(more)["mismatches"]} == {  # type: ignore[attr-defined]
+        "sample.rows", "sample.sha256"}
+    # Nor is another model: exit 1 unless re-baselined, which records the new weights.
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    fingerprint = doc["model"]["fingerprint"]
+    doc["model"]["fingerprint"] = "0" * 64
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    other = _cli(tmp_path, *model)
+    assert other.returncode == 1 and "model.fingerprint" in other.stdout
+    assert "quality regression" not in other.stdout
+    rebased = _cli(tmp_path, *model, "--rebaseline")
+    assert rebased.returncode == 0, rebased.stdout + rebased.stderr
+    assert "re-baselined" in rebased.stdout
+    assert json.loads(path.read_text(encoding="utf-8"))["model"]["fingerprint"] == fingerprint
     # The recorded release was better than this one: the gate stops it.
     doc = json.loads(path.read_text(encoding="utf-8"))
     doc["metrics"]["tree_shap.gap"] += 0.5
@@ -136,14 +184,26 @@ def test_cli_gate_exit_codes(tmp_path) -> None:
     assert np.isfinite(doc["metrics"]["tree_shap.infidelity"])
 
 
-@pytest.mark.parametrize("model", ["german-credit-lightgbm", "german-credit-mlp"])
+@pytest.mark.parametrize("model", sorted(BUILTIN_MODELS))
 def test_the_built_in_models_pass_their_committed_baselines(model, tmp_path) -> None:
-    """The gate as CI runs it: the repository's recorded baselines
-    (quality-baselines/*.json) against the models this checkout trains."""
-    from pathlib import Path
-
+    """The gate as the README runs it, from the repository root with every default:
+    each catalogue model against its committed baseline (quality-baselines/<model>.json),
+    the models as this checkout builds them. The image model's run (the suite's one
+    EfficientNet gate) also shows the cascade failing Grad-CAM++ at the classifier."""
     root = Path(__file__).resolve().parents[2]
-    baseline = root / "quality-baselines" / f"{model}.json"
-    run = _cli(tmp_path, "--model", model, "--rows", "20", "--baseline", str(baseline))
+    assert (root / "quality-baselines" / f"{model}.json").is_file()
+    out = tmp_path / "run.json"
+    run = subprocess.run([sys.executable, "-m", "xai_sandbox.cli", "validate", "--model",
+                          model, "--out", str(out)], cwd=root, capture_output=True,
+                         text=True, timeout=900,
+                         env={**os.environ, "XAI_SANDBOX_DATA_DIR": str(tmp_path)})
     assert run.returncode == 0, run.stdout + run.stderr
     assert "no quality regression" in run.stdout
+    assert _verdict(run)["mismatches"] == []
+    if model == "efficientnet-lite0":
+        check = json.loads(out.read_text(encoding="utf-8"))["methods"]["grad_cam_pp"][
+            "randomisation"]
+        assert check["rule"] == "classifier" and check["statistic"] == "spearman_abs"
+        assert check["stages"][0]["randomised_down_to"] == "_fc"
+        assert check["classifier"] > 0.5 and not check["passed"]
+        assert [s["randomised_down_to"] for s in check["stages"]][-1] == "_conv_stem"

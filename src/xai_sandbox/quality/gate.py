@@ -8,7 +8,11 @@ across seeds; once per method, the randomisation sanity check; and the top-k agr
 every pair of methods. :func:`compare` holds a run against a recorded baseline: each
 metric has a direction (higher or lower is better) and a tolerance, and anything worse
 than the baseline by more than the tolerance, a sanity check that stopped passing, or a
-metric no longer measured is a regression.
+metric no longer measured is a regression. A baseline speaks for one model on one sample
+with one set of settings: a run whose model fingerprint, sample or settings differ from
+the baseline's fails as a *mismatch* unless the caller re-baselines (``rebaseline=True``:
+the metrics are still held against the old baseline, and a run without regressions
+becomes the new one).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from xai_sandbox.quality.stability import (
 )
 
 __all__ = ["GATE_SCHEMA", "TOLERANCES", "Tolerance", "compare", "load_baseline",
-           "save_baseline", "validate"]
+           "mismatches", "save_baseline", "validate"]
 
 GATE_SCHEMA = "xai-sandbox.quality-gate/1"
 STOCHASTIC = frozenset({"kernel_shap", "lime", "smoothgrad"})
@@ -69,6 +73,7 @@ TOLERANCES: dict[str, Tolerance] = {
     "noise_spearman": Tolerance("higher", 0.05),
     "seed_spearman": Tolerance("higher", 0.05),
     "randomisation_final": Tolerance("lower", 0.1),
+    "randomisation_classifier": Tolerance("lower", 0.1),
     "agreement": Tolerance("higher", 0.1),
 }
 
@@ -142,6 +147,7 @@ def validate(model: RegisteredModel, X: Any, methods: Sequence[str], *,
         block["completeness_error_max"] = float(max(errors)) if errors else None
         check = sanity[method]
         block["randomisation_final"] = check.get("final")
+        block["randomisation_classifier"] = check.get("classifier")
         summary[method] = {**block, "randomisation": check}
         for name, value in block.items():
             metrics[f"{method}.{name}"] = value
@@ -169,14 +175,54 @@ def _tolerance(metric: str, overrides: Mapping[str, float]) -> Tolerance | None:
     return Tolerance(base.better, float(allowed), base.relative)
 
 
+_SETTINGS = ("methods", "random_state", "n_perturb", "sanity_rows", "k")
+
+
+def mismatches(current: Mapping[str, Any], baseline: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Where a run is not comparable with a baseline: another model (its id or the
+    fingerprint of its weights), another sample (row count or SHA-256 of the rows), or
+    other settings."""
+    found: list[dict[str, Any]] = []
+
+    def differ(name: str, old: Any, new: Any, why: str) -> None:
+        if old != new:
+            found.append({"field": name, "baseline": old, "current": new, "why": why})
+
+    old_model, new_model = baseline.get("model") or {}, current.get("model") or {}
+    differ("model.model_id", old_model.get("model_id"), new_model.get("model_id"),
+           "the baseline was recorded for another model")
+    differ("model.fingerprint", old_model.get("fingerprint"), new_model.get("fingerprint"),
+           "the model's weights differ from those the baseline was recorded on")
+    old_sample, new_sample = baseline.get("sample") or {}, current.get("sample") or {}
+    differ("sample.rows", old_sample.get("rows"), new_sample.get("rows"),
+           "the sample has another number of rows")
+    differ("sample.sha256", old_sample.get("sha256"), new_sample.get("sha256"),
+           "the sample holds other rows")
+    old_settings, new_settings = baseline.get("settings") or {}, current.get("settings") or {}
+    for name in _SETTINGS:
+        differ(f"settings.{name}", old_settings.get(name), new_settings.get(name),
+               "the metrics were computed with other settings")
+    return found
+
+
 def compare(current: Mapping[str, Any], baseline: Mapping[str, Any], *,
-            tolerances: Mapping[str, float] | None = None) -> dict[str, Any]:
-    """Hold a validation against the recorded baseline; ``regressions`` empty means pass."""
+            tolerances: Mapping[str, float] | None = None,
+            rebaseline: bool = False) -> dict[str, Any]:
+    """Hold a validation against the recorded baseline.
+
+    ``passed`` needs no regression and, unless ``rebaseline``, no mismatch (another
+    model fingerprint, sample or settings than the baseline's: the numbers would not be
+    comparable, so the gate says so rather than guess). With ``rebaseline`` a mismatch is
+    reported but accepted: the caller means to replace the baseline, and the metrics are
+    still held against the old one.
+    """
     for name, doc in (("current", current), ("baseline", baseline)):
         if not isinstance(doc, Mapping) or doc.get("schema_version") != GATE_SCHEMA:
             raise InvalidInputError(name, f"must be a validation result ({GATE_SCHEMA})",
                                     doc.get("schema_version") if isinstance(doc, Mapping)
                                     else type(doc).__name__)
+    if not isinstance(rebaseline, bool):
+        raise InvalidInputError("rebaseline", "must be True or False", rebaseline)
     overrides = dict(tolerances or {})
     unknown = sorted(set(overrides) - set(TOLERANCES))
     if unknown:
@@ -207,7 +253,10 @@ def compare(current: Mapping[str, Any], baseline: Mapping[str, Any], *,
         checked.append(entry)
         if rule.regressed(float(new), float(old)):
             regressions.append(entry)
-    return {"passed": not regressions, "regressions": regressions, "checked": len(checked),
+    different = mismatches(current, baseline)
+    return {"passed": not regressions and (rebaseline or not different),
+            "regressions": regressions, "mismatches": different, "rebaseline": rebaseline,
+            "checked": len(checked),
             "model": {"baseline": dict(baseline["model"]), "current": dict(current["model"])},
             "same_sample": baseline["sample"]["sha256"] == current["sample"]["sha256"]}
 
