@@ -31,7 +31,7 @@ are guidance, not a promise: a new application is decided on its own facts.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,7 +161,9 @@ def find_counterfactuals(model: RegisteredModel, row: Mapping[str, Any] | np.nda
                          data: np.ndarray | None = None, max_changes: int = 3,
                          beam_width: int = 24, steps: int = 8,
                          constraints: ActionConstraints | None = None,
-                         plausibility_weight: float = 1.0) -> CounterfactualSet:
+                         plausibility_weight: float = 1.0,
+                         reaches: Callable[[np.ndarray], np.ndarray] | None = None
+                         ) -> CounterfactualSet:
     """The ``k`` cheapest diverse feasible changes that bring ``row`` to ``desired_class``.
 
     Parameters
@@ -190,6 +192,11 @@ def find_counterfactuals(model: RegisteredModel, row: Mapping[str, Any] | np.nda
         and to real applicants with the desired outcome), so that of two similar changes
         the one that ends among real approved applicants is offered; 0 chooses by cost
         alone. The options returned are ordered by cost either way.
+    reaches:
+        The decision rule: given class probabilities ``(n, classes)``, whether each row is
+        decided as ``desired_class`` (for a policy with a threshold on the adverse class,
+        ``lambda p: p[:, adverse] < threshold``). Default: the most probable class is
+        ``desired_class``. A change counts only when the rule that decides says so.
     """
     schema = model.schema
     if schema is None or model.adapter.input_kind != "tabular":
@@ -246,7 +253,10 @@ def find_counterfactuals(model: RegisteredModel, row: Mapping[str, Any] | np.nda
 
     scale = _scales(schema, data, constraints)
     moves = _moves(schema, x, data, steps, constraints, scale)
-    search = _Search(model, schema, x, target, profile, limit, scale)
+    if reaches is not None and not callable(reaches):
+        raise InvalidInputError("reaches", "must be a function of class probabilities",
+                                reaches)
+    search = _Search(model, schema, x, target, profile, limit, scale, reaches)
     options = search.beam(moves, max_changes, beam_width)
     options = search.minimal(options)
     kept = _undominated(options)
@@ -333,8 +343,10 @@ class _Search:
 
     def __init__(self, model: RegisteredModel, schema: FeatureSchema, x: np.ndarray,
                  target: int, profile: TrainingProfile | None, limit: float | None,
-                 scale: Mapping[str, float]) -> None:
+                 scale: Mapping[str, float],
+                 reaches: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.model, self.schema, self.x, self.target = model, schema, x, target
+        self.reaches = reaches
         self.profile, self.limit, self.scale = profile, limit, scale
         self.cols = dict(zip(schema.names, schema.groups, strict=True))
         self.implausible = 0
@@ -343,7 +355,8 @@ class _Search:
         """P(target), whether each row reaches the target, and its OOD excess (> 0:
         implausible)."""
         probs = self.model.probabilities(X)
-        flipped = np.argmax(probs, axis=1) == self.target
+        flipped = (np.asarray(self.reaches(probs), dtype=bool) if self.reaches is not None
+                   else np.argmax(probs, axis=1) == self.target)
         excess = (ood_scores(self.profile, X) - self.limit
                   if self.profile is not None and self.limit is not None
                   else np.zeros(X.shape[0]))

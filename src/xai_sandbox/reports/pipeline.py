@@ -620,8 +620,13 @@ class Decider:
         favourable = [c for c in served.model.class_names if c != served.policy.adverse_class]
         probs = output["probabilities"]
         desired = max(favourable, key=lambda c: probs[c])
-        found = find_counterfactuals(served.model, features, desired_class=desired, k=k,
-                                     constraints=self._action_constraints(served))
+        adverse = served.model.class_index(served.policy.adverse_class)
+        threshold = served.policy.threshold
+        found = find_counterfactuals(
+            served.model, features, desired_class=desired, k=k,
+            constraints=self._action_constraints(served),
+            # The policy decides, not the most probable class: below the threshold.
+            reaches=lambda p: p[:, adverse] < threshold)
         schema = served.schema
         options = []
         for rank, option in enumerate(found.options, 1):
