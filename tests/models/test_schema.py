@@ -98,3 +98,27 @@ def test_german_credit_schema_covers_the_data():
             assert (data.X[:, list(cols)].sum(axis=1) == 1).all()
     ref = schema.reference_row(data.X)
     assert schema.decode(ref[None])[0]["checking_status"] == "A14"  # the most common code
+
+
+def test_a_display_with_a_key_that_is_no_locale_is_refused() -> None:
+    # What YAML makes of an unquoted comma: {en: 200 DM or more, or salary assigned, zh: x}
+    import yaml
+
+    from xai_sandbox.errors import SchemaError
+    from xai_sandbox.models.schema import FeatureSchema
+
+    raw = yaml.safe_load("version: t/1\nfeatures:\n  - {name: a, kind: categorical, "
+                         "categories: [{code: A, display: {en: 200 or more, or salary, "
+                         "zh: x}}]}\n")
+    with pytest.raises(SchemaError, match=r"categories\[0\]\.display.*quote"):
+        FeatureSchema.from_dict(raw)
+
+
+def test_the_german_credit_texts_are_whole() -> None:
+    from xai_sandbox.datasets.german_credit import load_german_credit
+
+    schema = load_german_credit().schema
+    assert schema.display_value("checking_status", "A13") == \
+        "200 DM or more, or salary assigned"
+    assert schema.display_value("job", "A174") == \
+        "management, self-employed or highly qualified"

@@ -43,6 +43,11 @@ def _display(raw: Any, path: str, fallback: str) -> dict[str, str]:
     if missing:
         raise SchemaError(path, f"needs a non-empty text for every locale {list(LOCALES)}",
                           raw)
+    extra = sorted(str(k) for k in set(raw) - set(LOCALES))
+    if extra:
+        # An unquoted comma in a YAML flow mapping ({en: a, b, zh: c}) lands here.
+        raise SchemaError(path, f"only the locales {list(LOCALES)} (quote a text that holds "
+                          "a comma)", extra)
     return {str(k): str(v) for k, v in raw.items()}
 
 
