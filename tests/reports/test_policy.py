@@ -26,6 +26,10 @@ BASE = {"methods": ["tree_shap"], "adverse_class": "bad", "outcome_labels": LABE
     ({"share": 1.5}, "policy.share"),
     ({"threshold": True}, "policy.threshold"),
     ({"counterfactuals": 11}, "policy.counterfactuals"),
+    ({"run_as_job": "false"}, "policy.run_as_job"),
+    ({"counterfactual_max_change": ["duration"]}, "policy.counterfactual_max_change"),
+    ({"counterfactual_max_change": {"duration": -1}},
+     "policy.counterfactual_max_change.duration"),
     ({"colour": "red"}, "policy"),
 ])
 def test_bad_policies_name_the_field(change, parameter):

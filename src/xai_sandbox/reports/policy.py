@@ -96,6 +96,9 @@ class ExplanationPolicy:
             number_in(raw.get(name, getattr(cls, name)), 0, 1, f"policy.{name}")
         k = number_in(raw.get("counterfactuals", 3), 0, 10, "policy.counterfactuals",
                       integer=True)
+        run_as_job = raw.get("run_as_job", False)
+        if not isinstance(run_as_job, bool):
+            raise InvalidInputError("policy.run_as_job", "must be true or false", run_as_job)
         caps = raw.get("counterfactual_max_change") or {}
         if not isinstance(caps, Mapping):
             raise InvalidInputError("policy.counterfactual_max_change", "must map feature "
@@ -113,7 +116,7 @@ class ExplanationPolicy:
                    share=float(raw.get("share", 1.0)), threshold=float(raw.get("threshold",
                                                                                0.5)),
                    counterfactuals=k, counterfactual_max_change=caps,
-                   run_as_job=bool(raw.get("run_as_job", False)),
+                   run_as_job=run_as_job,
                    automation=raw.get("automation", cls.automation),
                    version=raw.get("version", cls.version),
                    quality=QualityThresholds.from_dict(raw.get("quality")))
