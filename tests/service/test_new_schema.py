@@ -78,6 +78,13 @@ def test_every_report_on_an_unseen_schema_is_true(live, model) -> None:  # type:
             report = c.get(f"/v1/decisions/{decision}/report").json()
         adverse = report["output"]["adverse"]
         assert adverse == (probs[i] >= 0.3)
+        fairness = report["fairness"]
+        assert set(fairness["proxy_tests"]) == {"afam", "single"}
+        for protected, tests in fairness["proxy_tests"].items():
+            assert [t["feature"] for t in tests] == fairness["proxies"][protected]
+            assert all(t["measure"] == "cramers_v_bias_corrected" and t["flagged"]
+                       and t["value"] >= t["threshold"] and t["p_value"] < t["alpha"]
+                       for t in tests)
         reasons = report["reasons"]
         assert reasons["check"] == {"passed": True, "violations": []}
         attributions = report["explanations"][0]["attributions"]
