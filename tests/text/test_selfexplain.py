@@ -16,6 +16,7 @@ import json
 import jsonschema
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import average_precision_score
 
 import tiny_selfexplain as ts
@@ -462,8 +463,12 @@ def test_parse_rate_counts_valid_answers_reasons_and_accuracy(lm: TextModel) -> 
     assert got["labels"] == {"slow": 1, "fast": 1}
     assert got["label_accuracy"] == pytest.approx(1 / 2)
     assert got["answers_with_hallucination_rate"] == pytest.approx(1 / 2)
-    constrained = parse_rate(lm, texts, ("slow", "fast"))
+    threads = torch.get_num_threads()
+    constrained = parse_rate(lm, texts, ("slow", "fast"), threads=1)
     assert constrained["rate"] == 1.0 and constrained["decoding"] == "constrained"
+    assert torch.get_num_threads() == threads
+    with pytest.raises(InvalidInputError, match="threads"):
+        parse_rate(lm, texts, ("slow", "fast"), threads=0)
     with pytest.raises(InvalidInputError, match="truth"):
         parse_rate(lm, texts, ("slow", "fast"), truth=["slow"])
     with pytest.raises(InvalidInputError, match="texts"):

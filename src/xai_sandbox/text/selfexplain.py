@@ -1111,8 +1111,8 @@ def _default_answerer(model: TextModel, labels: tuple[str, ...], decoding: str,
 def parse_rate(model: TextModel, texts: Sequence[str], labels: Sequence[str], *,
                answer: Answerer | None = None,
                decoding: Literal["constrained", "greedy"] = "constrained",
-               truth: Sequence[str] | None = None, max_new_tokens: int = 96
-               ) -> dict[str, Any]:
+               truth: Sequence[str] | None = None, max_new_tokens: int = 96,
+               threads: int | None = None) -> dict[str, Any]:
     """How often a model's self-explanations parse: each text asked once
     (:func:`build_prompt`), each answer read by :func:`parse_self_explanation`.
 
@@ -1123,6 +1123,12 @@ def parse_rate(model: TextModel, texts: Sequence[str], labels: Sequence[str], *,
     made (``"given"`` for an ``answer`` callable); ``examples`` holds the first five raw
     answers. Nothing else is computed (no attributions): this is the cheap check a
     report states before it shows any result built on the answers.
+
+    ``threads``: torch's thread count while answering, restored after (``None``: left
+    as it is). Decoding feeds one token at a time, which more threads barely speed up;
+    on a shared CPU their synchronisation makes it slower (SmolLM2-135M on two busy
+    cores: 0.07 s a step with one thread, 0.2 to 0.5 s with two). It is process-wide:
+    for batch jobs such as the LLM audit, not for a server's worker threads.
     """
     if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts:
         raise InvalidInputError("texts", "must be a non-empty list of texts", texts)
@@ -1136,10 +1142,18 @@ def parse_rate(model: TextModel, texts: Sequence[str], labels: Sequence[str], *,
             raise InvalidInputError("answer", "only a causal LM answers by itself; pass "
                                     "answer= (prompt -> raw JSON answer)", None)
         answer = _default_answerer(model, names, decoding, max_new_tokens)
+    if threads is not None:
+        threads = _int("threads", threads, 1)
     started = time.perf_counter()
-    parsed = [parse_self_explanation(_ask(answer, build_prompt(model, _text("texts", t),
-                                                                 names).prompt), t, names)
-              for t in texts]
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        parsed = [parse_self_explanation(_ask(answer, build_prompt(
+            model, _text("texts", t), names).prompt), t, names) for t in texts]
+    finally:
+        if threads is not None:
+            torch.set_num_threads(before)
     valid = [a for a in parsed if a.valid]
     reasons: dict[str, int] = {}
     for a in parsed:
