@@ -357,6 +357,9 @@ def test_human_review_from_request_to_decision(live):
     with live.client("carl-compliance") as c:
         report = c.get(f"/v1/decisions/{first}/report").json()
         html = c.get(f"/v1/decisions/{first}/report.html").text
+    # Every served explanation carries its quality block.
+    assert all(b["quality"]["assessed"] and b["quality"]["checks"]["curves"]
+               for b in report["explanations"])
     final = report["final_outcome"]
     assert final["decision"] == "good" and final["decided_by"] == "person"
     assert final["original"]["decision"] == report["output"]["decision"] == "bad"

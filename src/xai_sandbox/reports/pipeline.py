@@ -26,14 +26,20 @@ import numpy as np
 from xai_sandbox.audit.canonical import canonical_json
 from xai_sandbox.counterfactuals import ActionConstraints
 from xai_sandbox.counterfactuals.search import NO_FEASIBLE_CHANGE, find_counterfactuals
-from xai_sandbox.errors import InvalidInputError, NotFoundError, SchemaError, UnsupportedModelError
+from xai_sandbox.errors import (
+    ExplanationError,
+    InvalidInputError,
+    NotFoundError,
+    SchemaError,
+    UnsupportedModelError,
+)
 from xai_sandbox.explainers import explain
 from xai_sandbox.explainers.explanation import Explanation, library_versions
 from xai_sandbox.models.registry import RegisteredModel, register
 from xai_sandbox.models.schema import LOCALES, FeatureSchema
 from xai_sandbox.monitor.alerts import AnchorStreaks, parse_webhooks, raise_alert
 from xai_sandbox.monitor.calibrate import latest_thresholds
-from xai_sandbox.quality.assess import assess
+from xai_sandbox.quality.assess import assessed
 from xai_sandbox.quality.ood import TrainingProfile, fit_profile
 from xai_sandbox.reports.policy import ExplanationPolicy, ModelCard
 from xai_sandbox.semantics.anchors import AnchorLibrary, AnchorMatch, align, load_anchors
@@ -529,7 +535,8 @@ class Decider:
         # Stochastic methods again with another seed: stability, and anchor confidence.
         reruns = [explain(model, x, method=e.method, target=target, random_state=seed + 1)
                   for e in explanations if e.method in STOCHASTIC_METHODS]
-        quality = assess(model, x, explanations, reruns=reruns, thresholds=policy.quality)
+        explanations, quality = assessed(model, x, explanations, reruns=reruns,
+                                         thresholds=policy.quality)
         reliability = self._reliability(served, x, output, explanations, quality)
         if violations:
             reliability.update(level="low", shown=False, why_low=[
@@ -597,9 +604,16 @@ class Decider:
 
     @staticmethod
     def _method_block(e: Explanation) -> dict[str, Any]:
+        if not e.assessed or e.quality is None:
+            # Never served without its quality block (see quality.assess.assessed).
+            raise ExplanationError("explanation", "must be assessed before it is served",
+                                   e.method)
         names = e.feature_names or tuple(str(i) for i in range(e.values.shape[1]))
         baseline = e.baseline
+        own = dict(e.quality.get("methods", {}).get(e.method) or {})
         return {"method": e.method, "parameters": dict(e.parameters),
+                "quality": {"assessed": True, "checks": own,
+                            "verdict": dict(e.quality.get("verdict") or {})},
                 "library_versions": dict(e.library_versions), "seed": e.seed,
                 "baseline_sha256": hashlib.sha256(np.ascontiguousarray(
                     baseline, dtype=np.float64).tobytes()).hexdigest()
@@ -979,7 +993,7 @@ class Decider:
         x, output = self.score(served, features)
         e = explain(served.model, x, method=method, target=target or output["decision"],
                     random_state=0, **dict(params or {}))
-        quality = assess(served.model, x, [e], thresholds=served.policy.quality)
+        [e], quality = assessed(served.model, x, [e], thresholds=served.policy.quality)
         salt = secrets.token_bytes(32)
         commitment = hashlib.sha256(salt + canonical_json(dict(features))).hexdigest()
         result = e.to_dict()
