@@ -357,6 +357,9 @@ def test_human_review_from_request_to_decision(live):
     with live.client("carl-compliance") as c:
         report = c.get(f"/v1/decisions/{first}/report").json()
         html = c.get(f"/v1/decisions/{first}/report.html").text
+    with live.client("carl-compliance") as c:
+        odd = c.get(f"/v1/decisions/{first}/report.pdf", params={"purpose": "\U000f5e37x"})
+    assert odd.status_code == 422 and "purpose" in odd.text and "U+F5E37" in odd.text
     # Every served explanation carries its quality block.
     assert all(b["quality"]["assessed"] and b["quality"]["checks"]["curves"]
                for b in report["explanations"])

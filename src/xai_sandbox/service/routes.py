@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import unicodedata
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
@@ -316,6 +317,13 @@ def report_pdf(decision_id: Uuid, rt: RT, who: Who,
 def _report(rt: Runtime, who: Principal, decision_id: str, action: str, purpose: str
             ) -> dict[str, Any]:
     _require(who, *REPORT_READERS)
+    # The purpose is printed in the report's access log (PDF included): text a person
+    # reads, so no control, format, private-use or unassigned characters.
+    odd = sorted({f"U+{ord(c):04X}" for c in purpose
+                  if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn")})
+    if odd:
+        raise InvalidInputError("purpose", "must be printable text (no control, format, "
+                                "private-use or unassigned characters)", odd)
     rt.store.decision(decision_id)
     _limit(rt, who)
     # The access is logged before the report is assembled, so the report lists it.
