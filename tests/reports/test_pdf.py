@@ -78,7 +78,16 @@ def test_chinese_text_is_drawn_with_the_embedded_cjk_font(decided, pdf) -> None:
         assert _flat(reason) in text
 
 
-@pytest.mark.parametrize("char", ["\U0001F9EC", "\ue000"])
+def test_control_and_private_use_characters_print_as_a_replacement(decided) -> None:
+    # Text people wrote (an access's purpose, a rationale) may hold them; no font draws
+    # them, so they print as U+FFFD instead of failing the whole report.
+    report = copy.deepcopy(decided[0])
+    report["reasons"]["reasons"][0]["text"]["en"] += " a\x1db\ue000c"
+    text = _text(PdfReader(io.BytesIO(render_pdf(report))))
+    assert "a\ufffdb\ufffdc" in _flat(text)
+
+
+@pytest.mark.parametrize("char", ["\U0001F9EC", "\U00013000"])
 def test_a_character_no_font_has_fails_the_render_and_is_named(decided, char) -> None:
     report = copy.deepcopy(decided[0])
     report["reasons"]["reasons"][0]["text"]["zh"] += f" {char}"

@@ -51,11 +51,22 @@ def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("xai_sandbox", "data/templates"),
         autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined,
-        trim_blocks=True, lstrip_blocks=True)
+        trim_blocks=True, lstrip_blocks=True, finalize=printable)
     env.filters["pct"] = lambda v: "n/a" if v is None else f"{float(v):.2%}"
     env.filters["num"] = lambda v: "n/a" if v is None else f"{float(v):.4g}"
     env.filters["when"] = _when
     return env
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e"
+                          r"\u2060-\u2064\ufeff\ue000-\uf8ff\U000f0000-\U0010ffff]")
+
+
+def printable(value: Any) -> Any:
+    """Every value a template prints, with control, format and private-use characters
+    shown as U+FFFD: text people wrote (a review's rationale, an access's purpose) may hold
+    them, and no font draws them, so the PDF's glyph check would refuse the whole report."""
+    return _UNPRINTABLE.sub("\ufffd", value) if isinstance(value, str) else value
 
 
 def _when(value: str | None) -> str:
