@@ -55,6 +55,7 @@ def environment() -> jinja2.Environment:
     env.filters["pct"] = lambda v: "n/a" if v is None else f"{float(v):.2%}"
     env.filters["num"] = lambda v: "n/a" if v is None else f"{float(v):.4g}"
     env.filters["when"] = _when
+    env.filters["written"] = written
     return env
 
 
@@ -67,6 +68,24 @@ def printable(value: Any) -> Any:
     shown as U+FFFD: text people wrote (a review's rationale, an access's purpose) may hold
     them, and no font draws them, so the PDF's glyph check would refuse the whole report."""
     return _UNPRINTABLE.sub("\ufffd", value) if isinstance(value, str) else value
+
+
+_BODY_FONTS = ("DejaVu Sans", "WenQuanYi Micro Hei")
+
+
+def written(value: Any) -> str:
+    """Text a person wrote (a rationale, a purpose, a name): any character the report's
+    fonts cannot draw prints as U+FFFD, so what someone typed never stops the report from
+    rendering; the report's own words still go through the strict glyph check."""
+    text = "" if value is None else str(value)
+    covered: set[int] = set()
+    for family in _BODY_FONTS:
+        found = _font_file(family)
+        if found is not None:
+            covered |= _cmap(found[0], found[1])
+    if not covered:
+        return text
+    return "".join(c if ord(c) in covered or c in "\n\t" else "\ufffd" for c in text)
 
 
 def _when(value: str | None) -> str:
