@@ -78,14 +78,21 @@ def written(value: Any) -> str:
     fonts cannot draw prints as U+FFFD, so what someone typed never stops the report from
     rendering; the report's own words still go through the strict glyph check."""
     text = "" if value is None else str(value)
+    covered = _body_coverage()
+    if not covered:
+        return text
+    return "".join(c if ord(c) in covered or c in "\n\t" else "\ufffd" for c in text)
+
+
+@functools.lru_cache(maxsize=1)
+def _body_coverage() -> frozenset[int]:
+    """The code points the body fonts draw, read once per process."""
     covered: set[int] = set()
     for family in _BODY_FONTS:
         found = _font_file(family)
         if found is not None:
             covered |= _cmap(found[0], found[1])
-    if not covered:
-        return text
-    return "".join(c if ord(c) in covered or c in "\n\t" else "\ufffd" for c in text)
+    return frozenset(covered)
 
 
 def _when(value: str | None) -> str:
