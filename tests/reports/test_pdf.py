@@ -27,6 +27,7 @@ from xai_sandbox.reports.render import (
     RECEIPT_END,
     RECEIPT_WIDTH,
     check_glyphs,
+    environment,
     receipt_lines,
     render_html,
     render_pdf,
@@ -85,6 +86,14 @@ def test_control_and_private_use_characters_print_as_a_replacement(decided) -> N
     report["reasons"]["reasons"][0]["text"]["en"] += " a\x1db\ue000c"
     text = _text(PdfReader(io.BytesIO(render_pdf(report))))
     assert "a\ufffdb\ufffdc" in _flat(text)
+
+
+def test_a_macros_markup_is_printed_as_markup_and_still_cleaned() -> None:
+    # The templates' macros (the console's filters, the LLM audit's numbers) return markup;
+    # the environment's finalize must neither escape it a second time nor skip cleaning it.
+    template = environment().from_string(
+        '{% macro cell(v) %}<td>{{ v }}</td>{% endmacro %}{{ cell(text) }}|{{ text }}')
+    assert template.render(text="<b>\x1d") == "<td>&lt;b&gt;\ufffd</td>|&lt;b&gt;\ufffd"
 
 
 @pytest.mark.parametrize("char", ["\U0001F9EC", "\U00013000"])

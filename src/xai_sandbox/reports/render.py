@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jinja2
+import markupsafe
 
 from xai_sandbox.audit.canonical import canonical_json
 from xai_sandbox.errors import RenderError
@@ -67,7 +68,11 @@ def printable(value: Any) -> Any:
     """Every value a template prints, with control, format and private-use characters
     shown as U+FFFD: text people wrote (a review's rationale, an access's purpose) may hold
     them, and no font draws them, so the PDF's glyph check would refuse the whole report."""
-    return _UNPRINTABLE.sub("\ufffd", value) if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value
+    cleaned = _UNPRINTABLE.sub("\ufffd", value)
+    # A macro's output is already-escaped markup: it stays markup (U+FFFD is no HTML syntax).
+    return markupsafe.Markup(cleaned) if isinstance(value, markupsafe.Markup) else cleaned
 
 
 _BODY_FONTS = ("DejaVu Sans", "WenQuanYi Micro Hei")
