@@ -6,12 +6,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "cache_dir"]
 
 
 class Settings(BaseSettings):
@@ -72,3 +73,11 @@ class Settings(BaseSettings):
         return {"eu_ai_act_art19": self.retention_ai_act_days,
                 "us_reg_b_1002_12": self.retention_reg_b_days,
                 "cn_pipl_art56": self.retention_pipl_days}
+
+
+def cache_dir() -> Path:
+    """Where trained models and computed artefacts are cached: ``$XAI_SANDBOX_CACHE`` or
+    ``~/.cache/xai-sandbox``, created with owner-only permissions on first use."""
+    root = Path(os.environ.get("XAI_SANDBOX_CACHE") or Path.home() / ".cache" / "xai-sandbox")
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return root

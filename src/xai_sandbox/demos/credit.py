@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from xai_sandbox.datasets.german_credit import CLASS_NAMES, GermanCredit, load_german_credit
-from xai_sandbox.demos.cache import cache_dir
 from xai_sandbox.models.registry import RegisteredModel, register
+from xai_sandbox.settings import cache_dir
 
 __all__ = ["CreditModels", "credit_models", "train_lightgbm", "train_mlp"]
 

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from xai_sandbox.demos.cache import cache_dir
 from xai_sandbox.errors import InvalidInputError
+from xai_sandbox.settings import cache_dir
 from xai_sandbox.text.model import TextModel
 
 __all__ = ["EncoderClassifier", "MiniLMSentiment", "minilm_sentiment", "smollm2"]
