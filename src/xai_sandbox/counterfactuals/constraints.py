@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from xai_sandbox.errors import InvalidInputError, number_in
+from xai_sandbox.models.profile import TrainingProfile, fit_profile
 from xai_sandbox.models.schema import FeatureSchema, FeatureSpec
-from xai_sandbox.quality.ood import TrainingProfile, fit_profile
 
 __all__ = ["DEFAULT_MAX_OOD_SCORE", "DEFAULT_NEIGHBOURS", "DEFAULT_PERCENTILES",
            "DEFAULT_RELATIVE_CHANGE", "ActionConstraints"]

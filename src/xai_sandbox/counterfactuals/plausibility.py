@@ -15,8 +15,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from xai_sandbox.errors import InvalidInputError
+from xai_sandbox.models.profile import TrainingProfile
 from xai_sandbox.models.schema import FeatureSchema
-from xai_sandbox.quality.ood import TrainingProfile
 
 __all__ = ["column_weights", "neighbour_distance", "ood_scores"]
 
@@ -56,7 +56,4 @@ def neighbour_distance(X: np.ndarray, reference: np.ndarray, weights: np.ndarray
 def ood_scores(profile: TrainingProfile, X: np.ndarray) -> np.ndarray:
     """The profile's out-of-distribution score of many encoded rows at once (the same
     number :meth:`TrainingProfile.assess` gives, without one object per row)."""
-    Z = (np.atleast_2d(np.asarray(X, dtype=np.float64)) - profile.mean) / profile.scale
-    dist = np.sqrt(np.einsum("ij,jk,ik->i", Z, profile.precision, Z).clip(min=0))
-    scores: np.ndarray = dist / profile.threshold
-    return scores
+    return profile.scores(X)

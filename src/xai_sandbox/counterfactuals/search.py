@@ -49,9 +49,9 @@ from xai_sandbox.errors import (
     UnsupportedModelError,
     number_in,
 )
+from xai_sandbox.models.profile import TrainingProfile
 from xai_sandbox.models.registry import RegisteredModel
 from xai_sandbox.models.schema import FeatureSchema, FeatureSpec
-from xai_sandbox.quality.ood import TrainingProfile
 
 __all__ = ["NO_FEASIBLE_CHANGE", "Change", "Counterfactual", "CounterfactualSet",
            "find_counterfactuals"]

@@ -11,8 +11,8 @@ import numpy as np
 
 from xai_sandbox.errors import InvalidInputError, InvalidTargetError
 from xai_sandbox.models.adapters import ModelAdapter, wrap
+from xai_sandbox.models.profile import TrainingProfile, fit_profile
 from xai_sandbox.models.schema import FeatureSchema
-from xai_sandbox.quality.ood import TrainingProfile, fit_profile
 
 __all__ = ["ModelRegistry", "RegisteredModel", "register"]
 
@@ -72,8 +72,8 @@ def register(model: Any, *, model_id: str, version: str, task: Task = "classific
     """Wrap ``model`` and give it an identity; computes its fingerprint once.
 
     ``training_data`` (encoded tabular rows) is summarised into a
-    :class:`~xai_sandbox.quality.TrainingProfile` for out-of-distribution checks; the rows
-    themselves are not kept.
+    :class:`~xai_sandbox.models.profile.TrainingProfile` for out-of-distribution checks;
+    the rows themselves are not kept.
     """
     if not isinstance(model_id, str) or not _ID.match(model_id):
         raise InvalidInputError("model_id", "must be 1-128 of letters, digits, '.', '_', '-'",
