@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 from _common import parse, versions
-from xai_sandbox.audit.log import node_reader
 from xai_sandbox.audit.merkle import inclusion_proof, verify_inclusion
-from xai_sandbox.audit.verify import verify_log
 from xai_sandbox.settings import Settings
 from xai_sandbox.store import Store
+from xai_sandbox.store.log import SqlNodes
+from xai_sandbox.store.verify import verify_log
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from pgserver import MissingPostgresError, PostgresServer
@@ -110,7 +110,7 @@ def main() -> None:
         picks = [rng.randrange(size) for _ in range(1000)]
         times = []
         with store.engine.connect() as conn:
-            read = node_reader(conn)
+            read = SqlNodes(conn).read
             for i in picks:
                 t0 = time.perf_counter()
                 inclusion_proof(i, size, read)

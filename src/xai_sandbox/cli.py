@@ -383,7 +383,7 @@ def audit_verify(
                                                      "own list")] = None,
 ) -> None:
     """Recompute every leaf, node, checkpoint signature and consistency; exit 1 on tampering."""
-    from xai_sandbox.audit.verify import verify_log
+    from xai_sandbox.store.verify import verify_log
 
     try:
         store = _store()

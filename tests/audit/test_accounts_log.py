@@ -22,7 +22,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, delete, insert, select, update
 
-from xai_sandbox.audit.verify import VerifyReport, verify_log
+from xai_sandbox.audit.verify import VerifyReport
 from xai_sandbox.errors import ConflictError, InvalidInputError, NotFoundError
 from xai_sandbox.settings import Settings
 from xai_sandbox.store import Store
@@ -30,6 +30,7 @@ from xai_sandbox.store import tables as t
 from xai_sandbox.store.accounts import Accounts
 from xai_sandbox.store.entries import state_entry
 from xai_sandbox.store.store import make_engine, writer
+from xai_sandbox.store.verify import verify_log
 
 FP = "ab" * 32
 SUBJECT = "sam.subject@example.org"

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from xai_sandbox.audit.verify import verify_log
 from xai_sandbox.settings import Settings
 from xai_sandbox.store import Store
 from xai_sandbox.store import tables as t
+from xai_sandbox.store.verify import verify_log
 
 FP = "ab" * 32
 WRITER = Path(__file__).with_name("_writer.py")

@@ -160,7 +160,7 @@ def test_search_refuses_bad_paging(store: Store) -> None:
 
 
 def _verify_facets(store: Store) -> Any:
-    from xai_sandbox.audit.verify import verify_log
+    from xai_sandbox.store.verify import verify_log
 
     return verify_log(store.engine, store.keys.verifiers(), store.log.origin)
 

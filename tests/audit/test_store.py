@@ -12,10 +12,10 @@ from sqlalchemy import delete, select, update
 from xai_sandbox.audit.log import Receipt, check_receipt
 from xai_sandbox.audit.merkle import MemoryTree, ProofError, leaf_hash
 from xai_sandbox.audit.notes import NoteError, Signer, parse_checkpoint, sign_note, verify_note
-from xai_sandbox.audit.verify import verify_log
 from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.store import Store
 from xai_sandbox.store import tables as t
+from xai_sandbox.store.verify import verify_log
 
 FP = "ab" * 32
 

@@ -122,7 +122,7 @@ def test_an_open_alert_is_not_raised_twice_and_logs_once(store):
     acknowledge(store, alert["alert_id"], "carl")
     assert list_alerts(store, open_only=True) == []
     assert raise_alert(store, "anchor_risk", {"title": "a"}, dedup_key="same")
-    from xai_sandbox.audit.verify import verify_log
+    from xai_sandbox.store.verify import verify_log
 
     assert verify_log(store.engine, store.keys.verifiers(), store.log.origin).ok
 

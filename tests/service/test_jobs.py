@@ -122,7 +122,7 @@ def test_a_job_whose_lease_ran_out_is_taken_over_and_the_old_holder_cannot_compl
             n = conn.execute(t.reports.select().where(
                 t.reports.c.decision_id == out.decision_id)).all()
         assert len(n) == 1
-        from xai_sandbox.audit.verify import verify_log
+        from xai_sandbox.store.verify import verify_log
 
         assert verify_log(store.engine, store.keys.verifiers(), store.log.origin).ok
     finally:

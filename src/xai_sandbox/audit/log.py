@@ -1,26 +1,27 @@
-"""The Merkle audit log on the store: appends, roots, proofs, checkpoints and receipts.
+"""The Merkle log's own rules, over any place that keeps it: entries, appends,
+checkpoints and receipts.
 
-Appends run inside the caller's transaction, so a record and its log entry commit
-together or not at all. The log head row is locked for the append (``SELECT ... FOR
-UPDATE`` on PostgreSQL; SQLite transactions begin IMMEDIATE), so appends from any number
-of threads and processes get consecutive indexes with no gap and no duplicate.
+An entry is a record id, a kind and the canonical JSON of its body; its leaf is
+SHA-256(0x00 || body). :func:`append` turns (record id, entry) pairs into the entries and
+the tree nodes they add, reading and writing nodes through a
+:class:`~xai_sandbox.audit.merkle.NodeStore`; the caller keeps the entries and the log's
+size (the store does both inside the transaction of the records they log).
+:func:`next_checkpoint` signs a checkpoint once the tree is proven consistent with the
+previous one; a :class:`Receipt` proves one entry offline.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
-
-from sqlalchemy import Connection, Engine, insert, select, update
+from typing import Any, Protocol
 
 from xai_sandbox.audit.canonical import canonical_json
 from xai_sandbox.audit.merkle import (
     NodeReader,
+    NodeStore,
     ProofError,
     append_nodes,
     consistency_proof,
@@ -31,8 +32,8 @@ from xai_sandbox.audit.merkle import (
     verify_inclusion,
 )
 from xai_sandbox.audit.notes import (
-    KeyStore,
     NoteError,
+    Signer,
     Verifier,
     checkpoint_body,
     parse_checkpoint,
@@ -40,59 +41,67 @@ from xai_sandbox.audit.notes import (
     verify_note,
 )
 from xai_sandbox.errors import InvalidInputError
-from xai_sandbox.store.tables import (
-    checkpoints,
-    log_entries,
-    log_head,
-    log_nodes,
-    node_key,
-    node_position,
-)
 
-__all__ = ["AuditLog", "Receipt", "append_entries", "check_receipt"]
+__all__ = ["Entry", "LogEntry", "Receipt", "append", "check_receipt", "make_receipt",
+           "next_checkpoint"]
 
 
-def node_reader(conn: Connection) -> NodeReader:
-    """Read complete-subtree hashes in one query."""
-    def read(keys: Sequence[tuple[int, int]]) -> Mapping[tuple[int, int], bytes]:
-        if not keys:
-            return {}
-        found: dict[tuple[int, int], bytes] = {}
-        for start in range(0, len(keys), 500):
-            part = [node_key(lv, ix) for lv, ix in keys[start : start + 500]]
-            rows = conn.execute(select(log_nodes.c.node, log_nodes.c.hash)
-                                .where(log_nodes.c.node.in_(part)))
-            found.update({node_position(r.node): bytes(r.hash) for r in rows})
-        missing = [k for k in keys if k not in found]
-        if missing:
-            raise ProofError("log_nodes", "stored tree is missing nodes", missing[:3])
-        return found
-    return read
+class Entry(Protocol):
+    """An entry as a log keeps it (a database row has these fields)."""
+
+    @property
+    def idx(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def record_id(self) -> str: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def leaf_hash(self) -> bytes: ...
 
 
-def append_entries(conn: Connection, entries: Sequence[tuple[str, Mapping[str, Any]]]
-                   ) -> list[int]:
-    """Append (record id, entry) pairs inside ``conn``'s write transaction; their indexes.
+@dataclass(frozen=True)
+class LogEntry:
+    """A new entry: its index, kind, record ('table:id'), canonical body and leaf hash."""
 
-    Needs no signing key, so code that holds only the store's engine (principals and
-    keys) logs its changes in the transaction that makes them.
-    """
-    size = conn.execute(select(log_head.c.size).where(log_head.c.id == 1)
-                        .with_for_update()).scalar_one()
-    bodies = [canonical_json(dict(entry)) for _, entry in entries]
+    idx: int
+    kind: str
+    record_id: str
+    body: bytes
+    leaf_hash: bytes
+
+
+def append(size: int, entries: Iterable[tuple[str, Mapping[str, Any]]], nodes: NodeStore
+           ) -> list[LogEntry]:
+    """Append (record id, entry) pairs to a log of ``size`` entries: the new entries,
+    numbered from ``size``, once the tree nodes they complete are written to ``nodes``."""
+    pairs = list(entries)
+    bodies = [canonical_json(dict(entry)) for _, entry in pairs]
     hashes = [leaf_hash(b) for b in bodies]
-    nodes = append_nodes(size, hashes, node_reader(conn))
-    now = datetime.now(UTC)
-    conn.execute(insert(log_entries), [
-        {"idx": size + i, "kind": entry["kind"], "record_id": record_id, "body": body,
-         "leaf_hash": h, "appended_at": now}
-        for i, ((record_id, entry), body, h) in enumerate(zip(entries, bodies, hashes,
-                                                              strict=True))])
-    conn.execute(insert(log_nodes), [{"node": node_key(lv, ix), "hash": h}
-                                     for (lv, ix), h in nodes.items()])
-    conn.execute(update(log_head).where(log_head.c.id == 1)
-                 .values(size=size + len(entries)))
-    return list(range(size, size + len(entries)))
+    nodes.write(append_nodes(size, hashes, nodes.read))
+    return [LogEntry(size + i, str(entry["kind"]), record_id, body, h)
+            for i, ((record_id, entry), body, h) in enumerate(zip(pairs, bodies, hashes,
+                                                                  strict=True))]
+
+
+def next_checkpoint(origin: str, size: int, read: NodeReader, signer: Signer,
+                    verifiers: list[Verifier], previous: tuple[int, bytes, str] | None
+                    ) -> tuple[bytes, str, bool]:
+    """The root of the first ``size`` entries, a signed checkpoint note of it and whether
+    that note is new: signed after proving the tree consistent with the ``previous``
+    checkpoint (size, root, note), or ``previous``'s own note when it is of ``size``."""
+    root = root_hash(size, read)
+    if previous is not None:
+        prev_size, prev_root, prev_note = previous
+        if prev_size == size:
+            if prev_root != root:
+                raise ProofError("log", "root changed without the log growing", size)
+            return root, prev_note, False
+        verify_note(prev_note, verifiers)
+        verify_consistency(prev_size, size, prev_root, root,
+                           consistency_proof(prev_size, size, read))
+    return root, sign_note(checkpoint_body(origin, size, root), signer), True
 
 
 @dataclass(frozen=True)
@@ -173,106 +182,11 @@ def check_receipt(receipt: Receipt, verifiers: list[Verifier]) -> dict[str, Any]
     return entry
 
 
-class AuditLog:
-    """The log of one store: ``origin`` names it in checkpoints."""
-
-    def __init__(self, engine: Engine, keys: KeyStore, origin: str,
-                 writer: Engine | None = None) -> None:
-        self.engine = engine
-        self.writer = writer or engine
-        self.keys = keys
-        self.origin = origin
-        self._signing = threading.Lock()
-
-    # ------------------------------------------------------------------ appends
-    def append(self, conn: Connection, entries: Sequence[tuple[str, Mapping[str, Any]]]
-               ) -> list[int]:
-        """Append (record id, entry) pairs inside ``conn``'s transaction; their indexes."""
-        return append_entries(conn, entries)
-
-    # ------------------------------------------------------------------ reads
-    def size(self, conn: Connection | None = None) -> int:
-        if conn is None:
-            with self.engine.connect() as c:
-                return self.size(c)
-        return int(conn.execute(select(log_head.c.size).where(log_head.c.id == 1))
-                   .scalar_one())
-
-    def root(self, size: int | None = None) -> bytes:
-        with self.engine.connect() as conn:
-            n = self.size(conn) if size is None else size
-            return root_hash(n, node_reader(conn))
-
-    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        with self.engine.connect() as conn:
-            self._check_size(conn, size)
-            return inclusion_proof(index, size, node_reader(conn))
-
-    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
-        with self.engine.connect() as conn:
-            self._check_size(conn, new_size)
-            return consistency_proof(old_size, new_size, node_reader(conn))
-
-    def _check_size(self, conn: Connection, size: int) -> None:
-        current = self.size(conn)
-        if not isinstance(size, int) or not 0 <= size <= current:
-            raise ProofError("size", f"must be between 0 and the log size {current}", size)
-
-    def verifiers(self) -> list[Verifier]:
-        return self.keys.verifiers()
-
-    # ------------------------------------------------------------------ checkpoints
-    def checkpoint(self) -> tuple[int, str]:
-        """Sign a checkpoint of the current tree, after proving it consistent with the
-        previous checkpoint. Returns (size, signed note)."""
-        signer = self.keys.signer()
-        with self.writer.begin() as conn:
-            size = conn.execute(select(log_head.c.size).where(log_head.c.id == 1)
-                                .with_for_update()).scalar_one()
-            read = node_reader(conn)
-            root = root_hash(size, read)
-            prev = conn.execute(select(checkpoints).order_by(checkpoints.c.size.desc())
-                                .limit(1)).first()
-            if prev is not None:
-                if prev.size == size:
-                    if bytes(prev.root) != root:
-                        raise ProofError("log", "root changed without the log growing",
-                                         size)
-                    return size, str(prev.note)
-                verify_note(prev.note, self.keys.verifiers())
-                verify_consistency(prev.size, size, bytes(prev.root), root,
-                                   consistency_proof(prev.size, size, read))
-            note = sign_note(checkpoint_body(self.origin, size, root), signer)
-            conn.execute(insert(checkpoints).values(
-                size=size, root=root, note=note, key_id=signer.verifier.key_id,
-                signed_at=datetime.now(UTC)))
-        return size, note
-
-    def latest_checkpoint(self) -> tuple[int, str] | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(checkpoints.c.size, checkpoints.c.note)
-                               .order_by(checkpoints.c.size.desc()).limit(1)).first()
-        return (int(row.size), str(row.note)) if row is not None else None
-
-    def receipt(self, index: int) -> Receipt:
-        """A receipt for entry ``index`` under the newest checkpoint (signing one if the
-        newest does not cover the entry yet)."""
-        latest = self.latest_checkpoint()
-        if latest is None or latest[0] <= index:
-            # Concurrent callers share one signing: whoever waited finds the checkpoint the
-            # first one signed (it covers every entry appended before it) and uses it.
-            with self._signing:
-                latest = self.latest_checkpoint()
-                if latest is None or latest[0] <= index:
-                    latest = self.checkpoint()
-        size, note = latest
-        with self.engine.connect() as conn:
-            row = conn.execute(select(log_entries.c.body, log_entries.c.leaf_hash)
-                               .where(log_entries.c.idx == index)).first()
-            if row is None:
-                raise InvalidInputError("index", "must be an entry of the log", index)
-            proof = inclusion_proof(index, size, node_reader(conn))
-        _, verifier = verify_note(note, self.keys.verifiers())
-        return Receipt(origin=self.origin, leaf_index=index, leaf_hash=bytes(row.leaf_hash),
-                       entry=bytes(row.body), inclusion_proof=tuple(proof), checkpoint=note,
-                       key_id=verifier.key_id)
+def make_receipt(origin: str, index: int, entry: bytes, leaf: bytes, size: int, note: str,
+                 read: NodeReader, verifiers: list[Verifier]) -> Receipt:
+    """The receipt of entry ``index`` (its body and leaf hash) under the checkpoint
+    ``note`` of the log's first ``size`` entries."""
+    proof = inclusion_proof(index, size, read)
+    _, verifier = verify_note(note, verifiers)
+    return Receipt(origin=origin, leaf_index=index, leaf_hash=leaf, entry=entry,
+                   inclusion_proof=tuple(proof), checkpoint=note, key_id=verifier.key_id)

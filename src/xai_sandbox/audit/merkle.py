@@ -6,15 +6,17 @@ tree's root SHA-256(""). Proofs are lists of 32-byte hashes in RFC 9162 order.
 Proof generation reads complete-subtree hashes through a ``NodeReader``: node (level, i)
 is the root of leaves [i * 2^level, (i + 1) * 2^level), which exists once the tree has
 grown past its last leaf. Any other range is split at the largest power of two below its
-size, so a proof or a root costs O(log n) node reads. The verifiers follow RFC 9162
-sections 2.1.3.2 and 2.1.4.2 literally and raise :class:`ProofError` on any mismatch or
-malformed input.
+size, so a proof or a root costs O(log n) node reads. A :class:`NodeStore` keeps the
+nodes (:class:`MemoryTree` in a dict; the store in its database). The verifiers follow
+RFC 9162 sections 2.1.3.2 and 2.1.4.2 literally and raise :class:`ProofError` on any
+mismatch or malformed input.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol
 
 from xai_sandbox.errors import InvalidInputError
 
@@ -23,6 +25,7 @@ __all__ = [
     "HASH_SIZE",
     "MemoryTree",
     "NodeReader",
+    "NodeStore",
     "ProofError",
     "append_nodes",
     "consistency_proof",
@@ -41,6 +44,18 @@ EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 # (level, index) -> hash, for complete subtrees only.
 NodeReader = Callable[[Sequence[tuple[int, int]]], Mapping[tuple[int, int], bytes]]
+
+
+class NodeStore(Protocol):
+    """Where a tree's complete-subtree hashes are kept, keyed (level, index)."""
+
+    def read(self, keys: Sequence[tuple[int, int]]) -> Mapping[tuple[int, int], bytes]:
+        """The hashes of ``keys``; raises :class:`ProofError` if one is not stored."""
+        ...
+
+    def write(self, nodes: Mapping[tuple[int, int], bytes]) -> None:
+        """Store new nodes (never one already stored)."""
+        ...
 
 
 class ProofError(InvalidInputError):
@@ -296,6 +311,9 @@ class MemoryTree:
     def read(self, keys: Sequence[tuple[int, int]]) -> Mapping[tuple[int, int], bytes]:
         return {k: self.nodes[k] for k in keys}
 
+    def write(self, nodes: Mapping[tuple[int, int], bytes]) -> None:
+        self.nodes.update(nodes)
+
     def append(self, data: bytes) -> int:
         """Append the leaf of ``data``; returns its index."""
         return self.extend([leaf_hash(data)])
@@ -303,7 +321,7 @@ class MemoryTree:
     def extend(self, leaf_hashes: Sequence[bytes]) -> int:
         """Append leaf hashes; returns the index of the first."""
         first = self.size
-        self.nodes.update(append_nodes(self.size, leaf_hashes, self.read))
+        self.write(append_nodes(self.size, leaf_hashes, self.read))
         self.size += len(leaf_hashes)
         return first
 

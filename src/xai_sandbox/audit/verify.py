@@ -1,57 +1,34 @@
-"""Full verification of a store's audit log, from the stored records up.
+"""Verification of a Merkle log from its entries up, over wherever the log is kept.
 
-1. Entries are numbered 0..n-1 with no gap; each leaf hash is SHA-256(0x00 || body).
-2. Each body equals the entry rebuilt from its record (a purged record must have a logged
-   purge entry instead).
-3. Every stored node equals the node recomputed from the leaves, and no node is missing
+1. Entries are numbered 0..n-1 with no gap; each leaf hash is SHA-256(0x00 || body); a
+   caller's check of each entry's body (the store rebuilds it from its record) passes.
+2. Every stored node equals the node recomputed from the leaves, and no node is missing
    or extra.
-4. Every checkpoint is signed by a trusted key, names this log, and its root is the root
+3. Every checkpoint is signed by a trusted key, names this log, and its root is the root
    recomputed at its size; consecutive checkpoints are proven consistent.
-5. Who may do what: the state entries of principals and API keys, replayed in log order,
-   equal the principals and api_keys tables row by row; a row with no entry, a logged
-   record missing from its table, and the first field that differs are named.
-6. Every row of a logged table has its log entry; a review is pending exactly while the
-   log holds no decision of it.
-7. The decisions' facets (what the decisions list filters on, what reviewers see) equal
-   the facets rebuilt from the logged records by the writes' own rules, in log order.
 
-The first problem found is reported with the entry or record it concerns.
+The first problem found is reported with the entry, node or checkpoint it concerns. The
+store's verification (:mod:`xai_sandbox.store.verify`) feeds these from its tables and
+adds the checks of the records themselves.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import multiprocessing
-import os
-import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from sqlalchemy import Connection, Engine, func, literal, select
-
-from xai_sandbox.audit.canonical import canonical_json
-from xai_sandbox.audit.merkle import (
-    MemoryTree,
-    ProofError,
-    verify_consistency,
-)
+from xai_sandbox.audit.log import Entry
+from xai_sandbox.audit.merkle import MemoryTree, ProofError, verify_consistency
 from xai_sandbox.audit.notes import NoteError, Verifier, parse_checkpoint, verify_note
-from xai_sandbox.store import tables as t
-from xai_sandbox.store.entries import (
-    ENTRY_BUILDERS,
-    KIND_TABLE,
-    STATE_BUILDERS,
-    STATE_ID,
-    rfc3339,
-)
-from xai_sandbox.store.store import _decision_facets, report_facets
 
-__all__ = ["VerifyReport", "verify_log"]
+__all__ = ["EntryCheck", "EntryScan", "Progress", "VerifyReport", "check_checkpoints",
+           "check_nodes", "scan_entries"]
 
-_PAGE = 5000
+Progress = Callable[[int, int], None]
+# The caller's check of one entry (its body given as bytes, and how to name the entry in a
+# problem): the problem, or None when the entry is right.
+EntryCheck = Callable[[Entry, bytes, str], str | None]
 
 
 @dataclass
@@ -72,130 +49,39 @@ class VerifyReport:
         self.problems.append(message)
 
 
-def _pages(conn: Connection, first: int, end: int) -> Iterator[Sequence[Any]]:
-    for start in range(first, end, _PAGE):
-        yield conn.execute(select(t.log_entries).where(
-            t.log_entries.c.idx >= start, t.log_entries.c.idx < min(end, start + _PAGE))
-            .order_by(t.log_entries.c.idx)).fetchall()
-
-
-def _records(conn: Connection, page: Sequence[Any]) -> dict[str, Mapping[str, Any]]:
-    """The records a page of entries refers to, keyed 'table:id'."""
-    wanted: dict[str, list[str]] = {}
-    for row in page:
-        if row.kind in STATE_BUILDERS:  # replayed against the tables after the scan
-            continue
-        table, _, rid = row.record_id.partition(":")
-        wanted.setdefault(table, []).append(rid)
-    found: dict[str, Any] = {}
-    for table_name, ids in wanted.items():
-        table = t.metadata.tables.get(table_name)
-        if table is None:
-            continue
-        key = table.c.key if table_name == "models" else table.c.id
-        for start in range(0, len(ids), 500):
-            for rec in conn.execute(select(table).where(key.in_(ids[start:start + 500]))
-                                    ).mappings().fetchall():
-                found[f"{table_name}:{rec['key' if table_name == 'models' else 'id']}"] = rec
-    return found
-
-
-Progress = Callable[[int, int], None]
-
-
 @dataclass
-class _Scan:
+class EntryScan:
     """What a scan of entries [start, end) found: the leaf hashes up to the first problem,
-    that problem, and what the checks after the tree need, in log order."""
+    and that problem."""
 
     leaves: list[bytes] = field(default_factory=list)
     problem: str | None = None
-    states: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-    # ("set", decision, facets) | ("update", decision, some facets) | ("drop", decision, None)
-    facets: list[tuple[str, str, Any]] = field(default_factory=list)
-    decided: list[str] = field(default_factory=list)  # reviews with a logged decision
-    logged: dict[str, int] = field(default_factory=dict)  # table: records found by entry
 
 
-def _state(row: Any, body: bytes) -> dict[str, Any] | None:
-    """The state entry in ``body`` when it is one of ``row``'s kind and record, else None."""
-    try:
-        entry = json.loads(body)
-    except ValueError:
-        return None
-    if (not isinstance(entry, dict) or entry.get("kind") != row.kind
-            or row.record_id != f"{KIND_TABLE[row.kind]}:{entry.get(STATE_ID[row.kind])}"
-            or canonical_json(entry) != body):
-        return None
-    return entry
-
-
-def _facet_events(kind: str, record: Mapping[str, Any], found: _Scan) -> None:
-    """How an entry's (verified) record moves its decision's facets, as the writes do."""
-    if kind == "decision_recorded":
-        facets = _decision_facets(record)
-        facets["model_key"] = sys.intern(facets["model_key"])
-        facets["outcome"] = sys.intern(facets["outcome"])
-        found.facets.append(("set", record["id"], tuple(facets[c] for c in _FACETS)))
-    elif kind == "explanation_generated":
-        found.facets.append(("update", record["decision_id"],
-                             report_facets(json.loads(bytes(record["body"])))))
-    elif kind == "review_requested":
-        found.facets.append(("update", record["decision_id"], {"review_status": "pending"}))
-    elif kind == "review_decided":
-        found.facets.append(("update", record["decision_id"],
-                             {"review_status": record["status"]}))
-        found.decided.append(record["id"])
-    elif kind == "record_purged" and record["record_type"] == "decisions":
-        found.facets.append(("drop", record["record_id"], None))
-
-
-def _scan(conn: Connection, start: int, end: int, purged: frozenset[str],
-          progress: Progress | None = None) -> _Scan:
-    """Check entries [start, end): numbering, leaf hashes, and bodies against records.
-
-    ``progress(entries checked, entries in all)`` is called after each page.
-    """
-    found = _Scan()
+def scan_entries(pages: Iterable[Sequence[Entry]], start: int, end: int,
+                 check: EntryCheck | None = None, progress: Progress | None = None
+                 ) -> EntryScan:
+    """Check entries [start, end), given in order in pages: numbering, leaf hashes, then
+    ``check`` of each. ``progress(entries checked, end)`` is called after each page."""
+    found = EntryScan()
     leaves = found.leaves
     expected = start
-    for page in _pages(conn, start, end):
-        records = _records(conn, page)
+    for page in pages:
         for row in page:
-            where = f"entry {row.idx} ({row.kind} {row.record_id})"
             if row.idx != expected:
                 found.problem = f"entry {expected}: missing (next stored entry is {row.idx})"
                 return found
             expected += 1
+            where = f"entry {row.idx} ({row.kind} {row.record_id})"
             body = bytes(row.body)
             if hashlib.sha256(b"\x00" + body).digest() != bytes(row.leaf_hash):
                 found.problem = f"{where}: leaf hash is not SHA-256(0x00 || body)"
                 return found
-            if row.kind in STATE_BUILDERS:
-                state = _state(row, body)
-                if state is None:
-                    found.problem = f"{where}: body is not a state entry of its kind and record"
+            if check is not None:
+                problem = check(row, body, where)
+                if problem is not None:
+                    found.problem = problem
                     return found
-                found.states.append((row.idx, state))
-                leaves.append(bytes(row.leaf_hash))
-                continue
-            builder = ENTRY_BUILDERS.get(row.kind)
-            if builder is None or KIND_TABLE[row.kind] != row.record_id.partition(":")[0]:
-                found.problem = f"{where}: unknown kind or wrong record table"
-                return found
-            record = records.get(row.record_id)
-            if record is None:
-                if row.record_id not in purged:
-                    found.problem = f"{where}: record is missing and no purge was logged"
-                    return found
-            elif canonical_json(builder(record)) != body:
-                found.problem = f"{where}: stored record does not match its log entry"
-                return found
-            else:
-                if row.kind != "review_decided":  # every other kind creates its record
-                    table = KIND_TABLE[row.kind]
-                    found.logged[table] = found.logged.get(table, 0) + 1
-                _facet_events(row.kind, record, found)
             leaves.append(bytes(row.leaf_hash))
         if progress is not None:
             progress(expected, end)
@@ -204,107 +90,38 @@ def _scan(conn: Connection, start: int, end: int, purged: frozenset[str],
     return found
 
 
-def _scan_url(url: str, start: int, end: int, purged: frozenset[str]) -> _Scan:
-    """:func:`_scan` in a worker process, on its own connection."""
-    from xai_sandbox.store.store import make_engine
-
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            return _scan(conn, start, end, purged)
-    finally:
-        engine.dispose()
-
-
-def verify_log(engine: Engine, verifiers: list[Verifier], origin: str,
-               workers: int | None = None, progress: Progress | None = None
-               ) -> VerifyReport:
-    """Check everything; the report lists problems, the first naming the first bad entry.
-
-    Entries are checked in ``workers`` processes (default: one per core for logs of more
-    than 50,000 entries in a file or server database), each on its own range.
-    ``progress(entries checked, entries in all)`` follows the entries (in one process:
-    page by page; in several: at the end).
-
-    Everything read on the main connection comes from one snapshot (one read transaction:
-    SQLite's WAL gives it, PostgreSQL runs it REPEATABLE READ), so writes committed while
-    verification runs neither appear in the tables nor miss from the log it compares.
-    """
-    report = VerifyReport()
-    tree = MemoryTree()
-    with engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execution_options(isolation_level="REPEATABLE READ")
-        head = int(conn.execute(select(t.log_head.c.size)).scalar_one())
-        purged = frozenset(f"{r.record_type}:{r.record_id}" for r in conn.execute(
-            select(t.purges.c.record_type, t.purges.c.record_id)))
-        url = engine.url.render_as_string(hide_password=False)
-        if workers is None:
-            workers = min(4, os.cpu_count() or 1) if head > 50_000 else 1
-        if workers > 1 and ":memory:" not in url and engine.url.database:
-            bounds = [head * k // workers for k in range(workers + 1)]
-            # fork: the workers need no importable __main__ and open their own engines.
-            methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                parts = list(pool.map(_scan_url, [url] * workers, bounds[:-1], bounds[1:],
-                                      [purged] * workers))
-        else:
-            parts = [_scan(conn, 0, head, purged, progress)]
-        for scanned in parts:
-            tree.extend(scanned.leaves)
-            if scanned.problem is not None:
-                report.entries = tree.size
-                report.fail(scanned.problem)
-                return report
-        report.entries = tree.size
-        if progress is not None:
-            progress(head, head)
-        # Stored nodes against the recomputed ones.
-        seen = 0
-        nodes = tree.nodes
-        result = conn.execute(select(t.log_nodes.c.node, t.log_nodes.c.hash)
-                              .order_by(t.log_nodes.c.node))
-        for part in result.partitions(20_000):
-            for key, stored in part:
-                seen += 1
-                level, idx = t.node_position(key)
-                if nodes.get((level, idx)) != bytes(stored):
-                    report.fail(f"node ({level}, {idx}) over entries from {idx << level}: "
-                                "does not match the tree recomputed from the entries")
-                    return report
-        if seen != len(tree.nodes):
-            report.fail(f"log_nodes: {len(tree.nodes) - seen} nodes missing")
-            return report
-        report.nodes = seen
-        _check_checkpoints(conn, tree, verifiers, origin, report)
-        if report.ok:
-            _check_accounts(conn, [s for p in parts for s in p.states], report)
-        if report.ok:
-            logged: dict[str, int] = {}
-            for p in parts:
-                for name, n in p.logged.items():
-                    logged[name] = logged.get(name, 0) + n
-            _check_unlogged(conn, logged, report)
-        if report.ok:
-            _check_reviews(conn, {r for p in parts for r in p.decided}, report)
-        if report.ok:
-            _check_facets(conn, [e for p in parts for e in p.facets], report)
-    return report
+def check_nodes(tree: MemoryTree, stored: Iterable[tuple[int, int, bytes]],
+                report: VerifyReport) -> None:
+    """Stored nodes (level, index, hash) against those of the tree recomputed from the
+    entries: each equal, none missing. Counts them in ``report.nodes``."""
+    seen = 0
+    nodes = tree.nodes
+    for level, idx, hash_ in stored:
+        seen += 1
+        if nodes.get((level, idx)) != hash_:
+            report.fail(f"node ({level}, {idx}) over entries from {idx << level}: "
+                        "does not match the tree recomputed from the entries")
+            return
+    if seen != len(tree.nodes):
+        report.fail(f"log_nodes: {len(tree.nodes) - seen} nodes missing")
+        return
+    report.nodes = seen
 
 
-def _check_checkpoints(conn: Connection, tree: MemoryTree, verifiers: list[Verifier],
-                       origin: str, report: VerifyReport) -> None:
+def check_checkpoints(tree: MemoryTree, stored: Iterable[tuple[int, bytes, str]],
+                      verifiers: list[Verifier], origin: str, report: VerifyReport) -> None:
+    """Stored checkpoints (size, root, note), smallest first, against the recomputed tree.
+    Counts them in ``report.checkpoints``."""
     prev: tuple[int, bytes] | None = None
-    for row in conn.execute(select(t.checkpoints).order_by(t.checkpoints.c.size)):
-        where = f"checkpoint at size {row.size}"
+    for size, root, note in stored:
+        where = f"checkpoint at size {size}"
         try:
-            body, _ = verify_note(row.note, verifiers)
+            body, _ = verify_note(note, verifiers)
             cp = parse_checkpoint(body)
         except NoteError as exc:
             report.fail(f"{where}: {exc}")
             return
-        if cp.origin != origin or cp.size != row.size or cp.root != bytes(row.root):
+        if cp.origin != origin or cp.size != size or cp.root != root:
             report.fail(f"{where}: signed body does not match the stored checkpoint")
             return
         if cp.size > tree.size or tree.root(cp.size) != cp.root:
@@ -320,114 +137,3 @@ def _check_checkpoints(conn: Connection, tree: MemoryTree, verifiers: list[Verif
                 return
         prev = (cp.size, cp.root)
         report.checkpoints += 1
-
-
-# Columns of a state entry's fields, where they differ; fields whose values may be shown.
-_COLUMN = {"name_sha256": "name", "label_sha256": "label", "key_id": "id"}
-_SHOWN = {"roles", "disabled", "created_at", "revoked_at", "principal_id"}
-
-
-def _check_accounts(conn: Connection, states: list[tuple[int, dict[str, Any]]],
-                    report: VerifyReport) -> None:
-    """Replay the principals' and keys' state entries and compare the tables with them."""
-    for kind, table, what in (("principal_recorded", t.principals, "principal"),
-                              ("api_key_recorded", t.api_keys, "api key")):
-        last: dict[str, tuple[int, dict[str, Any]]] = {}  # in order of first entry
-        for idx, entry in states:
-            if entry["kind"] == kind:
-                last[entry[STATE_ID[kind]]] = (idx, entry)
-        rows = {r["id"]: dict(r) for r in conn.execute(select(table)).mappings()}
-        for record_id, (idx, entry) in last.items():
-            row = rows.pop(record_id, None)
-            if row is None:
-                report.fail(f"{what} {record_id}: logged (entry {idx}) but missing from "
-                            f"the {table.name} table")
-                return
-            name = f"{what} {record_id}" + (f" ({row['name']})" if "name" in row else "")
-            logged = {k: v for k, v in entry.items() if k not in ("kind", "change", "at")}
-            held = STATE_BUILDERS[kind](row)
-            for key in [*logged, *(k for k in held if k not in logged)]:
-                if logged.get(key) != held.get(key):
-                    column = _COLUMN.get(key, key)
-                    verb = "differ" if column.endswith("s") else "differs"
-                    shown = (f" (log: {logged.get(key)!r}; table: {held.get(key)!r})"
-                             if key in _SHOWN else "")
-                    report.fail(f"{name}: {column} {verb} from the log (entry {idx}){shown}")
-                    return
-        for record_id, row in rows.items():
-            name = f"{what} {record_id}" + (f" ({row['name']})" if "name" in row else "")
-            report.fail(f"{name}: has no log entry")
-            return
-        if table is t.principals:
-            report.principals = len(last)
-        else:
-            report.api_keys = len(last)
-
-
-def _check_unlogged(conn: Connection, logged: dict[str, int], report: VerifyReport) -> None:
-    """Each table whose rows the entries are rebuilt from holds no row without one."""
-    for name in dict.fromkeys(KIND_TABLE[k] for k in ENTRY_BUILDERS):
-        table = t.metadata.tables[name]
-        key = table.c.key if name == "models" else table.c.id
-        rows = int(conn.execute(select(func.count()).select_from(table)).scalar_one())
-        if rows == logged.get(name, 0):
-            continue
-        entry = select(t.log_entries.c.idx).where(
-            t.log_entries.c.record_id == literal(f"{name}:") + key)
-        first = conn.execute(select(key).where(~entry.exists()).order_by(key).limit(1)).scalar()
-        if first is not None:
-            report.fail(f"record {name}:{first}: has no log entry")
-        else:
-            report.fail(f"{name}: {rows} rows, but the log creates {logged.get(name, 0)}")
-        return
-
-
-def _check_reviews(conn: Connection, decided: set[str], report: VerifyReport) -> None:
-    """A review is pending exactly while no decision of it is logged."""
-    for review_id, status in conn.execute(select(t.reviews.c.id, t.reviews.c.status)
-                                          .order_by(t.reviews.c.requested_at)):
-        if (status == "pending") == (review_id in decided):
-            rule = "is decided in the log" if status == "pending" else "has no logged decision"
-            report.fail(f"review {review_id}: status {status!r} but it {rule}")
-            return
-
-
-_FACETS = ("model_key", "decided_at", "outcome", "adverse", "anchor_hits", "reliability",
-           "review_status")
-
-
-def _check_facets(conn: Connection, events: list[tuple[str, str, Any]],
-                  report: VerifyReport) -> None:
-    """Rebuild every decision's facets from the logged records, in log order, and compare
-    them with the decision_facets table row by row."""
-    rebuilt: dict[str, list[Any]] = {}
-    for op, decision_id, values in events:
-        if op == "set":
-            rebuilt[decision_id] = list(values)
-        elif op == "drop":
-            rebuilt.pop(decision_id, None)
-        elif decision_id in rebuilt:
-            for column, value in values.items():
-                rebuilt[decision_id][_FACETS.index(column)] = value
-    f = t.decision_facets
-    count = 0
-    result = conn.execute(select(f.c.decision_id, *(f.c[c] for c in _FACETS))
-                          .order_by(f.c.decision_id))
-    for part in result.partitions(20_000):
-        for row in part:
-            expected = rebuilt.pop(row.decision_id, None)
-            if expected is None:
-                report.fail(f"decision {row.decision_id}: facets row of no logged decision")
-                return
-            count += 1
-            if tuple(row[1:]) == tuple(expected):
-                continue
-            for column, have, want in zip(_FACETS, row[1:], expected, strict=True):
-                if have != want and (column != "decided_at" or rfc3339(have) != rfc3339(want)):
-                    report.fail(f"decision {row.decision_id}: facet {column} is {have!r}, "
-                                f"the logged records give {want!r}")
-                    return
-    for decision_id in rebuilt:
-        report.fail(f"decision {decision_id}: its facets row is missing")
-        return
-    report.facets = count

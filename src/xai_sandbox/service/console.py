@@ -559,7 +559,7 @@ class Verifications:
         self._runs: dict[str, Verification] = {}
 
     def start(self, rt: Runtime, actor: str) -> Verification:
-        from xai_sandbox.audit.verify import verify_log
+        from xai_sandbox.store.verify import verify_log
 
         with self._lock:
             running = [v for v in self._runs.values() if v.status == "running"]

@@ -26,10 +26,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, insert, select, update
 
-from xai_sandbox.audit.log import append_entries
+import xai_sandbox.store.tables as t
 from xai_sandbox.errors import ConflictError, InvalidInputError, NotFoundError
-from xai_sandbox.store import tables as t
 from xai_sandbox.store.entries import state_entry
+from xai_sandbox.store.log import append_entries
 
 __all__ = ["ROLES", "Accounts", "Principal"]
 

@@ -14,15 +14,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, func, insert, or_, select, update
 
+import xai_sandbox.store.tables as t
 from xai_sandbox.errors import NotFoundError
-from xai_sandbox.store import tables as t
-
-if TYPE_CHECKING:
-    from xai_sandbox.store.store import Store
+from xai_sandbox.store.reports import ReportRecords
 
 __all__ = ["ClaimedJob", "JobLostError", "JobQueue"]
 
@@ -55,9 +53,10 @@ def enqueue(conn: Connection, decision_id: str, methods: Sequence[str]) -> str:
 
 
 class JobQueue:
-    """Claim, renew, complete and fail jobs of one store."""
+    """Claim, renew, complete and fail jobs of one store (a
+    :class:`~xai_sandbox.store.Store`: what a job needs of it is writing its report)."""
 
-    def __init__(self, store: Store, *, lease_seconds: float = 30.0, max_attempts: int = 3
+    def __init__(self, store: ReportRecords, *, lease_seconds: float = 30.0, max_attempts: int = 3
                  ) -> None:
         self.store = store
         self.lease = timedelta(seconds=lease_seconds)
