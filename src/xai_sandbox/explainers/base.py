@@ -13,11 +13,10 @@ explanation says which output space its numbers are in, one of :data:`OUTPUT_SPA
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -38,7 +37,8 @@ from xai_sandbox.models.registry import RegisteredModel
 from xai_sandbox.models.schema import FeatureSchema
 
 __all__ = ["EXPLAINERS", "OUTPUT_SPACES", "Explainer", "Problem", "Result",
-           "available_methods", "explain", "get_explainer", "register_explainer", "seeded"]
+           "available_methods", "explain", "get_explainer", "random_generators",
+           "register_explainer"]
 
 Requirement = Literal["gradients", "trees", "any"]
 
@@ -62,9 +62,36 @@ of ``prediction`` and ``expected_value``. A model adapter's ``output_space`` mus
 OPTIONAL_ARGUMENTS = ("baselines", "background")
 
 
+def random_generators(random_state: int | None
+                      ) -> tuple[np.random.Generator, torch.Generator]:
+    """A method's own random streams: a numpy ``Generator`` and a CPU ``torch.Generator``,
+    both built from ``random_state`` (fresh entropy when it is ``None``).
+
+    Nothing global is seeded or read: two jobs in two threads draw from their own streams,
+    so neither changes the other's results.
+    """
+    if random_state is None:
+        torch_generator = torch.Generator()
+        torch_generator.seed()
+        return np.random.default_rng(), torch_generator
+    return (np.random.default_rng(random_state),
+            torch.Generator().manual_seed(random_state % 2**63))
+
+
+def _fresh_torch_generator() -> torch.Generator:
+    return random_generators(None)[1]
+
+
 @dataclass(frozen=True)
 class Problem:
-    """A validated explanation request, as every explainer receives it."""
+    """A validated explanation request, as every explainer receives it.
+
+    ``rng`` and ``torch_generator`` are the method's random streams, built from
+    ``random_state`` by :func:`explain` (see :func:`random_generators`). A method that
+    samples draws only from them, never from numpy's or torch's global generators; a
+    sub-problem made with ``dataclasses.replace`` shares them, so the draws of a wrapper
+    and its base method follow one stream.
+    """
 
     adapter: ModelAdapter
     inputs: np.ndarray
@@ -77,6 +104,10 @@ class Problem:
     group_names: tuple[str, ...] | None
     random_state: int | None
     given: frozenset[str] = frozenset()  # of OPTIONAL_ARGUMENTS, those the caller passed
+    rng: np.random.Generator = field(default_factory=np.random.default_rng, compare=False,
+                                     repr=False)
+    torch_generator: torch.Generator = field(default_factory=_fresh_torch_generator,
+                                             compare=False, repr=False)
 
     @property
     def n(self) -> int:
@@ -137,7 +168,8 @@ class Explainer(ABC):
         Whether the method draws random numbers, so that its result depends on
         ``random_state``. Every method accepts ``random_state`` (it is recorded as the
         explanation's ``seed``); one that does not sample gives the same values for
-        every seed.
+        every seed. One that samples draws from ``problem.rng`` or
+        ``problem.torch_generator`` only.
     """
 
     name: ClassVar[str]
@@ -255,26 +287,6 @@ def get_explainer(method: str, **params: Any) -> Explainer:
 def available_methods() -> list[tuple[str, str, str]]:
     """(name, what it needs, one-line summary) of every registered explainer."""
     return [(name, cls.requires, cls.summary) for name, cls in sorted(EXPLAINERS.items())]
-
-
-@contextlib.contextmanager
-def seeded(random_state: int | None) -> Iterator[None]:
-    """Seed torch's and numpy's global generators inside the block only.
-
-    Captum and shap draw from the global generators; this keeps a ``random_state`` run
-    deterministic without leaking a seed into the caller's process.
-    """
-    if random_state is None:
-        yield
-        return
-    np_state = np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(random_state)
-        np.random.seed(random_state % 2**32)
-        try:
-            yield
-        finally:
-            np.random.set_state(np_state)
 
 
 def _resolve_target(target: Any, prediction: np.ndarray, model: RegisteredModel | None,
@@ -414,10 +426,12 @@ def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
 
     prediction = adapter.predict(X)
     resolved = _resolve_target(target, prediction, registered)
+    rng, torch_generator = random_generators(random_state)
     problem = Problem(adapter=adapter, inputs=X, target=resolved, prediction=prediction,
                       baselines=base, background=bg, column_names=names,
                       groups=group_cols, group_names=group_names,
-                      random_state=random_state, given=given)
+                      random_state=random_state, given=given, rng=rng,
+                      torch_generator=torch_generator)
     unused = explainer.unused(problem)
     if unused:
         name = sorted(unused)[0]
@@ -426,8 +440,7 @@ def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
         raise InvalidInputError(name, unused[name], value.get(rest) if rest and isinstance(
             value, Mapping) else value)
     started = time.perf_counter()
-    with seeded(random_state):
-        result = explainer.run(problem)
+    result = explainer.run(problem)
     wall = time.perf_counter() - started
     # Every built-in method names its space; None (a plug-in's) means the model's own.
     space = result.output_space if result.output_space is not None else adapter.output_space

@@ -7,17 +7,21 @@ feature are switched together, so each feature gets one value.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 import numpy as np
 import torch
 from captum._utils.models.linear_model import SkLearnLasso
 from captum.attr import FeatureAblation, Lime, Occlusion
 from captum.attr._core.lime import get_exp_kernel_similarity_function
+from torch.utils.data import DataLoader
 
 from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.explainers.base import Explainer, Problem, Result, register_explainer
 from xai_sandbox.models.adapters import model_errors
 
-__all__ = ["LimeExplainer", "OcclusionExplainer", "feature_mask"]
+__all__ = ["LimeExplainer", "OcclusionExplainer", "bernoulli_perturbations", "feature_mask"]
 
 
 def feature_mask(problem: Problem, patch: int) -> tuple[torch.Tensor, tuple[str, ...] | None]:
@@ -38,6 +42,60 @@ def feature_mask(problem: Problem, patch: int) -> tuple[torch.Tensor, tuple[str,
     for k, cols_ in enumerate(players):
         mask[list(cols_)] = k
     return mask.reshape(shape)[None], names
+
+
+def bernoulli_perturbations(generator: torch.Generator) -> Callable[..., torch.Tensor]:
+    """Captum LIME's default sampling (each interpretable feature on with probability 1/2),
+    drawn from ``generator`` instead of torch's global generator."""
+
+    def perturb(original_inp: torch.Tensor | tuple[torch.Tensor, ...],
+                **kwargs: object) -> torch.Tensor:
+        first = original_inp if isinstance(original_inp, torch.Tensor) else original_inp[0]
+        probs = torch.full((1, cast(int, kwargs["num_interp_features"])), 0.5)
+        return torch.bernoulli(probs, generator=generator).to(device=first.device).long()
+
+    return perturb
+
+
+class _LassoSurrogate(SkLearnLasso):  # type: ignore[misc]  # captum ships no types here
+    """Captum's Lasso surrogate, fitted without touching torch's global generator.
+
+    Captum hands the samples over in a ``DataLoader`` without a generator, whose iterator
+    draws a base seed from the global generator: the loader is rebuilt on ``generator``.
+    It then builds an ``nn.Linear``, which draws initial weights from the global
+    generator, and overwrites them with the fitted coefficients: the layer is built
+    uninitialised instead. ``kwargs`` go to scikit-learn's ``Lasso``.
+    """
+
+    def __init__(self, generator: torch.Generator, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._generator = generator
+
+    def fit(self, train_data: DataLoader[Any], **kwargs: Any) -> Any:
+        loader = DataLoader(train_data.dataset, batch_size=train_data.batch_size,
+                            generator=self._generator)
+        return super().fit(loader, **kwargs)
+
+    def _construct_model_params(self, in_features: int | None = None,
+                                out_features: int | None = None,
+                                norm_type: str | None = None, affine_norm: bool = False,
+                                bias: bool = True, weight_values: torch.Tensor | None = None,
+                                bias_value: torch.Tensor | None = None,
+                                classes: torch.Tensor | None = None) -> None:
+        if norm_type is not None or weight_values is None:  # not the sklearn path
+            super()._construct_model_params(in_features, out_features, norm_type,
+                                            affine_norm, bias, weight_values, bias_value,
+                                            classes)
+            return
+        shape = (1, weight_values.shape[-1]) if weight_values.ndim == 1 else weight_values.shape
+        self.norm = None
+        self.linear = torch.nn.utils.skip_init(  # type: ignore[no-untyped-call]
+            torch.nn.Linear, shape[1], shape[0], bias=bias, device=weight_values.device)
+        self.linear.weight.data = weight_values
+        if bias_value is not None:
+            self.linear.bias.data = bias_value
+        if classes is not None:
+            self.linear.classes = classes
 
 
 def _positive_int(value: object, name: str, minimum: int = 1) -> int:
@@ -96,7 +154,10 @@ class OcclusionExplainer(Explainer):
 @register_explainer
 class LimeExplainer(Explainer):
     """LIME (Ribeiro et al. 2016) through Captum: a sparse linear surrogate fitted to
-    random on/off perturbations of features (tabular) or square patches (images).
+    random on/off perturbations of features (tabular) or square patches (images). The
+    perturbations come from the problem's ``torch_generator`` (Captum's default sampler
+    would draw from torch's global one) and the Lasso's seed from its ``rng``; the
+    surrogate is fitted without touching torch's global generator either.
 
     Parameters
     ----------
@@ -139,9 +200,14 @@ class LimeExplainer(Explainer):
                 raise InvalidInputError(name, "must be a positive number", v)
         mask, names = feature_mask(problem, patch)
         lime = Lime(problem.adapter.forward_tensor,
-                    interpretable_model=SkLearnLasso(alpha=float(self.alpha)),
+                    # sklearn's coordinate descent draws a seed even when it cycles;
+                    # without one it takes it from numpy's global generator.
+                    interpretable_model=_LassoSurrogate(
+                        problem.torch_generator, alpha=float(self.alpha),
+                        random_state=int(problem.rng.integers(2**31))),
                     similarity_func=get_exp_kernel_similarity_function(
-                        "cosine", float(self.kernel_width)))
+                        "cosine", float(self.kernel_width)),
+                    perturb_func=bernoulli_perturbations(problem.torch_generator))
         image = problem.adapter.input_kind == "image"
         rows = []
         b_rows = problem.baseline_rows()

@@ -11,12 +11,13 @@ measured against.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import math
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,27 @@ _BATCH_ELEMENTS = 1 << 22
 # reads both layouts. A process-wide filter, because catch_warnings is not thread-safe.
 warnings.filterwarnings("ignore", message="LightGBM binary classifier with TreeExplainer",
                         category=UserWarning)
+
+
+# shap's KernelExplainer (0.51) samples coalitions from numpy's global generator and takes
+# no seed. Each call runs under this lock with the global state seeded from the problem's
+# own generator and put back afterwards, so concurrent jobs cannot interleave their draws
+# and the caller's numpy stream is left as it was.
+_NUMPY_GLOBAL_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _numpy_global_stream(rng: np.random.Generator) -> Iterator[None]:
+    """Numpy's global generator, seeded from ``rng``, held by this thread alone inside the
+    block and restored on exit. Only for library code that cannot take a generator."""
+    seed = int(rng.integers(2**32))
+    with _NUMPY_GLOBAL_LOCK:
+        state = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
 
 
 @functools.cache
@@ -224,6 +246,10 @@ class ExactShapley(_CoalitionGame):
 class KernelShap(_CoalitionGame):
     """KernelSHAP through shap's ``KernelExplainer`` on the same coalition game.
 
+    shap samples from numpy's global generator; each row's call runs with it seeded from
+    the problem's ``rng`` under a lock and restored afterwards (see
+    ``_numpy_global_stream``), so the result depends on ``random_state`` alone.
+
     Parameters
     ----------
     n_samples:
@@ -259,8 +285,9 @@ class KernelShap(_CoalitionGame):
                 return coalition_values(problem.adapter, x, bg, owner, ids, t)
 
             explainer = shap.KernelExplainer(game, np.zeros((1, d)))
-            phi = explainer.shap_values(np.ones((1, d)), nsamples=self.n_samples,
-                                        l1_reg=self.l1_reg, silent=True)
+            with _numpy_global_stream(problem.rng):
+                phi = explainer.shap_values(np.ones((1, d)), nsamples=self.n_samples,
+                                            l1_reg=self.l1_reg, silent=True)
             return (np.asarray(phi).reshape(-1)[:d],
                     float(np.asarray(explainer.expected_value).reshape(-1)[0]))
 

@@ -75,6 +75,9 @@ class _Wrapper(Explainer):
 class SmoothGrad(_Wrapper):
     """SmoothGrad (Smilkov et al. 2017): the mean of a gradient method over noisy copies.
 
+    The noise is drawn from the problem's ``rng``, not from a global generator (Captum's
+    ``NoiseTunnel`` draws from torch's).
+
     Parameters
     ----------
     base_method:
@@ -113,8 +116,7 @@ class SmoothGrad(_Wrapper):
         n, S = problem.n, self.n_samples
         axes = tuple(range(1, X.ndim))
         span = (X.max(axis=axes, keepdims=True) - X.min(axis=axes, keepdims=True)).astype(float)
-        rng = np.random.default_rng(problem.random_state)
-        noise = rng.standard_normal((S, *X.shape)) * (self.noise_level * span)[None]
+        noise = problem.rng.standard_normal((S, *X.shape)) * (self.noise_level * span)[None]
         noisy = (X[None] + noise).astype(X.dtype).reshape(S * n, *X.shape[1:])
         baselines = (problem.baselines if problem.baselines.shape[0] == 1
                      else np.tile(problem.baselines, (S,) + (1,) * (X.ndim - 1)))

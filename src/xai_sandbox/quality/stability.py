@@ -310,8 +310,15 @@ def randomisation_check(model: RegisteredModel, X: Any, method: str, *,
         if estimator is None:
             raise UnsupportedModelError("model", "needs a scikit-learn-API estimator to refit",
                                         type(model.adapter).__name__)
-        shuffled = np.random.default_rng(random_state).permutation(np.asarray(y_train))
-        refit = clone(estimator).fit(X_train, shuffled)
+        rng = np.random.default_rng(random_state)
+        shuffled = rng.permutation(np.asarray(y_train))
+        refit = clone(estimator)
+        # An estimator left at random_state=None would draw from numpy's global generator.
+        unseeded = {name: int(rng.integers(2**31)) for name, value in
+                    sorted(refit.get_params(deep=True).items())
+                    if (name == "random_state" or name.endswith("__random_state"))
+                    and value is None}
+        refit = refit.set_params(**unseeded).fit(X_train, shuffled)
         other = explain(_with_estimator(model, refit), rows, method=method, target=targets,
                         random_state=random_state, **params)
         stages.append({"refit_on": "shuffled labels", **correlation(other)})
