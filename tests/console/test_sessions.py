@@ -30,7 +30,7 @@ def setup(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_a_key_becomes_a_session_that_sign_out_ends(setup) -> None:  # type: ignore[no-untyped-def]
     store, accounts, key = setup
-    sessions = Sessions(store.engine, store.writer, accounts)
+    sessions = Sessions(store, accounts)
     assert sessions.start("xai_nothing") is None
     session = sessions.start(key)
     assert session is not None and session.principal.name == "rita"
@@ -48,12 +48,12 @@ def test_a_key_becomes_a_session_that_sign_out_ends(setup) -> None:  # type: ign
 
 def test_sessions_expire_and_end_with_their_principal(setup) -> None:  # type: ignore[no-untyped-def]
     store, accounts, key = setup
-    brief = Sessions(store.engine, store.writer, accounts, hours=0.5 / 3600)
+    brief = Sessions(store, accounts, hours=0.5 / 3600)
     session = brief.start(key)
     assert session is not None and brief.resolve(session.token) is not None
     time.sleep(0.6)
     assert brief.resolve(session.token) is None
-    sessions = Sessions(store.engine, store.writer, accounts)
+    sessions = Sessions(store, accounts)
     other = sessions.start(key)
     assert other is not None
     with store.writer.begin() as conn:
@@ -63,7 +63,7 @@ def test_sessions_expire_and_end_with_their_principal(setup) -> None:  # type: i
 
 def test_old_sessions_are_cleared_when_new_ones_start(setup) -> None:  # type: ignore[no-untyped-def]
     store, accounts, key = setup
-    sessions = Sessions(store.engine, store.writer, accounts)
+    sessions = Sessions(store, accounts)
     for _ in range(3):
         sessions.start(key)
     from datetime import UTC, datetime, timedelta
@@ -81,5 +81,5 @@ def test_old_sessions_are_cleared_when_new_ones_start(setup) -> None:  # type: i
 def test_lifetime_is_checked(setup, hours: float) -> None:  # type: ignore[no-untyped-def]
     store, accounts, _ = setup
     with pytest.raises(InvalidInputError) as err:
-        Sessions(store.engine, store.writer, accounts, hours=hours)
+        Sessions(store, accounts, hours=hours)
     assert err.value.parameter == "hours"

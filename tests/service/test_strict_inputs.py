@@ -176,10 +176,12 @@ MODELS = ["ModelRequest", "DecisionRequest", "ExplainRequest", "TextExplainReque
 def test_every_post_body_is_a_listed_model():
     from fastapi.routing import APIRoute
 
-    from xai_sandbox.service.app import StrictJSONRoute
-    from xai_sandbox.service.routes import router
+    from xai_sandbox.service.routes import RESOURCES
+    from xai_sandbox.service.strict import StrictJSONRoute
 
-    routes = [r for r in router.routes if isinstance(r, APIRoute)]
+    # One router per resource (the aggregate router holds them as included routers).
+    routes = [r for resource in RESOURCES for r in resource.router.routes
+              if isinstance(r, APIRoute)]
     assert all(isinstance(r, StrictJSONRoute) for r in routes)
     assert {r.body_field.field_info.annotation.__name__ for r in routes
             if r.body_field is not None} == set(MODELS)
@@ -300,7 +302,7 @@ def test_a_garbage_xgboost_model_is_422_without_paths_or_native_trace(live):
 
 
 def test_clean_message_strips_native_traces_and_paths():
-    from xai_sandbox.service.app import clean_message
+    from xai_sandbox.service.strict import clean_message
 
     native = ("is not a loadable XGBoost model ([14:44:47] /__w/xgboost/src/common/json.cc:"
               "409: Expecting: \"L\"\nStack trace:\n  [bt] (0) /srv/venv/lib/xgboost/lib/"

@@ -23,10 +23,9 @@ import functools
 import hmac
 import json
 import secrets
-import threading
-import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from typing import Annotated, Any
@@ -50,7 +49,14 @@ from xai_sandbox.reports.render import (
     render_pdf,
     report_context,
 )
-from xai_sandbox.service.app import Runtime
+from xai_sandbox.service.background import Verifications
+from xai_sandbox.service.deps import (
+    Runtime,
+    limit_reads,
+    read_report,
+    request_locale,
+    require,
+)
 from xai_sandbox.service.sessions import Session
 from xai_sandbox.store import tables as t
 from xai_sandbox.store.accounts import Principal
@@ -122,12 +128,10 @@ def translator(lang: str) -> Any:
 
 def _lang(request: Request) -> str:
     """``?lang=``, else the language cookie, else the API's rule (Accept-Language)."""
-    from xai_sandbox.service.routes import _locale
-
     for value in (request.query_params.get("lang"), request.cookies.get(LANG_COOKIE)):
         if value in LOCALES:
             return value
-    return _locale(request, None)
+    return request_locale(request, None)
 
 
 def _render(request: Request, template: str, *, status: int = 200,
@@ -192,9 +196,7 @@ class Page:
         return self.session.principal
 
     def require(self, *roles: str) -> None:
-        from xai_sandbox.service.routes import _require
-
-        _require(self.who, *roles)
+        require(self.who, *roles)
 
     def render(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
         return _render(self.request, template, status=status, session=self.session,
@@ -336,14 +338,12 @@ def _uuid(name: str, value: str) -> str:
 async def my_decision(decision_id: str, p: P) -> HTMLResponse:
     """One of the subject's decisions as they read it (the API's subject view); anyone
     else's decision is not found, the same answer as an unknown id."""
-    from xai_sandbox.service.routes import _limit
-
     p.require("subject")
     decision_id = _uuid("decision_id", decision_id)
     lang = _lang(p.request)
     view = p.rt.decider.subject_view(decision_id, lang, f"/console/my/{decision_id}#review",
                                      subject_ref=p.who.subject_ref or "")
-    _limit(p.rt, p.who)
+    limit_reads(p.rt, p.who)
     await p.rt.access.record_async(record_type="decisions", record_id=decision_id,
                                    action="read", actor=p.who.name, role="subject",
                                    purpose="subject view")
@@ -395,12 +395,11 @@ def review_queue(p: P, page: PageNo = 1) -> HTMLResponse:
                     next_url=_page_url(p.request, page + 1))
 
 
-def _full_report(p: Page, decision_id: str, action: str, purpose: str) -> dict[str, Any]:
+def _full_report(p: Page, decision_id: str, action: str, purpose: str
+                 ) -> Mapping[str, Any]:
     """The full report, read under the API's rule: the same roles, limits and access
     event (written before the report is assembled, so the report lists it)."""
-    from xai_sandbox.service.routes import _report
-
-    return _report(p.rt, p.who, decision_id, action, purpose)
+    return read_report(p.rt, p.who, decision_id, action, purpose)
 
 
 @router.get("/reviews/{review_id}")
@@ -533,70 +532,6 @@ def report_download(decision_id: str, fmt: str, p: P) -> Response:
 
 
 # ---------------------------------------------------------------------- audit log
-@dataclass
-class Verification:
-    id: str
-    started_by: str
-    started_at: str
-    done: int = 0
-    total: int = 0
-    status: str = "running"   # running, passed, failed, error
-    result: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "status": self.status, "done": self.done,
-                "total": self.total, "started_by": self.started_by,
-                "started_at": self.started_at, "entries": 0, "nodes": 0, "checkpoints": 0,
-                "seconds": None, "problems": [], **self.result}
-
-
-class Verifications:
-    """Full verifications of the audit log run from the console, one at a time, in a
-    thread; their progress is polled by the page."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._runs: dict[str, Verification] = {}
-
-    def start(self, rt: Runtime, actor: str) -> Verification:
-        from xai_sandbox.store.verify import verify_log
-
-        with self._lock:
-            running = [v for v in self._runs.values() if v.status == "running"]
-            if running:
-                return running[0]
-            run = Verification(str(uuid.uuid4()), actor, rfc3339(datetime.now(UTC)) or "")
-            self._runs = {**dict(list(self._runs.items())[-9:]), run.id: run}
-
-        def progress(done: int, total: int) -> None:
-            run.done, run.total = done, total
-
-        def work() -> None:
-            started = time.perf_counter()
-            try:
-                report = verify_log(rt.store.engine, rt.store.log.verifiers(),
-                                    rt.store.log.origin, workers=1, progress=progress)
-                run.result = {"entries": report.entries, "nodes": report.nodes,
-                              "checkpoints": report.checkpoints,
-                              "problems": report.problems,
-                              "seconds": round(time.perf_counter() - started, 2)}
-                run.status = "passed" if report.ok else "failed"
-            except Exception as exc:  # shown to the auditor, not raised
-                run.result = {"problems": [f"{type(exc).__name__}: {exc}"]}
-                run.status = "error"
-
-        threading.Thread(target=work, name="console-verify", daemon=True).start()
-        return run
-
-    def get(self, run_id: str) -> Verification:
-        with self._lock:
-            found = self._runs.get(run_id)
-        if found is None:
-            raise NotFoundError("verification", "must be a verification started here",
-                                run_id)
-        return found
-
-
 def _audit_page(p: Page, status: int = 200, **values: Any) -> HTMLResponse:
     log = p.rt.store.log
     latest = log.latest_checkpoint()
@@ -675,7 +610,7 @@ def audit_verify(p: P, csrf: Csrf = None) -> Response:
     """Start a full verification (or join the one running) and follow its progress."""
     p.check_csrf(csrf)
     p.require(*AUDIT_PAGES)
-    run = p.rt.verifications.start(p.rt, p.who.name)
+    run = p.rt.verifications.start(p.rt.store, p.who.name)
     return _redirect(f"/console/audit/verify/{run.id}")
 
 

@@ -7,7 +7,7 @@ import contextlib
 from typing import Any
 
 from xai_sandbox.errors import ConflictError
-from xai_sandbox.reports.pipeline import Decider
+from xai_sandbox.service.deps import Decider
 from xai_sandbox.store.accounts import Accounts
 from xai_sandbox.store.store import Store
 

@@ -13,11 +13,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, delete, insert, select, update
-
 from xai_sandbox.errors import InvalidInputError
-from xai_sandbox.store import tables as t
+from xai_sandbox.store import Store
 from xai_sandbox.store.accounts import Accounts, Principal
+from xai_sandbox.store.queries import end_session, find_session, start_session
 
 __all__ = ["Session", "Sessions"]
 
@@ -33,12 +32,10 @@ class Session:
 class Sessions:
     """Start, resolve and end console sessions."""
 
-    def __init__(self, engine: Engine, writer: Engine, accounts: Accounts, *,
-                 hours: float = 8.0) -> None:
+    def __init__(self, store: Store, accounts: Accounts, *, hours: float = 8.0) -> None:
         if not 0 < hours <= 24 * 7:
             raise InvalidInputError("hours", "must be more than 0 and at most 168", hours)
-        self.engine = engine
-        self.writer = writer
+        self.store = store
         self.accounts = accounts
         self.lifetime = timedelta(hours=hours)
 
@@ -50,27 +47,15 @@ class Sessions:
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         now = datetime.now(UTC)
-        with self.writer.begin() as conn:
-            # Sessions past their end are kept a day (for a look in the database), then go.
-            conn.execute(delete(t.console_sessions).where(
-                t.console_sessions.c.expires_at < now - timedelta(days=1)))
-            conn.execute(insert(t.console_sessions).values(
-                token_sha256=_digest(token), principal_id=who.id, key_id=who.key_id,
-                csrf=csrf, created_at=now, expires_at=now + self.lifetime))
+        start_session(self.store, token_sha256=_digest(token), principal_id=who.id,
+                      key_id=who.key_id, csrf=csrf, now=now, expires_at=now + self.lifetime)
         return Session(token, who, csrf, now + self.lifetime)
 
     def resolve(self, token: str | None) -> Session | None:
         """The live session of a cookie's token, or ``None``."""
         if not token or len(token) > 64:
             return None
-        s, k, p = t.console_sessions, t.api_keys, t.principals
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(s.c.csrf, s.c.expires_at, s.c.key_id, p.c.id, p.c.name, p.c.roles,
-                       p.c.subject_ref)
-                .join(p, p.c.id == s.c.principal_id).join(k, k.c.id == s.c.key_id)
-                .where(s.c.token_sha256 == _digest(token), s.c.ended_at.is_(None),
-                       k.c.revoked_at.is_(None), p.c.disabled.is_(False))).first()
+        row = find_session(self.store, _digest(token))
         if row is None:
             return None
         expires = row.expires_at if isinstance(row.expires_at, datetime) else \
@@ -79,16 +64,14 @@ class Sessions:
             expires = expires.replace(tzinfo=UTC)
         if expires <= datetime.now(UTC):
             return None
-        who = Principal(id=row.id, name=row.name, roles=frozenset(row.roles.split(",")),
-                        subject_ref=row.subject_ref, key_id=row.key_id)
+        who = Principal(id=row.principal_id, name=row.name,
+                        roles=frozenset(row.roles.split(",")), subject_ref=row.subject_ref,
+                        key_id=row.key_id)
         return Session(token, who, row.csrf, expires)
 
     def end(self, token: str) -> None:
         """Sign out: the token no longer resolves."""
-        with self.writer.begin() as conn:
-            conn.execute(update(t.console_sessions).where(
-                t.console_sessions.c.token_sha256 == _digest(token),
-                t.console_sessions.c.ended_at.is_(None)).values(ended_at=datetime.now(UTC)))
+        end_session(self.store, _digest(token), datetime.now(UTC))
 
 
 def _digest(token: str) -> str:

@@ -1,0 +1,53 @@
+"""Operations: ``/health`` (public) and ``/metrics`` (operator, auditor, admin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+import xai_sandbox.service.metrics as metrics
+from xai_sandbox.monitor.drift import load_state, success_rates
+from xai_sandbox.service.deps import PUBLIC, RT, Who, require
+from xai_sandbox.service.strict import resource_router
+from xai_sandbox.store.queries import open_alerts_by_kind, pending_deliveries
+
+router = resource_router("operations")
+
+
+@router.get("/health", openapi_extra=PUBLIC)
+def health(rt: RT) -> dict[str, Any]:
+    """Liveness and readiness: the database answers."""
+    return {"status": "ok", "log_size": rt.store.log.size(),
+            "models": len(rt.decider.models())}
+
+
+@router.get("/metrics", responses={200: {"content": {CONTENT_TYPE_LATEST: {}},
+                                         "description": "Prometheus text format"}})
+def prometheus(rt: RT, who: Who) -> Response:
+    """Prometheus metrics (text exposition format)."""
+    require(who, "operator", "auditor", "admin")
+    for status, n in rt.decider.jobs.counts().items():
+        metrics.JOBS_WAITING.labels(status).set(n)
+    metrics.LOG_SIZE.set(rt.store.log.size())
+    open_alerts = open_alerts_by_kind(rt.store)
+    pending = pending_deliveries(rt.store)
+    metrics.OPEN_ALERTS.clear()
+    for kind, n in open_alerts.items():
+        metrics.OPEN_ALERTS.labels(kind).set(n)
+    metrics.PENDING_DELIVERIES.set(pending)
+    rates = success_rates(rt.store, hours=2)
+    if rates:
+        metrics.SUCCESS_RATE.set(rates[-1]["success_rate"])
+    for (model, anchor), (seen, hits) in list(rt.decider.anchor_counts.items()):
+        metrics.ANCHOR_ALIGNED.labels(model, anchor).set(seen)
+        metrics.ANCHOR_HITS.labels(model, anchor).set(hits)
+    for gauge in (metrics.DRIFT_PSI, metrics.DRIFT_CHANGE, metrics.DRIFTED):
+        gauge.clear()
+    for report in load_state(rt.store, "drift:").values():
+        for f in report["features"]:
+            metrics.DRIFT_PSI.labels(report["model"], f["feature"]).set(f["psi"])
+            metrics.DRIFT_CHANGE.labels(report["model"], f["feature"]).set(f["change"])
+            metrics.DRIFTED.labels(report["model"], f["feature"]).set(float(f["drifted"]))
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
