@@ -158,9 +158,9 @@ def main() -> None:
            "XAI_SANDBOX_RATE_LIMIT_KEY_PER_MINUTE": "1000000"}
     settings = Settings(data_dir=data_dir)
 
-    from xai_sandbox.reports.pipeline import Decider
     from xai_sandbox.service.demo import setup_demo
     from xai_sandbox.store.accounts import Accounts
+    from xai_sandbox.workflows import Decider
 
     store = Store(settings)
     made = setup_demo(store)

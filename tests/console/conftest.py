@@ -12,8 +12,8 @@ from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from consolekit import CHROMIUM, CHROMIUM_ARGS, Console
 from liveserver import make_settings, prepared
 from xai_sandbox.monitor.alerts import raise_alert
-from xai_sandbox.reports.pipeline import Decider
 from xai_sandbox.store import Store
+from xai_sandbox.workflows import Decider
 
 
 @pytest.fixture(scope="module")

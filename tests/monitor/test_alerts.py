@@ -207,7 +207,7 @@ def test_the_service_alerts_after_five_consecutive_risky_decisions(tmp_path):
 
 def test_a_streak_continues_across_a_restart(tmp_path):
     from xai_sandbox.demos.credit import credit_models
-    from xai_sandbox.reports.pipeline import Decider
+    from xai_sandbox.workflows import Decider
 
     spec = {"model_id": "watch", "version": "1",
             "source": {"kind": "builtin", "name": "german-credit-lightgbm"},

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from xai_sandbox.demos.credit import credit_models
 from xai_sandbox.monitor.calibrate import calibrate, latest_thresholds, record_calibration
-from xai_sandbox.reports.pipeline import Decider
 from xai_sandbox.service.demo import DEMO_MODELS
 from xai_sandbox.settings import Settings
 from xai_sandbox.store import Store
 from xai_sandbox.store.verify import verify_log
+from xai_sandbox.workflows import Decider
 
 
 def test_thresholds_reach_the_target_precision_on_reviewed_decisions(tmp_path):

@@ -19,11 +19,11 @@ from xai_sandbox.monitor.drift import (
     run_checks,
     success_rates,
 )
-from xai_sandbox.reports.pipeline import Decider
 from xai_sandbox.service.demo import DEMO_MODELS
 from xai_sandbox.settings import Settings
 from xai_sandbox.store import Store
 from xai_sandbox.store import tables as t
+from xai_sandbox.workflows import Decider
 
 CREDIT = credit_models()
 NAMES = CREDIT.data.schema.names

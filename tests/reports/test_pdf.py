@@ -21,7 +21,6 @@ from typer.testing import CliRunner
 from xai_sandbox.cli import app
 from xai_sandbox.demos.credit import credit_models
 from xai_sandbox.errors import RenderError, XaiSandboxError
-from xai_sandbox.reports.pipeline import Decider
 from xai_sandbox.reports.render import (
     RECEIPT_BEGIN,
     RECEIPT_END,
@@ -35,6 +34,7 @@ from xai_sandbox.reports.render import (
 from xai_sandbox.service.demo import DEMO_MODELS
 from xai_sandbox.settings import Settings
 from xai_sandbox.store import Store
+from xai_sandbox.workflows import Decider
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from xai_sandbox.errors import InvalidInputError
-from xai_sandbox.reports.pipeline import add_working_days
 from xai_sandbox.reports.policy import ExplanationPolicy, ModelCard
+from xai_sandbox.workflows import add_working_days
 
 CLASSES = ("good", "bad")
 LABELS = {"bad": {"en": "declined", "zh": "拒绝"}, "good": {"en": "approved", "zh": "批准"}}

@@ -10,11 +10,12 @@ import pytest
 
 from xai_sandbox.demos.credit import credit_models
 from xai_sandbox.errors import InvalidInputError
-from xai_sandbox.reports.pipeline import CAVEAT_OK, CAVEAT_QUALITY, CAVEAT_WITHHELD, Decider
 from xai_sandbox.reports.render import render_html
+from xai_sandbox.semantics.notices import CAVEAT_OK, CAVEAT_QUALITY, CAVEAT_WITHHELD
 from xai_sandbox.service.demo import DEMO_MODELS
 from xai_sandbox.settings import Settings
 from xai_sandbox.store import Store
+from xai_sandbox.workflows import Decider
 
 
 @pytest.fixture

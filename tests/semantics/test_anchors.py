@@ -153,10 +153,10 @@ def test_polygon_masks_cover_their_inside():
 
 def test_a_stochastic_method_gets_confidence_from_a_second_seed(tmp_path):
     from xai_sandbox.demos.credit import credit_models
-    from xai_sandbox.reports.pipeline import Decider
     from xai_sandbox.service.demo import CREDIT_LABELS
     from xai_sandbox.settings import Settings
     from xai_sandbox.store import Store
+    from xai_sandbox.workflows import Decider
 
     store = Store(Settings(data_dir=tmp_path))
     try:

@@ -218,10 +218,10 @@ def test_monitor_fairness_cli(tmp_path):
     import subprocess
     import sys
 
-    from xai_sandbox.reports.pipeline import Decider
     from xai_sandbox.service.demo import DEMO_MODELS
     from xai_sandbox.settings import Settings
     from xai_sandbox.store import Store
+    from xai_sandbox.workflows import Decider
 
     store = Store(Settings(data_dir=tmp_path))
     decider = Decider(store)

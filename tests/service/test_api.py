@@ -15,7 +15,7 @@ from xai_sandbox.audit.log import Receipt, check_receipt
 from xai_sandbox.audit.merkle import verify_consistency, verify_inclusion
 from xai_sandbox.audit.notes import parse_checkpoint, parse_verifier, verify_note
 from xai_sandbox.demos.credit import credit_models
-from xai_sandbox.reports.pipeline import add_working_days
+from xai_sandbox.workflows import add_working_days
 
 ROWS = credit_models().data.rows
 SCHEMA = credit_models().data.schema

@@ -10,11 +10,11 @@ import pytest
 
 from liveserver import make_settings, prepared
 from xai_sandbox.demos.credit import credit_models
-from xai_sandbox.reports.pipeline import REPORT_SCHEMA, Decider
 from xai_sandbox.service.demo import DEMO_MODELS
 from xai_sandbox.store import Store
 from xai_sandbox.store import tables as t
 from xai_sandbox.store.jobs import JobLostError, JobQueue
+from xai_sandbox.workflows import REPORT_SCHEMA, Decider
 
 ROWS = credit_models().data.rows
 

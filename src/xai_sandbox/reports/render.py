@@ -31,6 +31,7 @@ import markupsafe
 
 from xai_sandbox.audit.canonical import canonical_json
 from xai_sandbox.errors import RenderError
+from xai_sandbox.reports.report import Report
 
 __all__ = ["RECEIPT_BEGIN", "RECEIPT_END", "RECEIPT_WIDTH", "attribution_chart",
            "check_glyphs", "environment", "font_stacks", "quality_chart", "receipt_lines",
@@ -43,7 +44,12 @@ RECEIPT_WIDTH = 64
 
 def render_json(report: Mapping[str, Any]) -> bytes:
     """Canonical JSON (RFC 8785): the same bytes for the same report."""
-    return canonical_json(dict(report))
+    return canonical_json(_plain(report))
+
+
+def _plain(report: Mapping[str, Any]) -> dict[str, Any]:
+    """A :class:`~xai_sandbox.reports.report.Report` (or a report body) as plain JSON data."""
+    return report.to_dict() if isinstance(report, Report) else dict(report)
 
 
 @functools.lru_cache(maxsize=1)
@@ -180,6 +186,7 @@ def _heat(value: float, scale: float) -> tuple[str, str]:
 def report_context(report: Mapping[str, Any]) -> dict[str, Any]:
     """What the report sections template draws: the report, one reason chart per method,
     the attribution heat table and the quality curves."""
+    report = _plain(report)
     explanations = report.get("explanations", [])
     charts = [attribution_chart(e, f"{e['method']}: largest attributions")
               for e in explanations]
