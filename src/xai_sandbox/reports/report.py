@@ -37,7 +37,7 @@ RECORD_FIELDS = ("report", "final_outcome", "human_review", "requests", "access_
 _NULLABLE = frozenset({"report"})   # a full report of a pending decision: "report": null
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Report(Mapping[str, Any]):
     """One decision's report. ``None`` marks a section this report does not carry."""
 
@@ -126,6 +126,14 @@ class Report(Mapping[str, Any]):
         return cls(**dict(body), full=any(k in body for k in RECORD_FIELDS))
 
     # ---------------------------------------------------------------- Mapping
+    def __eq__(self, other: object) -> bool:
+        """Equal reports have the same JSON form."""
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return bool(self.to_dict() == _plain(other))
+
+    __hash__ = None  # type: ignore[assignment]  # sections are mutable mappings
+
     def __getitem__(self, key: str) -> Any:
         if key in ("full",) or key not in set(self._present()):
             raise KeyError(key)
