@@ -28,6 +28,7 @@ system-deps:
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check src tests benchmarks tools
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 # Regenerate the lock from pyproject.toml's ranges (newest versions they allow today).
@@ -43,6 +44,7 @@ test-latest: system-deps
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks tools
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP) system-deps
 	for f in benchmarks/bench_*.py; do $(PY) $$f --quick || exit 1; done
