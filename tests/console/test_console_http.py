@@ -14,7 +14,7 @@ import yaml
 from consolekit import Console, csrf_of, set_cookie, sign_in_form, signed_client
 from liveserver import make_settings, prepared
 from pgserver import PostgresServer
-from xai_sandbox.service.console import NAV, NOTICES, messages, router
+from xai_sandbox.service.console import AREAS, NAV, NOTICES, messages
 from xai_sandbox.store.accounts import Accounts
 from xai_sandbox.store.store import RELIABILITY_LEVELS, REVIEW_KINDS, REVIEW_STATES
 
@@ -24,7 +24,8 @@ UUID = "00000000-0000-4000-8000-000000000000"
 
 def _console_routes() -> list[tuple[str, str]]:
     out = []
-    for route in router.routes:
+    # One router per console area (the console's router holds them as included routers).
+    for route in (route for area in AREAS for route in area.router.routes):
         path = getattr(route, "path", "")
         if path.startswith("/console") and not path.startswith("/console/sign-in"):
             for method in sorted(getattr(route, "methods", ()) or ()):

@@ -31,7 +31,7 @@ from xai_sandbox.store.accounts import Accounts, Principal
 
 __all__ = ["AUDIT_READERS", "PUBLIC", "REPORT_READERS", "RT", "STAFF", "Decider", "Runtime",
            "Uuid", "Who", "acting_role", "base_url", "limit_reads", "own_decision",
-           "principal", "read_report", "request_locale", "require", "runtime"]
+           "principal", "read_report", "request_locale", "require", "runtime", "runtime_of"]
 
 STAFF = ("operator", "reviewer", "compliance_officer", "auditor", "admin")
 REPORT_READERS = ("reviewer", "compliance_officer", "auditor", "admin")
@@ -94,6 +94,7 @@ class Runtime:
 
 
 def runtime_of(request: Request) -> Runtime:
+    """The runtime of the app serving ``request`` (made by the lifespan)."""
     rt: Runtime = request.app.state.rt
     return rt
 
