@@ -6,6 +6,7 @@ from helpers import make_cnn, make_mlp
 from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.models import HookSandbox, select_layers
 from xai_sandbox.models.fingerprint import fingerprint_module
+from xai_sandbox.models.sandbox import Intervention, intervene
 
 
 def _hook_counts(model: torch.nn.Module) -> list[int]:
@@ -100,3 +101,51 @@ def test_sandbox_on_efficientnet_changes_nothing(efficientnet, cat):
     assert torch.equal(module(x).detach(), before)
     assert fingerprint_module(module) == efficientnet.fingerprint
     assert sum(_hook_counts(module)) == 0
+
+
+# ------------------------------------------------------------------ interventions
+def test_an_intervention_replaces_an_output_and_leaves_no_hook(rows):
+    model = make_mlp()
+    x = torch.as_tensor(rows)
+    before = model(x).detach().clone()
+    seen = []
+    with intervene([Intervention(model[0], lambda a: seen.append(a.clone())),
+                    Intervention(model[1], torch.zeros_like)]):
+        inside = model(x).detach()
+    # The ReLU's output zeroed: what is left is the last layer's bias.
+    np.testing.assert_allclose(inside.numpy(), model[2].bias.detach().expand_as(inside).numpy())
+    torch.testing.assert_close(seen[0], model[0](x))          # a recording changes nothing
+    assert torch.equal(model(x).detach(), before)
+    assert _hook_counts(model) == [0] * len(list(model.modules()))
+
+
+def test_an_intervention_at_the_input_takes_positional_or_keyword_hidden_states():
+    class Block(torch.nn.Module):
+        def forward(self, hidden_states: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+            return hidden_states * scale
+
+    block = Block()
+    x = torch.ones(2, 3)
+    with intervene([Intervention(block, lambda h: h + 1, at="input")]):
+        assert torch.equal(block(x, scale=2.0), torch.full((2, 3), 4.0))
+        assert torch.equal(block(hidden_states=x), torch.full((2, 3), 2.0))
+    assert torch.equal(block(x), x)
+    assert _hook_counts(block) == [0]
+
+
+def test_no_intervention_survives_an_exception():
+    model = make_mlp()
+    with pytest.raises(RuntimeError, match="inside the transform"), \
+            intervene([Intervention(model[0], lambda a: a * 2),
+                       Intervention(model[2], _boom)]):
+        model(torch.zeros(1, 6))
+    assert _hook_counts(model) == [0] * len(list(model.modules()))
+    # A bad intervention is refused by name, and the hooks registered before it go too.
+    with pytest.raises(InvalidInputError, match="interventions: must be Intervention"), \
+            intervene([Intervention(model[0], lambda a: a), "model[2]"]):  # type: ignore[list-item]
+        pass
+    assert _hook_counts(model) == [0] * len(list(model.modules()))
+
+
+def _boom(_: torch.Tensor) -> torch.Tensor:
+    raise RuntimeError("inside the transform")

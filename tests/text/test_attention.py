@@ -34,14 +34,13 @@ from tiny_attention import (
     sharpen,
 )
 from xai_sandbox.errors import InvalidInputError, UnsupportedModelError
+from xai_sandbox.reports.text_plots import attention_grid_png, token_heatmap_png
 from xai_sandbox.text.attention import (
     AttentionMaps,
-    attention_grid_png,
     attention_rollout,
     attentions,
     raw_attention,
     rollout,
-    token_heatmap_png,
     uniform_rollout,
 )
 from xai_sandbox.text.model import TextModel

@@ -16,6 +16,7 @@ from tiny import FILLER, llama_lm, tokenizer
 from tiny_patching import KEY_POSITION, LENGTH, copy_lm, keyword_lm, random_bert, random_gpt2
 from xai_sandbox.errors import InvalidInputError, InvalidTargetError
 from xai_sandbox.explainers.explanation import Explanation
+from xai_sandbox.reports.text_plots import patching_map_png
 from xai_sandbox.text.model import TextModel
 from xai_sandbox.text.patching import (
     COMPONENTS,
@@ -23,7 +24,6 @@ from xai_sandbox.text.patching import (
     patch,
     patch_one_by_one,
     patch_sites,
-    patching_map_png,
 )
 
 # The copy task's pair: only the key word differs (symmetric token replacement).

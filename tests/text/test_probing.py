@@ -16,19 +16,19 @@ from tiny import bert_classifier, keyword_data, llama_lm, tokenizer
 from tiny_probing import long_keyword_classifier, long_keyword_data
 from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.explainers.explanation import Explanation
+from xai_sandbox.reports.text_plots import probe_curve_png
 from xai_sandbox.text.model import TextModel
 from xai_sandbox.text.probing import (
     ProbeReport,
-    _weighted_auroc,
     control_task_labels,
     document_split,
     hidden_states,
     probe,
-    probe_curve_png,
     probe_explanation,
     probe_layers,
     randomly_initialised,
 )
+from xai_sandbox.text.probing.fit import _weighted_auroc
 
 
 def planted(n: int, d: int, alpha: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -8,15 +8,17 @@ import pytest
 
 from tiny import KEYWORD, keyword_classifier
 from xai_sandbox.audit.log import Receipt
-from xai_sandbox.errors import InvalidInputError, NotFoundError
+from xai_sandbox.errors import InvalidInputError, NotFoundError, UnknownMethodError
+from xai_sandbox.explainers import EXPLAINERS, available_methods
+from xai_sandbox.explainers.base import REGISTRY
 from xai_sandbox.monitor.alerts import list_alerts
-from xai_sandbox.reports.pipeline import Decider
 from xai_sandbox.reports.text import TextExplainer, align_text
 from xai_sandbox.semantics.anchors import load_anchors
 from xai_sandbox.settings import Settings
 from xai_sandbox.store import Store
 from xai_sandbox.text.attribution import token_attributions
-from xai_sandbox.text.methods import TEXT_METHODS, text_method
+from xai_sandbox.text.methods import TEXT_METHODS, TextMethod, text_method
+from xai_sandbox.workflows import Decider
 
 LIBRARY = {"version": "tiny-anchors/1", "anchors": [
     {"id": "planted", "label": {"en": "The planted word", "zh": "植入词"},
@@ -72,8 +74,11 @@ def test_text_anchor_streak_raises_one_alert_and_logs_each_text(tmp_path, classi
 
 def test_every_text_method_is_registered_and_resolves() -> None:
     for name, method in TEXT_METHODS.items():
-        assert callable(method.load()), name
+        assert REGISTRY[name] is method and issubclass(method, TextMethod), name
+        assert method.family == "text" and name not in EXPLAINERS
     assert text_method("attention_rollout").needs == "eager attention"
-    with pytest.raises(Exception, match="must be one of"):
+    with pytest.raises(UnknownMethodError, match="must be one of"):
         text_method("nope")
     assert np.all([m.summary for m in TEXT_METHODS.values()])
+    listed = {name: needs for name, needs, _ in available_methods("text")}
+    assert listed == {name: m.needs for name, m in TEXT_METHODS.items()}

@@ -16,8 +16,9 @@ from __future__ import annotations
 import inspect
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -36,11 +37,15 @@ from xai_sandbox.models.adapters import InputKind, ModelAdapter, wrap
 from xai_sandbox.models.registry import RegisteredModel
 from xai_sandbox.models.schema import FeatureSchema
 
-__all__ = ["EXPLAINERS", "OUTPUT_SPACES", "Explainer", "Problem", "Result",
+__all__ = ["EXPLAINERS", "OUTPUT_SPACES", "REGISTRY", "Explainer", "Problem", "Result",
            "available_methods", "explain", "get_explainer", "random_generators",
            "register_explainer"]
 
 Requirement = Literal["gradients", "trees", "any"]
+# What a method runs on: "array" methods on the validated arrays of a Problem (tabular,
+# image and token inputs), "text" methods on a text model and its texts
+# (xai_sandbox.text registers them when it is imported).
+Family = Literal["array", "text"]
 
 OUTPUT_SPACES: Mapping[str, str] = {
     "logit": "unnormalised class scores that a softmax turns into probabilities (the "
@@ -161,6 +166,13 @@ class Explainer(ABC):
 
     Attributes
     ----------
+    family:
+        ``"array"`` (the default): :func:`explain` validates the inputs into a
+        :class:`Problem` and calls :meth:`run`. Another family's methods (``"text"``)
+        read their model and inputs themselves: :func:`explain` checks their parameters
+        and ``random_state`` and calls :meth:`explain_model`.
+    needs:
+        What the method needs, in words, where ``requires`` does not say it.
     reads:
         The optional arguments of :func:`explain` the method uses (``"baselines"``,
         ``"background"``); passing another one is an error.
@@ -178,6 +190,8 @@ class Explainer(ABC):
     input_kinds: ClassVar[tuple[InputKind, ...]] = ("tabular", "image", "tokens")
     reads: ClassVar[frozenset[str]] = frozenset()
     samples: ClassVar[bool] = False
+    family: ClassVar[Family] = "array"
+    needs: ClassVar[str | None] = None
     # The constructor parameters the caller gave by name (set by get_explainer).
     _given: frozenset[str] = frozenset()
 
@@ -228,6 +242,16 @@ class Explainer(ABC):
     def run(self, problem: Problem) -> Result:
         """Compute the attributions."""
 
+    def explain_model(self, model: Any, inputs: Any, *, random_state: int | None,
+                      given: Mapping[str, Any]) -> Explanation:
+        """The whole explanation, for a method outside the ``"array"`` family.
+
+        ``given`` holds the arguments of :func:`explain` the caller passed (``target``,
+        ``baselines``, ...); a method refuses, by name, those it does not use.
+        """
+        raise UnsupportedModelError("method", f"{self.name} runs on the validated arrays "
+                                    "of explain()", self.family)
+
 
 _WHO_READS = {
     "baselines": " (methods with a reference input do: integrated_gradients, "
@@ -252,23 +276,61 @@ def _json_safe(value: Any) -> Any:
     return repr(value)
 
 
-EXPLAINERS: dict[str, type[Explainer]] = {}
+_REGISTRY: dict[str, type[Explainer]] = {}
+#: The one registry of methods, every family (read-only; :func:`register_explainer` adds).
+REGISTRY: Mapping[str, type[Explainer]] = MappingProxyType(_REGISTRY)
+
+
+class _Family(MutableMapping[str, type[Explainer]]):
+    """The registered methods of one family: a live view of the one registry."""
+
+    def __init__(self, family: Family) -> None:
+        self.family = family
+
+    def __getitem__(self, name: str) -> type[Explainer]:
+        cls = _REGISTRY[name]
+        if cls.family != self.family:
+            raise KeyError(name)
+        return cls
+
+    def __setitem__(self, name: str, cls: type[Explainer]) -> None:
+        _REGISTRY[name] = cls
+
+    def __delitem__(self, name: str) -> None:
+        self[name]  # a KeyError for another family's name
+        del _REGISTRY[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([n for n, c in _REGISTRY.items() if c.family == self.family])
+
+    def __len__(self) -> int:
+        return sum(1 for c in _REGISTRY.values() if c.family == self.family)
+
+
+#: The ``"array"`` methods (tabular, image and token inputs), as before the text methods
+#: joined the registry: what a decision policy and the quality gate may name.
+EXPLAINERS: MutableMapping[str, type[Explainer]] = _Family("array")
+
+
+def methods_of(family: Family) -> MutableMapping[str, type[Explainer]]:
+    """The registered methods of one family (a live view of :data:`REGISTRY`)."""
+    return _Family(family)
 
 
 def register_explainer(cls: type[Explainer]) -> type[Explainer]:
-    """Class decorator: add an explainer to the registry under ``cls.name``."""
-    if cls.name in EXPLAINERS and EXPLAINERS[cls.name] is not cls:
+    """Class decorator: add a method, of any family, to the registry under ``cls.name``."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise InvalidInputError("name", "is already registered", cls.name)
-    EXPLAINERS[cls.name] = cls
+    _REGISTRY[cls.name] = cls
     return cls
 
 
 def get_explainer(method: str, **params: Any) -> Explainer:
     """Instantiate a registered explainer; unknown names list the valid ones, and a
     parameter the method does not have is an error naming it."""
-    cls = EXPLAINERS.get(method) if isinstance(method, str) else None
+    cls = _REGISTRY.get(method) if isinstance(method, str) else None
     if cls is None:
-        raise UnknownMethodError("method", f"must be one of {sorted(EXPLAINERS)}", method)
+        raise UnknownMethodError("method", f"must be one of {sorted(_REGISTRY)}", method)
     signature = inspect.signature(cls)
     known = list(signature.parameters)
     unknown = sorted(set(params) - set(known))
@@ -284,9 +346,12 @@ def get_explainer(method: str, **params: Any) -> Explainer:
     return explainer
 
 
-def available_methods() -> list[tuple[str, str, str]]:
-    """(name, what it needs, one-line summary) of every registered explainer."""
-    return [(name, cls.requires, cls.summary) for name, cls in sorted(EXPLAINERS.items())]
+def available_methods(family: Family | None = None) -> list[tuple[str, str, str]]:
+    """(name, what it needs, one-line summary) of every registered method, or of one
+    family's (the text methods are registered once ``xai_sandbox.text`` is imported)."""
+    return [(name, cls.needs or cls.requires, cls.summary)
+            for name, cls in sorted(_REGISTRY.items())
+            if family is None or cls.family == family]
 
 
 def _resolve_target(target: Any, prediction: np.ndarray, model: RegisteredModel | None,
@@ -380,6 +445,19 @@ def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
     :data:`OUTPUT_SPACES`): the model's own output space for most methods, ``"margin"``
     for TreeSHAP of a booster, ``"contrast"`` for contrastive explanations.
     """
+    found = _REGISTRY.get(method) if isinstance(method, str) else None
+    if found is not None and found.family != "array":
+        # A text method: it reads the model and its inputs itself.
+        other = get_explainer(method, **params)
+        if random_state is not None and (not isinstance(random_state, int)
+                                         or isinstance(random_state, bool) or random_state < 0):
+            raise InvalidInputError("random_state", "must be a non-negative integer or None",
+                                    random_state)
+        passed_args = {"target": target, "baselines": baselines, "background": background,
+                       "feature_names": feature_names, "group_features": group_features,
+                       "groups": groups}
+        return other.explain_model(model, inputs, random_state=random_state, given={
+            k: v for k, v in passed_args.items() if v is not None})
     # The optional arguments the caller gave, before any default fills them in.
     given = frozenset(name for name, value in (("baselines", baselines),
                                                ("background", background))

@@ -20,7 +20,7 @@ import numpy as np
 from xai_sandbox.audit.canonical import canonical_json, canonical_loads
 from xai_sandbox.errors import InvalidInputError
 
-__all__ = ["SCHEMA_VERSION", "Explanation", "library_versions"]
+__all__ = ["SCHEMA_VERSION", "TEXT_RESULT_KINDS", "Explanation", "TextDetail", "library_versions"]
 
 SCHEMA_VERSION = "xai-sandbox.explanation/1"
 
@@ -54,14 +54,81 @@ def _frozen(array: Any, dtype: Any = None) -> np.ndarray | None:
     return copy
 
 
-def _frozen_block(block: Mapping[str, Any]) -> Mapping[str, Any]:
+def _frozen_block(block: Mapping[str, Any], parameter: str = "quality") -> Mapping[str, Any]:
     """A read-only, JSON-safe copy of a quality block (checked by a canonical round trip,
     so a block that cannot be serialised fails where it is attached)."""
     if not isinstance(block, Mapping):
-        raise InvalidInputError("quality", "must be a mapping (a quality block)",
+        raise InvalidInputError(parameter, "must be a mapping (a quality block)",
                                 type(block).__name__)
     plain: dict[str, Any] = canonical_loads(canonical_json(dict(block)))
     return MappingProxyType(plain)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe copy: numpy scalars and arrays as Python values, tuples as lists, and a
+    non-finite number as ``None`` (JSON has none)."""
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    raise InvalidInputError("text.result", "must hold JSON values (numbers, texts, lists, "
+                            "mappings)", type(value).__name__)
+
+
+#: The rich results a text method can carry beside its attributions.
+TEXT_RESULT_KINDS = ("probe_report", "patching", "trigger", "self_explanation")
+
+
+@dataclasses.dataclass(frozen=True)
+class TextDetail:
+    """The full result of a text method whose answer is more than attributions.
+
+    Attributes
+    ----------
+    kind:
+        Which result it is, one of :data:`TEXT_RESULT_KINDS`: a linear-probe report
+        (``ProbeReport``), activation-patching maps (``PatchingResult``), a universal
+        trigger with its evaluation (``TriggerResult``) or a self-explanation check
+        (``SelfExplanationReport``).
+    result:
+        That result's ``to_dict()``: read-only and JSON-safe (a non-finite number is
+        ``None``).
+    """
+
+    kind: str
+    result: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        if self.kind not in TEXT_RESULT_KINDS:
+            raise InvalidInputError("text.kind", f"must be one of {list(TEXT_RESULT_KINDS)}",
+                                    self.kind)
+        if not isinstance(self.result, Mapping):
+            raise InvalidInputError("text.result", "must be a mapping (a result's to_dict())",
+                                    type(self.result).__name__)
+        object.__setattr__(self, "result", _frozen_block(_plain(self.result), "text.result"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "result": _copy.deepcopy(_thawed(self.result))}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TextDetail:
+        return cls(kind=data["kind"], result=data["result"])
+
+
+def _thawed(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thawed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_thawed(v) for v in value]
+    return value
 
 
 def _encode_array(array: np.ndarray | None) -> dict[str, Any] | None:
@@ -119,6 +186,11 @@ class Explanation:
         :meth:`with_quality`); ``None`` before. :meth:`to_dict` and :meth:`to_json` carry
         it under ``"quality"`` once it is set, and leave the key out before, so an
         unassessed explanation serialises as it always did.
+    text:
+        The full result of a text method whose answer is more than attributions (a probe
+        report, patching maps, a trigger, a self-explanation check), as a
+        :class:`TextDetail`; ``None`` otherwise. Serialised under ``"text"`` only when
+        set, as ``quality`` is.
     """
 
     method: str
@@ -137,6 +209,7 @@ class Explanation:
     model: Mapping[str, str] | None = None
     schema_version: str = SCHEMA_VERSION
     quality: Mapping[str, Any] | None = None
+    text: TextDetail | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -148,6 +221,9 @@ class Explanation:
             set_(self, "model", MappingProxyType(dict(self.model)))
         if self.quality is not None:
             set_(self, "quality", _frozen_block(self.quality))
+        if self.text is not None and not isinstance(self.text, TextDetail):
+            raise InvalidInputError("text", "must be a TextDetail or None",
+                                    type(self.text).__name__)
         if self.feature_names is not None:
             set_(self, "feature_names", tuple(self.feature_names))
             if self.values.shape[-1] != len(self.feature_names):
@@ -240,6 +316,8 @@ class Explanation:
             out[name] = _encode_array(getattr(self, name))
         if self.quality is not None:
             out["quality"] = _copy.deepcopy(dict(self.quality))
+        if self.text is not None:
+            out["text"] = self.text.to_dict()
         return out
 
     def to_json(self) -> bytes:
@@ -263,6 +341,7 @@ class Explanation:
             seed=data.get("seed"),
             model=data.get("model"),
             quality=data.get("quality"),
+            text=TextDetail.from_dict(data["text"]) if data.get("text") is not None else None,
             **arrays,  # type: ignore[arg-type]
         )
 

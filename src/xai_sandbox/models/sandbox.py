@@ -6,14 +6,21 @@ every one of them. Hooks only copy what passes through (they return ``None``), g
 taken with ``torch.autograd.grad`` so no parameter's ``.grad`` is touched, and the model's
 train/eval mode is never switched: weights, fingerprint and outputs are bitwise identical
 with and without the sandbox.
+
+:func:`intervene` is the same mechanism for methods that *change* what flows through a
+layer (activation patching, splicing a sparse autoencoder in): each :class:`Intervention`
+names a module, whether its input or its output is meant, and a transform that returns the
+replacement (or ``None`` to only read it). The weights are never touched, and every hook
+is removed on leaving the ``with`` block, also when the forward pass raised.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -22,10 +29,14 @@ from torch.utils.hooks import RemovableHandle
 from xai_sandbox.errors import InvalidInputError, InvalidTargetError, NotDifferentiableError
 from xai_sandbox.models.adapters import model_errors
 
-__all__ = ["HookSandbox", "LayerRecord", "select_layers"]
+__all__ = ["HookSandbox", "Intervention", "LayerRecord", "intervene", "select_layers"]
 
 LayerSelector = str | Sequence[str] | type[torch.nn.Module] | tuple[type[torch.nn.Module], ...]
 _DEFAULT_TYPES = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
+Transform = Callable[[torch.Tensor], torch.Tensor | None]
+HookPoint = Literal["input", "output"]
+# The keyword names under which a block or a projection may receive its hidden states.
+_HIDDEN_KEYWORDS = ("hidden_states", "input", "x")
 
 
 def select_layers(module: torch.nn.Module,
@@ -53,6 +64,107 @@ def select_layers(module: torch.nn.Module,
     if not chosen:
         raise InvalidInputError("layers", "selected no layer of the model", layers)
     return chosen
+
+
+class _Hooks:
+    """The handles of registered hooks, removed together (the one place hooks are made)."""
+
+    def __init__(self) -> None:
+        self._handles: list[RemovableHandle] = []
+
+    def forward(self, module: torch.nn.Module, hook: Callable[..., Any]) -> None:
+        self._handles.append(module.register_forward_hook(hook))
+
+    def forward_pre(self, module: torch.nn.Module, hook: Callable[..., Any]) -> None:
+        self._handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+
+    def backward(self, module: torch.nn.Module, hook: Callable[..., Any]) -> None:
+        self._handles.append(module.register_full_backward_hook(hook))
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """One point of a forward pass and what happens to the tensor there.
+
+    Attributes
+    ----------
+    module:
+        The module whose input or output is meant.
+    transform:
+        Called with the tensor on every forward through ``module``; a returned tensor
+        replaces it, ``None`` leaves it as it is (a recording).
+    at:
+        ``"output"``: the module's output (its first element when the module returns a
+        tuple); ``"input"``: its hidden states, the first positional argument when it is a
+        tensor, else the ``hidden_states``, ``input`` or ``x`` keyword argument.
+    """
+
+    module: torch.nn.Module
+    transform: Transform
+    at: HookPoint = "output"
+
+
+def _hidden_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.Tensor, str | None]:
+    """The hidden states a module was called with, and the keyword they came under."""
+    if args and isinstance(args[0], torch.Tensor):
+        return args[0], None
+    for name in _HIDDEN_KEYWORDS:
+        value = kwargs.get(name)
+        if isinstance(value, torch.Tensor):
+            return value, name
+    raise InvalidInputError("model", "a module intervened on at its input must receive its "
+                            "hidden states as the first argument or as 'hidden_states'",
+                            sorted(kwargs))
+
+
+def _input_hook(transform: Transform) -> Callable[..., Any]:
+    def hook(_m: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+             ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        hidden, name = _hidden_of(args, kwargs)
+        new = transform(hidden)
+        if new is None:
+            return None
+        if name is None:
+            return (new, *args[1:]), kwargs
+        return args, {**kwargs, name: new}
+    return hook
+
+
+def _output_hook(transform: Transform) -> Callable[..., Any]:
+    def hook(_m: torch.nn.Module, _args: tuple[Any, ...], output: Any) -> Any:
+        first = output[0] if isinstance(output, tuple) else output
+        new = transform(first)
+        if new is None:
+            return None
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+    return hook
+
+
+@contextlib.contextmanager
+def intervene(interventions: Iterable[Intervention]) -> Iterator[None]:
+    """Apply the interventions to every forward pass inside the ``with`` block.
+
+    One hook per intervention; all of them are removed on exit, also when registering one
+    of them, the forward pass or the caller's block raised.
+    """
+    hooks = _Hooks()
+    try:
+        for item in interventions:
+            if not isinstance(item, Intervention) or item.at not in ("input", "output"):
+                raise InvalidInputError("interventions", "must be Intervention objects with "
+                                        "at='input' or 'output'", item)
+            if item.at == "input":
+                hooks.forward_pre(item.module, _input_hook(item.transform))
+            else:
+                hooks.forward(item.module, _output_hook(item.transform))
+        yield
+    finally:
+        hooks.remove()
 
 
 @dataclass(frozen=True)
@@ -96,7 +208,7 @@ class HookSandbox:
         self.module = module
         self.layers = layers
         self.record_gradients = record_gradients
-        self._handles: list[RemovableHandle] = []
+        self._hooks = _Hooks()
         self._acts: dict[str, torch.Tensor] = {}
         self._grads: dict[str, torch.Tensor] = {}
         self._chosen: dict[str, torch.nn.Module] = {}
@@ -114,10 +226,9 @@ class HookSandbox:
     def _register(self) -> None:
         try:
             for name, layer in self._chosen.items():
-                self._handles.append(layer.register_forward_hook(self._forward_hook(name)))
+                self._hooks.forward(layer, self._forward_hook(name))
                 if self.record_gradients:
-                    self._handles.append(
-                        layer.register_full_backward_hook(self._backward_hook(name)))
+                    self._hooks.backward(layer, self._backward_hook(name))
         except BaseException:
             self._remove()
             raise
@@ -128,9 +239,7 @@ class HookSandbox:
         self._active = False
 
     def _remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        self._hooks.remove()
 
     def _forward_hook(self, name: str) -> Any:
         def hook(_m: torch.nn.Module, _inp: Any, out: Any) -> None:

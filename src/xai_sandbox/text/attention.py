@@ -24,7 +24,6 @@ back only from eager attention: load models with ``attn_implementation="eager"``
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,12 +39,11 @@ from xai_sandbox.text.model import TextModel, text_explanation
 __all__ = [
     "AttentionMaps",
     "HeadReduce",
-    "attention_grid_png",
     "attention_rollout",
+    "attention_stack",
     "attentions",
     "raw_attention",
     "rollout",
-    "token_heatmap_png",
     "uniform_rollout",
 ]
 
@@ -154,9 +152,10 @@ def _is_causal(stack: np.ndarray) -> bool:
     return bool(np.all(np.triu(stack, k=1) <= 1e-9))
 
 
-def _stack_of(attention: AttentionMaps | np.ndarray | torch.Tensor, example: int
-              ) -> tuple[np.ndarray, bool | None]:
-    """The ``(L, H, T, T)`` stack of one example, and the causality the maps declare."""
+def attention_stack(attention: AttentionMaps | np.ndarray | torch.Tensor, example: int = 0
+                    ) -> tuple[np.ndarray, bool | None]:
+    """The ``(L, H, T, T)`` stack of one example (validated), and the causality the maps
+    declare (``None`` for a bare array)."""
     if isinstance(attention, AttentionMaps):
         if not -attention.n_examples <= example < attention.n_examples:
             raise InvalidInputError("example", f"must index one of the "
@@ -297,7 +296,7 @@ def rollout(attention: AttentionMaps | np.ndarray | torch.Tensor, *, example: in
         token. Rows sum to 1, except with ``normalise`` (ratios to the uniform reader) and
         row 0 with ``drop_sink`` (all zero).
     """
-    stack, declared = _stack_of(attention, example)
+    stack, declared = attention_stack(attention, example)
     _check_options(head_reduce, residual)
     depth = _check_layers(layers, stack.shape[0])
     if causal is None:
@@ -495,155 +494,3 @@ def raw_attention(model: TextModel, texts: str | Sequence[str], *, layer: int = 
 
     return _token_map(model, texts, "raw_attention", position, row_of,
                       {"layer": layer % n_layers, "head_reduce": head_reduce})
-
-
-# ---------------------------------------------------------------------- rendering
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig: Any) -> bytes:
-    plt = _pyplot()
-    try:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return buf.getvalue()
-
-
-def token_heatmap_png(tokens: Sequence[str], scores: Sequence[float] | np.ndarray,
-                      title: str, *, line_chars: int = 70) -> bytes:
-    """The tokens as text, each on a background coloured by its score, as PNG bytes.
-
-    Non-negative scores (rollout, attention) use a white-to-red scale from 0 to the largest
-    score; signed scores a blue-white-red scale symmetric about 0. Lines wrap after about
-    ``line_chars`` characters.
-
-    Parameters
-    ----------
-    tokens:
-        The tokens, in order.
-    scores:
-        One finite score per token.
-    title:
-        Drawn above the tokens.
-    line_chars:
-        Characters per line before wrapping.
-    """
-    toks = [str(t) for t in tokens]
-    values = np.asarray(scores, dtype=np.float64).ravel()
-    if not toks or values.shape != (len(toks),):
-        raise InvalidInputError("scores", f"needs one score per token ({len(toks)} tokens, "
-                                "at least one)", values.shape)
-    if not np.isfinite(values).all():
-        raise InvalidInputError("scores", "must be finite (no NaN or infinity)",
-                                "non-finite values")
-    if isinstance(line_chars, bool) or not isinstance(line_chars, int) or line_chars < 10:
-        raise InvalidInputError("line_chars", "must be an int of at least 10", line_chars)
-    plt = _pyplot()
-    from matplotlib.colors import Normalize
-
-    signed = bool((values < 0).any())
-    limit = float(np.abs(values).max()) or 1.0
-    cmap = plt.get_cmap("RdBu_r" if signed else "Reds")
-    norm = Normalize(-limit if signed else 0.0, limit)
-    # Lay tokens out on lines of a monospace grid: x in characters, y in lines.
-    placed: list[tuple[int, int, str, float]] = []
-    column, line = 0, 0
-    for tok, score in zip(toks, values.tolist(), strict=True):
-        width = len(tok) + 1
-        if column and column + width > line_chars:
-            column, line = 0, line + 1
-        placed.append((column, line, tok, float(score)))
-        column += width
-    n_lines = line + 1
-    fig, ax = plt.subplots(figsize=(0.105 * line_chars + 1.2, 0.34 * n_lines + 0.9), dpi=110)
-    for x, line, tok, value in placed:
-        colour = cmap(norm(value))
-        ax.text(x, -line, tok, family="monospace", fontsize=10, va="center", ha="left",
-                bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.5},
-                color="white" if abs(norm(value) - (0.5 if signed else 0.0)) > 0.35 else
-                "black")
-    ax.set_xlim(-0.5, line_chars + 0.5)
-    ax.set_ylim(-n_lines + 0.4, 0.6)
-    ax.set_axis_off()
-    ax.set_title(title, fontsize=9)
-    mappable = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
-    fig.colorbar(mappable, ax=ax, orientation="horizontal", fraction=0.25 / n_lines ** 0.5,
-                 pad=0.02, aspect=40)
-    return _png(fig)
-
-
-def attention_grid_png(attention: AttentionMaps | np.ndarray | torch.Tensor, layer: int, *,
-                       example: int = 0, heads: Sequence[int] | None = None,
-                       tokens: Sequence[str] | None = None, title: str | None = None,
-                       columns: int = 4) -> bytes:
-    """The attention matrices of one layer's heads as a grid of heatmaps, as PNG bytes.
-
-    Rows are query positions, columns key positions; the colour scale runs from 0 to the
-    largest weight shown. A rollout matrix can be drawn too, as ``rollout(...)[None, None]``
-    with ``layer=0``.
-
-    Parameters
-    ----------
-    attention:
-        :class:`AttentionMaps`, or one example's ``(n_layers, n_heads, T, T)`` array.
-    layer:
-        Which layer (negative counts from the last).
-    example:
-        Which example of ``AttentionMaps``.
-    heads:
-        Which heads (all by default).
-    tokens:
-        Axis labels (``AttentionMaps`` brings its own); shown for up to 40 tokens.
-    title:
-        Figure title (default: the layer).
-    columns:
-        Heads per row of the grid.
-    """
-    stack, _ = _stack_of(attention, example)
-    n_layers, n_heads, length = stack.shape[0], stack.shape[1], stack.shape[-1]
-    if isinstance(layer, bool) or not isinstance(layer, int) or not (
-            -n_layers <= layer < n_layers):
-        raise InvalidInputError("layer", f"must be an int in [{-n_layers}, {n_layers})", layer)
-    chosen = list(range(n_heads)) if heads is None else list(heads)
-    if not chosen or not all(isinstance(h, int) and not isinstance(h, bool)
-                             and 0 <= h < n_heads for h in chosen):
-        raise InvalidInputError("heads", f"must be a non-empty list of head indices in "
-                                f"[0, {n_heads})", heads)
-    if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
-        raise InvalidInputError("columns", "must be a positive int", columns)
-    labels = (list(attention.tokens[example]) if isinstance(attention, AttentionMaps)
-              else None if tokens is None else [str(t) for t in tokens])
-    if labels is not None and len(labels) != length:
-        raise InvalidInputError("tokens", f"needs one token per position ({length})",
-                                len(labels))
-    plt = _pyplot()
-    cols = min(columns, len(chosen))
-    rows = -(-len(chosen) // cols)
-    side = 1.2 + 0.18 * min(length, 40)
-    fig, axes = plt.subplots(rows, cols, figsize=(side * cols, side * rows + 0.5),
-                             dpi=100, squeeze=False)
-    for ax in axes.ravel()[len(chosen):]:
-        ax.set_axis_off()
-    top = float(stack[layer, chosen].max()) or 1.0     # one scale for all the heads shown
-    image = None
-    for ax, head in zip(axes.ravel(), chosen, strict=False):
-        image = ax.imshow(stack[layer, head], cmap="viridis", vmin=0.0, vmax=top)
-        ax.set_title(f"head {head}", fontsize=8)
-        if labels is not None and length <= 40:
-            ax.set_xticks(range(length), labels, rotation=90, fontsize=6)
-            ax.set_yticks(range(length), labels, fontsize=6)
-        else:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle(title if title is not None else f"layer {layer % n_layers}: attention "
-                 "(rows: queries, columns: keys)", fontsize=9)
-    fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02)
-    return _png(fig)

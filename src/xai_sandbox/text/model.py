@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from xai_sandbox.errors import InvalidInputError, UnsupportedModelError
-from xai_sandbox.explainers.explanation import Explanation, library_versions
+from xai_sandbox.explainers.explanation import Explanation, TextDetail, library_versions
 
 __all__ = ["Blocks", "Encoded", "TextModel", "text_explanation"]
 
@@ -170,10 +170,12 @@ class TextModel:
     def encode(self, texts: str | Sequence[str], *, add_special_tokens: bool = True
                ) -> Encoded:
         """Tokenise texts (padded on the right) with character offsets."""
-        batch = [texts] if isinstance(texts, str) else list(texts)
+        batch = [texts] if isinstance(texts, str) else list(texts) if isinstance(
+            texts, Sequence) else []
         if not batch or not all(isinstance(t, str) and t for t in batch):
+            shown = texts if isinstance(texts, str) or not batch else batch[:3]
             raise InvalidInputError("texts", "must be a non-empty text or list of non-empty "
-                                    "texts", texts if isinstance(texts, str) else batch[:3])
+                                    "texts", shown)
         enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
                              return_offsets_mapping=True, return_tensors="pt",
                              add_special_tokens=add_special_tokens)
@@ -243,13 +245,13 @@ def text_explanation(model: TextModel, method: str, values: Any, *, target: Any,
                      prediction: Any, output_space: str, parameters: dict[str, Any],
                      wall_time_s: float, tokens: Sequence[Sequence[str]] | None = None,
                      baseline: Any = None, expected_value: Any = None, delta: Any = None,
-                     seed: int | None = None) -> Explanation:
+                     seed: int | None = None, text: TextDetail | None = None) -> Explanation:
     """Wrap a text method's result in the one result type, with provenance.
 
     ``values`` is ``(n, T)`` for token maps (or any ``(n, ...)`` map: layers x positions for
     patching, say); ``tokens``, one list per row, go into ``parameters["tokens"]`` because
     rows of a batch differ in length. ``prediction`` is ``(n, k)``; ``target`` one index
-    per row.
+    per row. ``text`` carries a rich result (a probe report, patching maps, ...).
     """
     params = dict(parameters)
     if tokens is not None:
@@ -262,6 +264,6 @@ def text_explanation(model: TextModel, method: str, values: Any, *, target: Any,
         library_versions=library_versions("xai-sandbox", "torch", "captum", "transformers",
                                           "numpy", "scikit-learn"),
         wall_time_s=float(wall_time_s), baseline=baseline, expected_value=expected_value,
-        delta=delta, seed=seed,
+        delta=delta, seed=seed, text=text,
         model={"model_id": model.model_id, "version": model.version,
                "fingerprint": model.fingerprint()})
