@@ -251,3 +251,26 @@ def test_the_verb_gives_what_the_function_gives(models: dict[str, TextModel]) ->
     e = _explain("activation_patching", models)
     np.testing.assert_array_equal(e.values[0], result.scores["resid_pre"])
     assert e.text is not None and e.text.result["m_clean"] == result.m_clean
+
+
+def test_two_seeded_runs_in_threads_equal_the_runs_in_turn(
+        models: dict[str, TextModel]) -> None:
+    """Randomness is local: the sampling methods draw from their own generators, so two
+    seeded runs at once give what they give one after the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [("linear_probe", 3), ("universal_trigger", 4), ("linear_probe", 5),
+            ("self_explanation", 6)]
+
+    def run(job: tuple[str, int]) -> Explanation:
+        return _explain(job[0], models, random_state=job[1])
+
+    alone = [run(job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        together = list(pool.map(run, jobs))
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(a.values, b.values)
+        assert a.seed == b.seed and a.parameters.get("tokens") == b.parameters.get("tokens")
+        if a.text is not None and b.text is not None:
+            assert a.text.result.get("task", a.text.result.get("tokens")) == \
+                b.text.result.get("task", b.text.result.get("tokens"))
