@@ -12,6 +12,8 @@ import functools
 import hashlib
 import json
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,7 @@ from xai_sandbox.settings import cache_dir
 
 __all__ = ["CreditModels", "credit_models", "train_lightgbm", "train_mlp"]
 
-_MLP_SETTINGS = {"hidden": [32, 16], "epochs": 400, "lr": 0.01, "weight_decay": 1e-3,
+MLP_SETTINGS = {"hidden": [32, 16], "epochs": 400, "lr": 0.01, "weight_decay": 1e-3,
                  "seed": 0, "split_seed": 0}
 
 
@@ -87,16 +89,52 @@ class CreditModels:
     accuracy: dict[str, float]
 
 
+SHIPPED_MLP = "mlp-weights.npz"
+"""The trained MLP's weights, shipped with the data (``data/german_credit/``): float32
+training does not give the same bits on every CPU, so the weights a baseline is recorded
+for are the weights every machine serves. ``tools/ship-credit-mlp.py`` writes them."""
+
+
+def mlp_training_key(data: GermanCredit) -> str:
+    """What the MLP's weights depend on: the data's digest and the training settings."""
+    return hashlib.sha256(json.dumps([data.sha256, MLP_SETTINGS], sort_keys=True)
+                          .encode()).hexdigest()[:16]
+
+
+def _shipped_mlp(data: GermanCredit) -> torch.nn.Sequential | None:
+    """The shipped weights, if they were trained on this data with these settings."""
+    found = resources.files("xai_sandbox.data.german_credit") / SHIPPED_MLP
+    if not found.is_file():
+        return None
+    with found.open("rb") as handle, np.load(handle, allow_pickle=False) as saved:
+        if str(saved["training_key"]) != mlp_training_key(data):
+            return None
+        state = {k: torch.from_numpy(saved[k].copy()) for k in saved.files
+                 if k != "training_key"}
+    model = _mlp(data.X.shape[1], list(MLP_SETTINGS["hidden"]))  # type: ignore[call-overload]
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def save_mlp_weights(model: torch.nn.Sequential, data: GermanCredit, path: Path) -> None:
+    """Write ``model``'s weights with the training key they belong to (numpy's npz: data,
+    never code)."""
+    arrays = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    np.savez(path, training_key=np.asarray(mlp_training_key(data)), **arrays)
+
+
 def _cached_mlp(data: GermanCredit, train: np.ndarray) -> torch.nn.Sequential:
-    key = hashlib.sha256(json.dumps([data.sha256, _MLP_SETTINGS, torch.__version__],
+    shipped = _shipped_mlp(data)
+    if shipped is not None:
+        return shipped
+    key = hashlib.sha256(json.dumps([data.sha256, MLP_SETTINGS, torch.__version__],
                                     sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / f"german-credit-mlp-{key}.pt"
-    settings = {k: v for k, v in _MLP_SETTINGS.items() if k != "split_seed"}
     if path.exists():
-        model = _mlp(data.X.shape[1], list(settings["hidden"]))  # type: ignore[call-overload]
+        model = _mlp(data.X.shape[1], list(MLP_SETTINGS["hidden"]))  # type: ignore[call-overload]
         model.load_state_dict(torch.load(path, weights_only=True))
         return model.eval()
-    model = train_mlp(data.X[train], data.y[train], **settings)  # type: ignore[arg-type]
+    model = train_credit_mlp(data, train)
     tmp = path.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)
     tmp.chmod(0o600)
@@ -104,11 +142,17 @@ def _cached_mlp(data: GermanCredit, train: np.ndarray) -> torch.nn.Sequential:
     return model
 
 
+def train_credit_mlp(data: GermanCredit, train: np.ndarray) -> torch.nn.Sequential:
+    """Train the German credit MLP from scratch with the shipped settings."""
+    settings = {k: v for k, v in MLP_SETTINGS.items() if k != "split_seed"}
+    return train_mlp(data.X[train], data.y[train], **settings)  # type: ignore[arg-type]
+
+
 @functools.lru_cache(maxsize=1)
 def credit_models() -> CreditModels:
     """Train (or load from the cache) and register both German credit models."""
     data = load_german_credit()
-    train, test = data.split(seed=int(_MLP_SETTINGS["split_seed"]))  # type: ignore[call-overload]
+    train, test = data.split(seed=int(MLP_SETTINGS["split_seed"]))  # type: ignore[call-overload]
     reference = data.schema.reference_row(data.X[train])
     mlp = _cached_mlp(data, train)
     gbm = train_lightgbm(data.X[train], data.y[train])
