@@ -95,6 +95,16 @@ class StoreCore:
             raise InvalidInputError("record_id", "must have a log entry", record_id)
         return int(idx)
 
+    def logged_at(self, record_id: str) -> datetime:
+        """When the first log entry of a record ('table:id') was appended."""
+        with self.engine.connect() as conn:
+            at = conn.execute(select(t.log_entries.c.appended_at).where(
+                t.log_entries.c.record_id == record_id).order_by(t.log_entries.c.idx)
+                .limit(1)).scalar()
+        if at is None:
+            raise InvalidInputError("record_id", "must have a log entry", record_id)
+        return at  # type: ignore[no-any-return]
+
     def _require_decision(self, conn: Connection, decision_id: str) -> None:
         if conn.execute(select(t.decisions.c.id).where(t.decisions.c.id == decision_id)
                         ).first() is None:

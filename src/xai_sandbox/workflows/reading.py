@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
-
-from sqlalchemy import select
 
 from xai_sandbox.monitor.alerts import list_alerts
 from xai_sandbox.reports.report import Report
 from xai_sandbox.semantics.notices import DECIDING_KINDS, DEFAULT_REGIMES
-from xai_sandbox.store import tables as t
 from xai_sandbox.store.entries import rfc3339
 from xai_sandbox.workflows.context import Context
 from xai_sandbox.workflows.served import ServedModel
 
-__all__ = ["final_outcome", "full_report", "logged_at"]
+__all__ = ["final_outcome", "full_report"]
 
 
 def final_outcome(served: ServedModel, output: Mapping[str, Any],
@@ -79,8 +75,9 @@ def full_report(ctx: Context, decision_id: str) -> Report:
     human = [r for r in reviews if (r["kind"] or "human_review") == "human_review"]
     model_alerts = [a for a in list_alerts(ctx.store, open_only=True, limit=500)
                     if a["body"].get("model") == row["model_key"]]
+    logged = ctx.store.logged_at(f"decisions:{decision_id}")
     return report.with_record(
-        decision={**report.decision, "logged_at": rfc3339(logged_at(ctx, decision_id))},
+        decision={**report.decision, "logged_at": rfc3339(logged)},
         regimes=(report.regimes if report.regimes is not None
                  else list(served.card.regimes or DEFAULT_REGIMES)),
         report=report_meta,
@@ -107,10 +104,3 @@ def full_report(ctx: Context, decision_id: str) -> Report:
             {"kind": a["kind"], "title": a["body"].get("title"), "raised_at": a["raised_at"],
              "this_decision": decision_id in a["body"].get("decisions", [])}
             for a in model_alerts]})
-
-
-def logged_at(ctx: Context, decision_id: str) -> datetime:
-    with ctx.store.engine.connect() as conn:
-        at = conn.execute(select(t.log_entries.c.appended_at).where(
-            t.log_entries.c.record_id == f"decisions:{decision_id}")).scalar_one()
-    return at  # type: ignore[no-any-return]
