@@ -38,11 +38,11 @@ def audit_verify(
                                                      "own list")] = None,
 ) -> None:
     """Recompute every leaf, node, checkpoint signature and consistency; exit 1 on tampering."""
-    from xai_sandbox.store.verify import verify_log
+    from xai_sandbox.workflows.verify import verify_store
 
     try:
         store = open_store()
-        report = verify_log(store.engine, _verifiers(pubkey, store), store.log.origin)
+        report = verify_store(store, _verifiers(pubkey, store))
     except XaiSandboxError as exc:
         raise fail(exc) from exc
     if report.ok:

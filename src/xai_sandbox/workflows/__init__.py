@@ -3,8 +3,9 @@
 Register a model (:mod:`.register`), decide (:mod:`.decide`), explain a decision or an
 ad hoc input (:mod:`.explain`), run a job (:mod:`.jobs`), build the subject view
 (:mod:`.subject`), request a review (:mod:`.reviews`), read the full report
-(:mod:`.reading`). The service, the CLI and batch workers call these; nothing in the library
-below imports this package. :class:`Decider` bundles them as methods of one object.
+(:mod:`.reading`), verify the log (:mod:`.verify`). The service, the CLI and batch
+workers call these; nothing in the library below imports this package. :class:`Decider`
+bundles them as methods of one object.
 """
 
 from xai_sandbox.reports.report import REPORT_SCHEMA, Report
