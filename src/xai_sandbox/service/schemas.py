@@ -16,8 +16,12 @@ from pydantic import (
     StrictStr,
 )
 
-__all__ = ["ERROR_RESPONSES", "DecisionRequest", "ErrorBody", "ExplainRequest", "ModelRequest",
-           "ReviewDecision", "ReviewRequest"]
+__all__ = ["ERROR_RESPONSES", "AdhocExplanation", "Alert", "AlertAcknowledged", "Checkpoint",
+           "ConsistencyProof", "DecisionItem", "DecisionRecorded", "DecisionRequest",
+           "ErrorBody", "ExplainRequest", "FullReport", "Health", "InclusionProof", "Job",
+           "LogEntries", "ModelRequest", "ModelSummary", "Receipt", "Review", "ReviewClaim",
+           "ReviewDecided", "ReviewDecision", "ReviewRequest", "ReviewRequested", "SubjectView",
+           "TextExplainRequest", "TextExplanation"]
 
 # Strict: JSON ``true`` is never read as 1, nor "12" as 12. A boolean passes here so that
 # the feature schema refuses it naming the feature ("features.duration: must be a number").
@@ -147,3 +151,287 @@ class ReviewDecision(_Strict):
 
     outcome: Literal["confirmed", "overridden", "reversed"]
     rationale: str = Field(min_length=1, max_length=4000)
+
+
+# ---------------------------------------------------------------------- responses
+# The answers, in the order their fields are sent. Models of answers the library builds
+# (a model's summary, an explanation, an alert) take further fields as they come
+# (``extra="allow"``), so a field the library adds is sent rather than dropped.
+Section = dict[str, Any]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Health(BaseModel):
+    status: str
+    log_size: int
+    models: int
+
+
+class ModelSummary(_Open):
+    """A registered model: identity, fingerprint, schema, explanation policy and card."""
+
+    model_id: str
+    version: str
+    key: str = Field(description="model_id@version")
+    fingerprint: str
+    task: str
+    class_names: list[str]
+    features: list[str]
+    schema_version: str
+    policy: Section
+    card: Section
+    anchors: Section | None
+    source: str
+
+
+class Receipt(BaseModel):
+    """Proof that an entry is in the audit log: the entry, its leaf hash, the inclusion
+    proof and the signed checkpoint it verifies against (check it offline)."""
+
+    origin: str
+    leaf_index: int
+    leaf_hash: str
+    entry: str
+    inclusion_proof: list[str]
+    checkpoint: str
+    key_id: str
+
+
+class ExplanationState(BaseModel):
+    """``ready`` (with the report's link), ``queued`` (with the job's) or
+    ``not_required``."""
+
+    status: Literal["ready", "queued", "not_required"]
+    report_url: str | None = None
+    job_id: str | None = None
+    job_url: str | None = None
+
+
+class DecisionRecorded(BaseModel):
+    decision_id: str
+    case_ref: str | None
+    model: str
+    output: Section = Field(description="score, decision, label, confidence, probabilities, "
+                                        "policy version")
+    explanation: ExplanationState
+    subject_view_url: str
+    receipt: Receipt
+
+
+class DecisionItem(BaseModel):
+    decision_id: str
+    case_ref: str | None
+    model: str
+    decided_at: str | None
+    decision: str
+
+
+class Right(BaseModel):
+    right: str
+    text: str
+    link: str
+
+
+class SubjectView(_Open):
+    """The decision in plain language for the person decided about (no raw numbers)."""
+
+    decision_id: str
+    case_ref: str | None
+    decided_at: str | None
+    locale: str
+    outcome: str
+    outcome_decided_by: str
+    outcome_decided_at: str | None
+    automated_outcome: str
+    outcome_note: str | None
+    deployer: Section
+    explanation_status: str
+    reasons: list[Section]
+    what_you_could_change: Section | None
+    caveat: str | None
+    rights: list[Right]
+    reviews: list[Section]
+    review_status: str
+
+
+class FullReport(_Open):
+    """Every field of COMPLIANCE.md (canonical JSON). The sections of the explanation are
+    present once the decision is explained."""
+
+    schema_version: str
+    decision: Section
+    model: Section
+    output: Section
+    explanation_status: str | None = None
+    parties: Section | None = None
+    input: Section | None = None
+    explanations: list[Section] | None = None
+    reasons: Section | None = None
+    counterfactuals: Section | None = None
+    reliability: Section | None = None
+    notices: Section | None = None
+    subject_text: Section | None = None
+    provenance: list[Section] | None = None
+    report: Section | None
+    final_outcome: Section
+    human_review: Section
+    requests: list[Section]
+    access_log: list[Section]
+    retention: Section
+    receipt: Receipt
+    regimes: list[str]
+    monitoring: Section
+
+
+class AdhocExplanation(_Open):
+    explanation_id: str
+    model: str
+    output: Section
+    input_salt: str = Field(description="base64; with the input, opens the commitment")
+    explanation: Section
+    explanation_sha256: str
+    provenance: list[Section]
+    receipt: Receipt
+    anchors: list[Section] | None
+    fairness: Section
+    quality: Section
+    library_versions: dict[str, str]
+
+
+class TextExplanation(_Open):
+    explanation_id: str
+    model: str
+    fingerprint_sha256: str
+    prediction: dict[str, float] | None
+    target: str
+    method: str
+    tokens: list[str]
+    token_attributions: list[float]
+    words: list[Section]
+    completeness_error: float | None
+    n_steps: int | None
+    anchors: list[Section]
+    hits: list[str]
+    alerts_raised: list[str]
+    input_salt: str
+    explanation_sha256: str
+    library_versions: dict[str, str]
+    receipt: Receipt
+
+
+class Job(BaseModel):
+    job_id: str
+    decision_id: str
+    status: Literal["queued", "running", "done", "failed"]
+    methods: list[str]
+    attempts: int
+    created_at: str | None
+    finished_at: str | None
+    error: str | None
+    report_url: str | None
+
+
+class ReviewRequested(_Open):
+    review_id: str
+    status: str
+    due_at: str | None
+    leaf_index: int
+
+
+class ReviewStep(BaseModel):
+    action: str
+    actor: str
+    role: str
+    at: str | None
+
+
+class Review(BaseModel):
+    """A review request. The subject of the decision reads its id, decision, kind, status
+    and dates; reviewers, compliance officers and auditors read every field."""
+
+    review_id: str
+    decision_id: str
+    kind: str
+    status: str
+    reason: str | None = None
+    requested_by: str | None = None
+    requested_at: str | None
+    due_at: str | None
+    claimed_by: str | None = None
+    reviewer: str | None = None
+    decided_at: str | None
+    rationale: str | None = None
+    steps: list[ReviewStep] | None = None
+
+
+class ReviewClaim(BaseModel):
+    review_id: str
+    claimed_by: str | None = Field(description="null once released")
+    leaf_index: int
+
+
+class ReviewDecided(BaseModel):
+    review_id: str
+    status: str
+    leaf_index: int
+    receipt: Receipt
+
+
+class Delivery(_Open):
+    url: str
+    shape: str
+    status: str
+    attempts: int
+    delivered_at: str | None
+
+
+class Alert(_Open):
+    alert_id: str
+    kind: str
+    body: Section
+    raised_at: str | None
+    acknowledged_at: str | None
+    acknowledged_by: str | None
+    deliveries: list[Delivery]
+
+
+class AlertAcknowledged(BaseModel):
+    alert_id: str
+    acknowledged_by: str
+
+
+class Checkpoint(BaseModel):
+    origin: str
+    size: int
+    checkpoint: str = Field(description="a C2SP signed note")
+    verifier_keys: list[str]
+
+
+class InclusionProof(BaseModel):
+    index: int
+    size: int
+    proof: list[str] = Field(description="base64 hashes, RFC 9162")
+
+
+class ConsistencyProof(BaseModel):
+    old: int
+    new: int
+    proof: list[str] = Field(description="base64 hashes, RFC 9162")
+
+
+class LogEntry(BaseModel):
+    index: int
+    kind: str
+    record_id: str
+    leaf_hash: str
+    body: Section
+
+
+class LogEntries(BaseModel):
+    start: int
+    end: int
+    size: int
+    entries: list[LogEntry]

@@ -5,7 +5,7 @@ as an unknown id; and staff roles)."""
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -24,15 +24,16 @@ from xai_sandbox.service.deps import (
     require,
     runtime_of,
 )
-from xai_sandbox.service.schemas import DecisionRequest
+from xai_sandbox.service.schemas import DecisionItem, DecisionRecorded, DecisionRequest, SubjectView
 from xai_sandbox.service.strict import resource_router
 from xai_sandbox.store.entries import rfc3339
 
 router = resource_router("decisions")
 
 
-@router.post("/v1/decisions", status_code=201,
-             responses={202: {"description": "recorded; the explanation runs as a job"}})
+@router.post("/v1/decisions", status_code=201, response_model=DecisionRecorded,
+             responses={202: {"model": DecisionRecorded,
+                              "description": "recorded; the explanation runs as a job"}})
 def record_decision(body: DecisionRequest, request: Request, rt: RT, who: Who
                     ) -> JSONResponse:
     """Validate, score and record a decision; explain it by the model's policy.
@@ -70,7 +71,7 @@ def record_decision(body: DecisionRequest, request: Request, rt: RT, who: Who
 def list_decisions(rt: RT, who: Who, model: Annotated[str | None, Query(max_length=260)] = None,
                    limit: Annotated[int, Query(ge=1, le=200)] = 50,
                    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0
-                   ) -> list[dict[str, Any]]:
+                   ) -> list[DecisionItem]:
     """Decisions, newest first: a subject's own, or (staff) all, optionally of one model."""
     if who.has(*STAFF):
         rows = rt.store.decisions_of(model_key=model, limit=limit, offset=offset)
@@ -79,12 +80,12 @@ def list_decisions(rt: RT, who: Who, model: Annotated[str | None, Query(max_leng
                                      offset=offset)
     else:  # pragma: no cover - every principal has a role
         raise HTTPException(403, "role: no role can list decisions")
-    return [{"decision_id": r["id"], "case_ref": r["case_ref"], "model": r["model_key"],
-             "decided_at": rfc3339(r["decided_at"]),
-             "decision": json.loads(r["output_json"])["decision"]} for r in rows]
+    return [DecisionItem(decision_id=r["id"], case_ref=r["case_ref"], model=r["model_key"],
+                         decided_at=rfc3339(r["decided_at"]),
+                         decision=json.loads(r["output_json"])["decision"]) for r in rows]
 
 
-@router.get("/v1/decisions/{decision_id}")
+@router.get("/v1/decisions/{decision_id}", response_model=SubjectView)
 async def subject_view(decision_id: Uuid, request: Request, who: Who,
                        lang: Annotated[str | None, Query(description="en or zh; default: "
                                                                      "Accept-Language")] = None

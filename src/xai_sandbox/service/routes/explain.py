@@ -8,13 +8,18 @@ import numpy as np
 
 import xai_sandbox.service.metrics as metrics
 from xai_sandbox.service.deps import RT, Who, limit_reads, require
-from xai_sandbox.service.schemas import ExplainRequest, TextExplainRequest
+from xai_sandbox.service.schemas import (
+    AdhocExplanation,
+    ExplainRequest,
+    TextExplainRequest,
+    TextExplanation,
+)
 from xai_sandbox.service.strict import resource_router
 
 router = resource_router("decisions")
 
 
-@router.post("/v1/explain")
+@router.post("/v1/explain", response_model=AdhocExplanation)
 def explain_adhoc(body: ExplainRequest, rt: RT, who: Who) -> dict[str, Any]:
     """Explain an input that is not a decision, with the provenance chain (input, layer
     activations, gradient weighting, anchor match, regulatory rule, hash) and a receipt
@@ -36,7 +41,7 @@ def explain_adhoc(body: ExplainRequest, rt: RT, who: Who) -> dict[str, Any]:
     return result
 
 
-@router.post("/v1/explain/text")
+@router.post("/v1/explain/text", response_model=TextExplanation)
 def explain_text(body: TextExplainRequest, rt: RT, who: Who) -> dict[str, Any]:
     """Explain a text with a built-in text model: token and word attributions (integrated
     gradients on the word embeddings, with its completeness error), phrase anchors with

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import xai_sandbox.service.metrics as metrics
 from xai_sandbox.monitor.drift import load_state, success_rates
 from xai_sandbox.service.deps import PUBLIC, RT, Who, require
+from xai_sandbox.service.schemas import Health
 from xai_sandbox.service.strict import resource_router
 from xai_sandbox.store.queries import open_alerts_by_kind, pending_deliveries
 
@@ -17,14 +16,14 @@ router = resource_router("operations")
 
 
 @router.get("/health", openapi_extra=PUBLIC)
-def health(rt: RT) -> dict[str, Any]:
+def health(rt: RT) -> Health:
     """Liveness and readiness: the database answers."""
-    return {"status": "ok", "log_size": rt.store.log.size(),
-            "models": len(rt.decider.models())}
+    return Health(status="ok", log_size=rt.store.log.size(), models=len(rt.decider.models()))
 
 
-@router.get("/metrics", responses={200: {"content": {CONTENT_TYPE_LATEST: {}},
-                                         "description": "Prometheus text format"}})
+@router.get("/metrics",
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}},
+                             "description": "Prometheus text format"}})
 def prometheus(rt: RT, who: Who) -> Response:
     """Prometheus metrics (text exposition format)."""
     require(who, "operator", "auditor", "admin")

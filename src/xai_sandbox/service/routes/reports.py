@@ -10,12 +10,13 @@ from fastapi.responses import HTMLResponse
 
 from xai_sandbox.reports.render import render_html, render_json, render_pdf
 from xai_sandbox.service.deps import RT, Uuid, Who, read_report
+from xai_sandbox.service.schemas import FullReport
 from xai_sandbox.service.strict import resource_router
 
 router = resource_router("reports")
 
 
-@router.get("/v1/decisions/{decision_id}/report",
+@router.get("/v1/decisions/{decision_id}/report", response_model=FullReport,
             responses={200: {"content": {"application/json": {}}, "description": "the report"}})
 def report_json(decision_id: Uuid, rt: RT, who: Who,
                 purpose: Annotated[str, Query(min_length=1, max_length=200)] = "review"

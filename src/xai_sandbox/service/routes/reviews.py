@@ -8,14 +8,23 @@ from typing import Annotated, Any
 from fastapi import HTTPException, Query
 
 from xai_sandbox.service.deps import RT, Uuid, Who, own_decision, require
-from xai_sandbox.service.schemas import ReviewDecision, ReviewRequest
+from xai_sandbox.service.schemas import (
+    Receipt,
+    Review,
+    ReviewClaim,
+    ReviewDecided,
+    ReviewDecision,
+    ReviewRequest,
+    ReviewRequested,
+)
 from xai_sandbox.service.strict import resource_router
 from xai_sandbox.store.entries import rfc3339
 
 router = resource_router("reviews")
 
 
-@router.post("/v1/decisions/{decision_id}/reviews", status_code=201)
+@router.post("/v1/decisions/{decision_id}/reviews", status_code=201,
+             response_model=ReviewRequested)
 def ask_review(decision_id: Uuid, body: ReviewRequest, rt: RT, who: Who
                ) -> dict[str, Any]:
     """The person decided about asks for a human review (or contests, or asks for more
@@ -29,7 +38,7 @@ def ask_review(decision_id: Uuid, body: ReviewRequest, rt: RT, who: Who
                                      kind=body.kind)
 
 
-@router.get("/v1/reviews")
+@router.get("/v1/reviews", response_model=list[Review], response_model_exclude_unset=True)
 def review_queue(rt: RT, who: Who, limit: Annotated[int, Query(ge=1, le=200)] = 50,
                  offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0
                  ) -> list[dict[str, Any]]:
@@ -38,7 +47,8 @@ def review_queue(rt: RT, who: Who, limit: Annotated[int, Query(ge=1, le=200)] = 
     return [_review_out(r) for r in rt.store.review_queue(limit=limit, offset=offset)]
 
 
-@router.get("/v1/reviews/{review_id}")
+# Unset fields are left out: the subject reads fewer fields than staff do.
+@router.get("/v1/reviews/{review_id}", response_model=Review, response_model_exclude_unset=True)
 def review(review_id: Uuid, rt: RT, who: Who) -> dict[str, Any]:
     row = rt.store.review(review_id)
     if not who.has("reviewer", "compliance_officer", "auditor", "admin"):
@@ -53,28 +63,28 @@ def review(review_id: Uuid, rt: RT, who: Who) -> dict[str, Any]:
 
 
 @router.post("/v1/reviews/{review_id}/claim")
-def claim_review(review_id: Uuid, rt: RT, who: Who) -> dict[str, Any]:
+def claim_review(review_id: Uuid, rt: RT, who: Who) -> ReviewClaim:
     require(who, "reviewer")
     leaf = rt.store.claim_review(review_id, reviewer=who.name, role="reviewer")
-    return {"review_id": review_id, "claimed_by": who.name, "leaf_index": leaf}
+    return ReviewClaim(review_id=review_id, claimed_by=who.name, leaf_index=leaf)
 
 
 @router.post("/v1/reviews/{review_id}/release")
-def release_review(review_id: Uuid, rt: RT, who: Who) -> dict[str, Any]:
+def release_review(review_id: Uuid, rt: RT, who: Who) -> ReviewClaim:
     require(who, "reviewer")
     leaf = rt.store.claim_review(review_id, reviewer=who.name, role="reviewer", release=True)
-    return {"review_id": review_id, "claimed_by": None, "leaf_index": leaf}
+    return ReviewClaim(review_id=review_id, claimed_by=None, leaf_index=leaf)
 
 
 @router.post("/v1/reviews/{review_id}/decision")
 def decide_review(review_id: Uuid, body: ReviewDecision, rt: RT, who: Who
-                  ) -> dict[str, Any]:
+                  ) -> ReviewDecided:
     """Confirm, override or reverse the decision, with a rationale."""
     require(who, "reviewer")
     leaf = rt.store.decide_review(review_id, outcome=body.outcome, reviewer=who.name,
                                   role="reviewer", rationale=body.rationale)
-    return {"review_id": review_id, "status": body.outcome, "leaf_index": leaf,
-            "receipt": rt.store.receipt(leaf).to_dict()}
+    return ReviewDecided(review_id=review_id, status=body.outcome, leaf_index=leaf,
+                         receipt=Receipt.model_validate(rt.store.receipt(leaf).to_dict()))
 
 
 def _review_out(r: dict[str, Any]) -> dict[str, Any]:
