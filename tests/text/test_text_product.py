@@ -12,13 +12,13 @@ from xai_sandbox.errors import InvalidInputError, NotFoundError, UnknownMethodEr
 from xai_sandbox.explainers import EXPLAINERS, available_methods
 from xai_sandbox.explainers.base import REGISTRY
 from xai_sandbox.monitor.alerts import list_alerts
-from xai_sandbox.reports.text import TextExplainer, align_text
-from xai_sandbox.semantics.anchors import load_anchors
+from xai_sandbox.semantics.anchors import align_text, load_anchors
 from xai_sandbox.settings import Settings
 from xai_sandbox.store import Store
 from xai_sandbox.text.attribution import token_attributions
 from xai_sandbox.text.methods import TEXT_METHODS, TextMethod, text_method
 from xai_sandbox.workflows import Decider
+from xai_sandbox.workflows.text import TextExplainer
 
 LIBRARY = {"version": "tiny-anchors/1", "anchors": [
     {"id": "planted", "label": {"en": "The planted word", "zh": "植入词"},

@@ -50,9 +50,8 @@ def llm_audit(out: Path, *, quick: bool = False, log: Callable[[str], None] = pr
     ``llm-audit.json`` into ``out``."""
     from xai_sandbox.datasets.sentiment import ATTRIBUTION, load_movie_snippets
     from xai_sandbox.reports.render import render_pdf_html
-    from xai_sandbox.reports.text import align_text
     from xai_sandbox.reports.text_plots import patching_map_png, probe_curve_png, token_heatmap_png
-    from xai_sandbox.semantics.anchors import load_anchors
+    from xai_sandbox.semantics.anchors import align_text, load_anchors
     from xai_sandbox.text.attention import attention_rollout
     from xai_sandbox.text.attribution import token_attributions
     from xai_sandbox.text.catalog import minilm_sentiment, smollm2

@@ -31,8 +31,8 @@ from xai_sandbox.errors import InvalidInputError, SchemaError
 from xai_sandbox.explainers.explanation import Explanation
 from xai_sandbox.models.schema import LOCALES, FeatureSchema
 
-__all__ = ["Anchor", "AnchorLibrary", "AnchorMatch", "RiskRule", "align", "load_anchors",
-           "region_mask"]
+__all__ = ["Anchor", "AnchorLibrary", "AnchorMatch", "RiskRule", "align", "align_text",
+           "load_anchors", "region_mask"]
 
 DEFAULT_THRESHOLD = 0.85
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -384,3 +384,23 @@ def align(explanations: Explanation | Sequence[Explanation], library: AnchorLibr
             covers=a.features or tuple(f"box {list(b)}" for b in a.boxes) + tuple(
                 f"polygon of {len(p)} points" for p in a.polygons) or a.phrases))
     return sorted(out, key=lambda m: -m.sensitivity)
+
+
+_PUNCT = re.compile(r"^[\W_]+|[\W_]+$")
+
+
+def align_text(explanation: Explanation, library: AnchorLibrary, row: int = 0
+               ) -> list[AnchorMatch]:
+    """Anchor matches of one explained text, phrase by phrase over its words."""
+    found = explanation.parameters.get("words")
+    if not isinstance(found, list) or row >= len(found):
+        raise InvalidInputError("explanation", "must be a token attribution with words "
+                                "(xai_sandbox.text.attribution)", explanation.method)
+    per_word = found[row] if found and isinstance(found[0], list) else found
+    scores = np.asarray([[w["score"] for w in per_word]], dtype=np.float64)
+    texts = [_PUNCT.sub("", str(w["text"])).lower() for w in per_word]
+    words_only = dataclasses.replace(explanation, values=scores, feature_names=None,
+                         target=explanation.target[row:row + 1],
+                         prediction=explanation.prediction[row:row + 1],
+                         delta=None, expected_value=None, baseline=None)
+    return align(words_only, library, tokens=texts)

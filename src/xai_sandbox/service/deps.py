@@ -20,7 +20,6 @@ import xai_sandbox.service.metrics as metrics
 from xai_sandbox.errors import InvalidInputError, NotFoundError
 from xai_sandbox.models.schema import LOCALES
 from xai_sandbox.monitor.alerts import WebhookDispatcher
-from xai_sandbox.reports.text import TextExplainer
 from xai_sandbox.service.background import AccessRecorder, JobPool, Verifications
 from xai_sandbox.service.ratelimit import RateLimiter
 from xai_sandbox.service.sessions import Sessions
@@ -28,6 +27,7 @@ from xai_sandbox.settings import Settings
 from xai_sandbox.store import Store
 from xai_sandbox.store.accounts import Accounts, Principal
 from xai_sandbox.workflows import Decider  # the service's one import of the flow
+from xai_sandbox.workflows.text import TextExplainer
 
 __all__ = ["AUDIT_READERS", "PUBLIC", "REPORT_READERS", "RT", "STAFF", "Decider", "Runtime",
            "Uuid", "Who", "acting_role", "base_url", "limit_reads", "own_decision",

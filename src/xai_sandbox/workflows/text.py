@@ -11,27 +11,24 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from xai_sandbox.audit.canonical import canonical_json
 from xai_sandbox.errors import InvalidInputError, NotFoundError
-from xai_sandbox.explainers.explanation import Explanation
-from xai_sandbox.semantics.anchors import AnchorLibrary, AnchorMatch, align, load_anchors
+from xai_sandbox.semantics.anchors import AnchorLibrary, align_text, load_anchors
+from xai_sandbox.workflows.decider import Decider
 
 if TYPE_CHECKING:
-    from xai_sandbox.reports.pipeline import Decider
     from xai_sandbox.text.model import TextModel
 
 __all__ = ["BUILTIN_TEXT_MODELS", "TextExplainer", "align_text"]
 
-_PUNCT = re.compile(r"^[\W_]+|[\W_]+$")
 
 
 def _minilm() -> TextModel:
@@ -45,23 +42,6 @@ BUILTIN_TEXT_MODELS: dict[str, tuple[Callable[[], TextModel], str | AnchorLibrar
     "minilm-sentiment": (_minilm, "customer-complaints"),
 }
 MAX_TEXT = 2000
-
-
-def align_text(explanation: Explanation, library: AnchorLibrary, row: int = 0
-               ) -> list[AnchorMatch]:
-    """Anchor matches of one explained text, phrase by phrase over its words."""
-    found = explanation.parameters.get("words")
-    if not isinstance(found, list) or row >= len(found):
-        raise InvalidInputError("explanation", "must be a token attribution with words "
-                                "(xai_sandbox.text.attribution)", explanation.method)
-    per_word = found[row] if found and isinstance(found[0], list) else found
-    scores = np.asarray([[w["score"] for w in per_word]], dtype=np.float64)
-    texts = [_PUNCT.sub("", str(w["text"])).lower() for w in per_word]
-    words_only = replace(explanation, values=scores, feature_names=None,
-                         target=explanation.target[row:row + 1],
-                         prediction=explanation.prediction[row:row + 1],
-                         delta=None, expected_value=None, baseline=None)
-    return align(words_only, library, tokens=texts)
 
 
 @dataclass
