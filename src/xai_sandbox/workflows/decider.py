@@ -69,5 +69,15 @@ class Decider(Context):
         return reviews.request_review(self, decision_id, requested_by=requested_by,
                                       reason=reason, kind=kind, channel=channel)
 
+    def claim_review(self, review_id: str, *, reviewer: str, role: str,
+                     release: bool = False) -> int:
+        return reviews.claim_review(self, review_id, reviewer=reviewer, role=role,
+                                    release=release)
+
+    def decide_review(self, review_id: str, *, outcome: str, reviewer: str, role: str,
+                      rationale: str) -> int:
+        return reviews.decide_review(self, review_id, outcome=outcome, reviewer=reviewer,
+                                     role=role, rationale=rationale)
+
     def full_report(self, decision_id: str) -> Report:
         return reading.full_report(self, decision_id)

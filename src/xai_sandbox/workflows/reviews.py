@@ -1,4 +1,5 @@
-"""Reviews: a person is asked to look at a decision, within a number of working days."""
+"""Reviews: a person is asked to look at a decision, within a number of working days,
+claims the request and decides it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from xai_sandbox.store.entries import rfc3339
 from xai_sandbox.workflows.context import Context
 
-__all__ = ["add_working_days", "request_review"]
+__all__ = ["add_working_days", "claim_review", "decide_review", "request_review"]
 
 
 def add_working_days(start: datetime, days: int) -> datetime:
@@ -31,3 +32,19 @@ def request_review(ctx: Context, decision_id: str, *, requested_by: str, reason:
                                                 kind=kind, channel=channel, due_at=due)
     return {"review_id": review_id, "status": "pending", "due_at": rfc3339(due),
             "leaf_index": leaf}
+
+
+def claim_review(ctx: Context, review_id: str, *, reviewer: str, role: str,
+                 release: bool = False) -> int:
+    """Claim a pending review for ``reviewer`` (one holder at a time), or release it;
+    returns the log leaf of the claim."""
+    return ctx.store.claim_review(review_id, reviewer=reviewer, role=role, release=release)
+
+
+def decide_review(ctx: Context, review_id: str, *, outcome: str, reviewer: str, role: str,
+                  rationale: str) -> int:
+    """Confirm, override or reverse the reviewed decision with a rationale; from then on
+    the outcome that stands is the reviewer's (:func:`~.reading.final_outcome`). Returns
+    the log leaf of the decision."""
+    return ctx.store.decide_review(review_id, outcome=outcome, reviewer=reviewer, role=role,
+                                   rationale=rationale)

@@ -72,7 +72,7 @@ def claim(review_id: str, p: P, csrf: Csrf = None,
     p.check_csrf(csrf)
     p.require("reviewer")
     review_id = as_uuid("review_id", review_id)
-    p.rt.store.claim_review(review_id, reviewer=p.who.name, role="reviewer", release=release)
+    p.rt.decider.claim_review(review_id, reviewer=p.who.name, role="reviewer", release=release)
     return redirect(f"/console/reviews/{review_id}",
                      notice="review_released" if release else "review_claimed")
 
@@ -87,6 +87,6 @@ def decide(review_id: str, p: P, csrf: Csrf = None, outcome: Annotated[str, Form
     if not rationale.strip():
         raise InvalidInputError("rationale", "must explain the outcome (1 to 4000 "
                                              "characters)", rationale)
-    p.rt.store.decide_review(review_id, outcome=outcome, reviewer=p.who.name,
-                             role="reviewer", rationale=rationale.strip())
+    p.rt.decider.decide_review(review_id, outcome=outcome, reviewer=p.who.name,
+                               role="reviewer", rationale=rationale.strip())
     return redirect("/console/reviews", notice="review_decided")

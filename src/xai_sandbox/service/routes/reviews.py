@@ -65,14 +65,14 @@ def review(review_id: Uuid, rt: RT, who: Who) -> dict[str, Any]:
 @router.post("/v1/reviews/{review_id}/claim")
 def claim_review(review_id: Uuid, rt: RT, who: Who) -> ReviewClaim:
     require(who, "reviewer")
-    leaf = rt.store.claim_review(review_id, reviewer=who.name, role="reviewer")
+    leaf = rt.decider.claim_review(review_id, reviewer=who.name, role="reviewer")
     return ReviewClaim(review_id=review_id, claimed_by=who.name, leaf_index=leaf)
 
 
 @router.post("/v1/reviews/{review_id}/release")
 def release_review(review_id: Uuid, rt: RT, who: Who) -> ReviewClaim:
     require(who, "reviewer")
-    leaf = rt.store.claim_review(review_id, reviewer=who.name, role="reviewer", release=True)
+    leaf = rt.decider.claim_review(review_id, reviewer=who.name, role="reviewer", release=True)
     return ReviewClaim(review_id=review_id, claimed_by=None, leaf_index=leaf)
 
 
@@ -81,8 +81,8 @@ def decide_review(review_id: Uuid, body: ReviewDecision, rt: RT, who: Who
                   ) -> ReviewDecided:
     """Confirm, override or reverse the decision, with a rationale."""
     require(who, "reviewer")
-    leaf = rt.store.decide_review(review_id, outcome=body.outcome, reviewer=who.name,
-                                  role="reviewer", rationale=body.rationale)
+    leaf = rt.decider.decide_review(review_id, outcome=body.outcome, reviewer=who.name,
+                                    role="reviewer", rationale=body.rationale)
     return ReviewDecided(review_id=review_id, status=body.outcome, leaf_index=leaf,
                          receipt=Receipt.model_validate(rt.store.receipt(leaf).to_dict()))
 
