@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from xai_sandbox.store import Store
@@ -31,6 +32,12 @@ def fuzz_key(live):
 
 
 def test_no_server_error_and_responses_match_the_schema(live, fuzz_key, tmp_path):
+    # The first text explanation loads the MiniLM model (tens of seconds on a loaded CI
+    # machine): loaded once here, so the fuzzer's per-request timeout measures requests.
+    warm = httpx.post(f"{live.url}/v1/explain/text", timeout=300,
+                      headers={"Authorization": f"Bearer {fuzz_key}"},
+                      json={"model_id": "minilm-sentiment", "text": "The fee was unfair."})
+    assert warm.status_code == 200, warm.text
     run = subprocess.run(
         [str(ST), "run", f"{live.url}/openapi.json", "--checks",
          "not_a_server_error,response_schema_conformance,content_type_conformance",
