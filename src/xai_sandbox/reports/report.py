@@ -135,7 +135,7 @@ class Report(Mapping[str, Any]):
     __hash__ = None  # type: ignore[assignment]  # sections are mutable mappings
 
     def __getitem__(self, key: str) -> Any:
-        if key in ("full",) or key not in set(self._present()):
+        if key not in self._present():
             raise KeyError(key)
         return getattr(self, key)
 
