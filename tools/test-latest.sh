@@ -15,7 +15,7 @@ set -e
 py="$venv/bin/python"
 "$py" -m pip install --quiet --upgrade pip
 "$py" -m pip install --quiet torch==2.13.0
-"$py" -m pip install --quiet -e '.[images,text,dev]'
+"$py" -m pip install --quiet -e '.[images,text,formats,dev]'
 grep -v '^\s*#' requirements/no-deps.in | grep -v '^\s*$' \
   | xargs "$py" -m pip install --quiet --no-deps
 set +e
