@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     # within this time); 0 checks the database on every request.
     key_cache_seconds: float = Field(default=2.0, ge=0, le=60)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # A model upload (multipart: model file, schema, training sample) has its own limit;
+    # it is streamed to disk, never held whole in memory.
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    # Uploaded model files, stored by their SHA-256 (default: <data_dir>/models).
+    model_dir: Path | None = None
     # Explanation reads per subject and per key, per minute (stops model probing).
     rate_limit_subject_per_minute: int = Field(default=60, ge=1)
     rate_limit_key_per_minute: int = Field(default=600, ge=1)
@@ -68,6 +73,9 @@ class Settings(BaseSettings):
 
     def resolved_signing_key(self) -> Path:
         return self.signing_key or self.data_dir / "keys" / "signing-key.pem"
+
+    def resolved_model_dir(self) -> Path:
+        return self.model_dir or self.data_dir / "models"
 
     def retention_days(self) -> dict[str, int]:
         return {"eu_ai_act_art19": self.retention_ai_act_days,

@@ -126,15 +126,6 @@ def _image_input(path: Path) -> tuple[Any, Any]:
 
 
 @app.command()
-def models() -> None:
-    """List the built-in models."""
-    from xai_sandbox.demos.catalog import BUILTIN_MODELS
-
-    for name in sorted(BUILTIN_MODELS):
-        console.print(name)
-
-
-@app.command()
 def demo(out: Annotated[Path, typer.Option(help="output folder")] = Path("xai-output")) -> None:
     """Explain a rejected German credit applicant and a cat photo; write JSON and PNGs."""
     from xai_sandbox.demos.run import run_demo

@@ -51,6 +51,9 @@ class ModelAdapter(ABC):
         What :meth:`predict` returns: ``"logit"``, ``"probability"`` or ``"output"``.
     differentiable:
         Whether gradient methods can run (a torch module).
+    source_sha256:
+        For a model loaded from a file, the SHA-256 of the file's exact bytes: it is then
+        the fingerprint (``None``: the fingerprint is computed from the weights).
     """
 
     framework: str
@@ -58,6 +61,7 @@ class ModelAdapter(ABC):
     output_space: str
     differentiable: bool
     sample_shape: tuple[int, ...] | None
+    source_sha256: str | None = None
 
     @abstractmethod
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -65,7 +69,8 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def fingerprint(self) -> str:
-        """SHA-256 hex digest of the weights or parameters."""
+        """SHA-256 hex digest of the weights or parameters (of the file, when loaded from
+        one: see ``source_sha256``)."""
 
     def forward_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """A forward over tensors for perturbation methods (Captum's ``forward_func``)."""
@@ -210,7 +215,7 @@ class TorchAdapter(ModelAdapter):
         return torch.cat(outs).numpy()
 
     def fingerprint(self) -> str:
-        return fingerprint_module(self.module)
+        return self.source_sha256 or fingerprint_module(self.module)
 
 
 def _is_tree_ensemble(est: Any) -> bool:
@@ -275,7 +280,7 @@ class SklearnAdapter(ModelAdapter):
         return out[:, None] if out.ndim == 1 else out
 
     def fingerprint(self) -> str:
-        return fingerprint_estimator(self.estimator)
+        return self.source_sha256 or fingerprint_estimator(self.estimator)
 
 
 def wrap(model: Any, **options: Any) -> ModelAdapter:

@@ -14,6 +14,7 @@ from xai_sandbox.reports.policy import ExplanationPolicy, ModelCard
 from xai_sandbox.semantics.anchors import load_anchors
 from xai_sandbox.semantics.fairness import likely_proxies
 from xai_sandbox.workflows.context import Context
+from xai_sandbox.workflows.files import load_file_source
 from xai_sandbox.workflows.served import ServedModel, load_source
 
 __all__ = ["load_registered", "register_model"]
@@ -25,8 +26,10 @@ def register_model(ctx: Context, spec: Mapping[str, Any]) -> ServedModel:
     """Load, register, record and serve a model from its spec.
 
     ``spec``: ``model_id``, ``version``, ``source`` (``{"kind": "builtin", "name":
-    ...}`` or ``{"kind": "xgboost_json", "model": ..., "schema": ..., "class_names":
-    ..., "training_rows": [...]}``), ``policy`` and optionally ``card``.
+    ...}``, ``{"kind": "xgboost_json", "model": ..., "schema": ..., "class_names":
+    ..., "training_rows": [...]}``, or ``{"kind": "file", ...}`` naming a stored model
+    file, as :func:`~xai_sandbox.workflows.upload.register_file` writes it), ``policy``
+    and optionally ``card``.
     """
     if not isinstance(spec, Mapping):
         raise InvalidInputError("spec", "must be a mapping", spec)
@@ -39,7 +42,9 @@ def register_model(ctx: Context, spec: Mapping[str, Any]) -> ServedModel:
         if not isinstance(value, str) or not _MODEL_ID.match(value):
             raise InvalidInputError(name, "must be 1-128 of letters, digits, '.', '_', "
                                     "'-'", value)
-    model, data, stored_source = load_source(source, model_id, version)
+    model, data, stored_source = (load_file_source(ctx, source, model_id, version)
+                                  if source.get("kind") == "file"
+                                  else load_source(source, model_id, version))
     policy = ExplanationPolicy.from_dict(spec.get("policy"), model.class_names)
     card = ModelCard.from_dict(spec.get("card"))
     anchors = None

@@ -18,6 +18,7 @@ import numpy as np
 from xai_sandbox.demos.catalog import BUILTIN_MODELS
 from xai_sandbox.demos.credit import credit_models
 from xai_sandbox.errors import InvalidInputError, UnsupportedModelError
+from xai_sandbox.explainers.base import methods_of
 from xai_sandbox.models.profile import TrainingProfile, fit_profile
 from xai_sandbox.models.registry import RegisteredModel, register
 from xai_sandbox.models.schema import FeatureSchema
@@ -55,7 +56,26 @@ class ServedModel:
                 "features": list(self.schema.names), "schema_version": self.schema.version,
                 "policy": self.policy.to_dict(), "card": self.card.to_dict(),
                 "anchors": self.anchors.to_dict() if self.anchors is not None else None,
-                "source": self.spec["source"].get("kind", "builtin")}
+                "source": self.spec["source"].get("kind", "builtin"),
+                "format": self.spec["source"].get("format"),
+                "notes": list(self.spec["source"].get("notes", ())),
+                "methods": self.methods()}
+
+    def methods(self) -> dict[str, str]:
+        """Each tabular method and whether it runs on this model: ``"available"``, or why
+        not (the model has no gradients, is not a tree ensemble, ...)."""
+        out = {}
+        for name, cls in sorted(methods_of("array").items()):
+            if "tabular" not in cls.input_kinds:
+                continue
+            try:
+                # check() reads the class's requirements only: no parameters needed.
+                cls.check(object.__new__(cls), self.model.adapter)
+            except (UnsupportedModelError, InvalidInputError) as exc:
+                out[name] = str(exc)
+            else:
+                out[name] = "available"
+        return out
 
 
 @dataclass(frozen=True)
@@ -105,7 +125,8 @@ def load_source(source: Mapping[str, Any], model_id: str, version: str
         return model, credit.data.X[credit.train], {"kind": "builtin", "name": name}
     if kind == "xgboost_json":
         return load_xgboost_json(source, model_id, version)
-    raise InvalidInputError("source.kind", "must be 'builtin' or 'xgboost_json'", kind)
+    raise InvalidInputError("source.kind", "must be 'builtin', 'xgboost_json' or 'file' (a "
+                            "model file uploaded as multipart)", kind)
 
 
 def load_xgboost_json(source: Mapping[str, Any], model_id: str, version: str
