@@ -110,7 +110,9 @@ def test_the_readme_example_validates_and_loads() -> None:
     schema = FeatureSchema.from_dict(raw)
     # every key of the format is used, so the example is the complete one it claims to be
     keys = {k for f in raw["features"] for k in f}
-    assert keys == set(_published()["$defs"]["feature"]["properties"])
+    # encoding (scaled model columns) is newer than the README's example; it is tested
+    # below (test_an_encoding_and_groups_validate_and_load).
+    assert keys == set(_published()["$defs"]["feature"]["properties"]) - {"encoding"}
     category_keys = {k for f in raw["features"] for c in f.get("categories", [])
                      if isinstance(c, dict) for k in c}
     assert category_keys == {"code", "display", "reason_code"}
@@ -129,6 +131,38 @@ def test_the_readme_example_validates_and_loads() -> None:
 def test_a_schema_the_loader_accepts_passes() -> None:
     assert _errors(BASE) == []
     FeatureSchema.from_dict(BASE)
+
+
+def _grouped(*groups: Any) -> dict[str, Any]:
+    raw = copy.deepcopy(BASE)
+    raw["features"].append({"name": "years", "kind": "numeric"})
+    raw["groups"] = list(groups)
+    return raw
+
+
+def _two_of_one_name() -> dict[str, Any]:
+    raw = _grouped({"name": "money", "features": ["income", "years"]},
+                   {"name": "money", "features": ["job", "tenure"]})
+    raw["features"].append({"name": "tenure", "kind": "numeric"})
+    return raw
+
+
+EMPLOYMENT = {"name": "employment", "display": {"en": "Employment", "zh": "就业"},
+              "features": ["job", "years"], "description": "explained together"}
+
+
+def test_an_encoding_and_groups_validate_and_load() -> None:
+    raw = _grouped(EMPLOYMENT)
+    raw["features"][0]["encoding"] = {"center": 5.0, "scale": 2.5}
+    assert _errors(raw) == []
+    schema = FeatureSchema.from_dict(raw)
+    assert schema.feature("income").encoding == (5.0, 2.5)
+    assert schema.players() == (("income", ("income",)), ("employment", ("job", "years")))
+    assert set(_published()["properties"]["groups"]["items"]) == {"$ref"}
+    assert set(raw["groups"][0]) == set(_published()["$defs"]["group"]["properties"])
+    # The loader writes back what it read, and that validates too.
+    again = schema.to_dict()
+    assert _errors(again) == [] and FeatureSchema.from_dict(again) == schema
 
 
 # Broken schemas: the loader's error path and the JSON Schema both refuse each one.
@@ -177,6 +211,35 @@ INVALID: dict[str, tuple[Any, str]] = {
     "empty features": ({"version": "t/1", "features": []}, "schema.features"),
     "features a mapping": ({"version": "t/1", "features": {"income": {}}}, "schema.features"),
     "schema a list": ([BASE], "schema"),
+    "encoding on a categorical": (_with(1, encoding={"center": 0, "scale": 1}),
+                                  "schema.features[1].encoding"),
+    "encoding of scale 0": (_with(0, encoding={"center": 0, "scale": 0}),
+                            "schema.features[0].encoding.scale"),
+    "encoding of a negative scale": (_with(0, encoding={"center": 0, "scale": -2}),
+                                     "schema.features[0].encoding.scale"),
+    "encoding without a scale": (_with(0, encoding={"center": 0}),
+                                 "schema.features[0].encoding"),
+    "encoding with another key": (_with(0, encoding={"center": 0, "scale": 1, "mean": 0}),
+                                  "schema.features[0].encoding"),
+    "encoding center text": (_with(0, encoding={"center": "0", "scale": 1}),
+                             "schema.features[0].encoding.center"),
+    "encoding a number": (_with(0, encoding=2.0), "schema.features[0].encoding"),
+    "groups a mapping": ({**BASE, "groups": {"employment": ["income", "job"]}},
+                         "schema.groups"),
+    "group not a mapping": (_grouped(["job", "years"]), "schema.groups[0]"),
+    "group with an unknown key": (_grouped({**EMPLOYMENT, "weight": 2}), "schema.groups[0]"),
+    "group without a name": (_grouped({"features": ["job", "years"]}),
+                             "schema.groups[0].name"),
+    "group name not an identifier": (_grouped({**EMPLOYMENT, "name": "work history"}),
+                                     "schema.groups[0].name"),
+    "group of one feature": (_grouped({**EMPLOYMENT, "features": ["job"]}),
+                             "schema.groups[0].features"),
+    "group features a string": (_grouped({**EMPLOYMENT, "features": "job"}),
+                                "schema.groups[0].features"),
+    "group naming a feature twice": (_grouped({**EMPLOYMENT, "features": ["job", "job"]}),
+                                     "schema.groups[0].features"),
+    "group display without zh": (_grouped({**EMPLOYMENT, "display": {"en": "Employment"}}),
+                                 "schema.groups[0].display"),
 }
 
 
@@ -199,6 +262,16 @@ LOADER_ONLY: dict[str, tuple[Any, str]] = {
     "order outside the codes": (_with(1, order=["a", "z"]), "schema.features[1].order"),
     "bounds low above high": (_with(0, bounds=[10, 0]), "schema.features[0].bounds"),
     "bounds infinite": (_with(0, bounds=[0, float("inf")]), "schema.features[0].bounds"),
+    "encoding center infinite": (_with(0, encoding={"center": float("inf"), "scale": 1}),
+                                 "schema.features[0].encoding.center"),
+    "group of an unknown feature": (_grouped({**EMPLOYMENT, "features": ["job", "tenure"]}),
+                                    "schema.groups[0].features"),
+    "group named as a feature": (_grouped({**EMPLOYMENT, "name": "job"}),
+                                 "schema.groups[0].name"),
+    "feature in two groups": (_grouped(EMPLOYMENT, {"name": "money",
+                                                    "features": ["income", "years"]}),
+                              "schema.groups[1].features"),
+    "two groups of one name": (_two_of_one_name(), "schema.groups[1].name"),
 }
 
 

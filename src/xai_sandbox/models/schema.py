@@ -6,6 +6,15 @@ the direction its effect is expected to take, whether it is protected, and the r
 used when it is a principal reason for a decision. It loads from YAML or JSON, validates
 itself with errors that name the offending path, and encodes rows into the model's columns
 (one-hot for categoricals), keeping the columns of one feature together as a group.
+
+Two optional parts describe models that are not fed the raw values directly. A numeric
+feature's ``encoding: {center, scale}`` says the model reads ``(x - center) / scale``
+(a network trained on standardised inputs): :meth:`FeatureSchema.encode` keeps raw units
+and :meth:`FeatureSchema.model_transform` gives the affine map that
+:mod:`xai_sandbox.models.pipeline` applies in front of the model. Top-level ``groups``
+declare features that are explained together (``employment``: job and employment
+length): the players of feature-level methods are then the groups plus every ungrouped
+feature (:meth:`FeatureSchema.players`).
 """
 
 from __future__ import annotations
@@ -22,14 +31,17 @@ import yaml
 
 from xai_sandbox.errors import SchemaError
 
-__all__ = ["LOCALES", "Category", "FeatureSchema", "FeatureSpec"]
+__all__ = ["LOCALES", "Category", "FeatureGroup", "FeatureSchema", "FeatureSpec"]
 
 LOCALES = ("en", "zh")
 Kind = Literal["numeric", "categorical"]
 Monotone = Literal["increasing", "decreasing"]
 _FEATURE_KEYS = {"name", "display", "kind", "categories", "unit", "bounds", "mutable",
-                 "monotone", "protected", "reason_code", "favourable", "order", "description"}
+                 "monotone", "protected", "reason_code", "favourable", "order", "description",
+                 "encoding"}
 _CATEGORY_KEYS = {"code", "display", "reason_code"}
+_ENCODING_KEYS = {"center", "scale"}
+_GROUP_KEYS = {"name", "display", "features", "description"}
 
 
 def _display(raw: Any, path: str, fallback: str) -> dict[str, str]:
@@ -80,6 +92,8 @@ class FeatureSpec:
     favourable: Mapping[str, str] | None = None   # said when the factor helped, per locale
     order: tuple[str, ...] = ()   # categorical: codes from worse to better for the person
     description: str | None = None
+    # numeric: the model reads (x - center) / scale; None: the raw value
+    encoding: tuple[float, float] | None = None
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -203,6 +217,7 @@ class FeatureSpec:
         for text in ("reason_code", "description"):
             if raw.get(text) is not None and not isinstance(raw.get(text), str):
                 raise SchemaError(f"{path}.{text}", "must be a string", raw.get(text))
+        encoding = _encoding(raw.get("encoding"), f"{path}.encoding", kind)
         unit = None if raw.get("unit") is None else _display(raw["unit"], f"{path}.unit", "")
         favourable = (None if raw.get("favourable") is None
                       else _display(raw["favourable"], f"{path}.favourable", ""))
@@ -212,7 +227,7 @@ class FeatureSpec:
                    mutable=raw.get("mutable", False), monotone=monotone,
                    protected=raw.get("protected", False), reason_code=raw.get("reason_code"),
                    favourable=favourable, order=tuple(order),
-                   description=raw.get("description"))
+                   description=raw.get("description"), encoding=encoding)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind,
@@ -233,15 +248,88 @@ class FeatureSpec:
             out["unit"] = dict(self.unit)
         if self.bounds is not None:
             out["bounds"] = list(self.bounds)
+        if self.encoding is not None:
+            out["encoding"] = {"center": self.encoding[0], "scale": self.encoding[1]}
+        return out
+
+
+def _encoding(raw: Any, path: str, kind: Any) -> tuple[float, float] | None:
+    """A numeric feature's ``{center, scale}``: the model reads (x - center) / scale."""
+    if raw is None:
+        return None
+    if kind != "numeric":
+        raise SchemaError(path, "only numeric features have an encoding (categorical "
+                          "features are one-hot columns)", raw)
+    if not isinstance(raw, Mapping) or set(raw) != _ENCODING_KEYS:
+        raise SchemaError(path, "must be a mapping with exactly 'center' and 'scale'", raw)
+    center, scale = raw["center"], raw["scale"]
+    for key, value in (("center", center), ("scale", scale)):
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value):
+            raise SchemaError(f"{path}.{key}", "must be a finite number", value)
+    if not scale > 0:
+        raise SchemaError(f"{path}.scale", "must be greater than 0", scale)
+    return float(center), float(scale)
+
+
+@dataclass(frozen=True)
+class FeatureGroup:
+    """Features explained together as one player (``employment``: job and length of
+    employment). Its features keep their own values, reasons and display names; the group's
+    name never appears where a feature's would."""
+
+    name: str
+    display: Mapping[str, str]
+    features: tuple[str, ...]
+    description: str | None = None
+
+    @classmethod
+    def from_dict(cls, raw: Any, path: str, names: Sequence[str]) -> FeatureGroup:
+        if not isinstance(raw, Mapping):
+            raise SchemaError(path, "must be a mapping with 'name' and 'features'", raw)
+        unknown = sorted(set(raw) - _GROUP_KEYS)
+        if unknown:
+            raise SchemaError(path, f"unknown keys (allowed: {sorted(_GROUP_KEYS)})", unknown)
+        name = raw.get("name")
+        if not isinstance(name, str) or not name.isidentifier():
+            raise SchemaError(f"{path}.name", "must be an identifier (letters, digits, _)",
+                              name)
+        if name in names:
+            raise SchemaError(f"{path}.name", "must not be the name of a feature", name)
+        members = raw.get("features")
+        if isinstance(members, str) or not isinstance(members, Sequence) or len(members) < 2:
+            raise SchemaError(f"{path}.features", "must list at least two features", members)
+        strange = [m for m in members if m not in names]
+        if strange:
+            raise SchemaError(f"{path}.features", f"must name features of the schema "
+                              f"{list(names)}", strange)
+        if len(set(members)) != len(members):
+            raise SchemaError(f"{path}.features", "must name each feature once", members)
+        description = raw.get("description")
+        if description is not None and not isinstance(description, str):
+            raise SchemaError(f"{path}.description", "must be a string", description)
+        return cls(name=name, display=_display(raw.get("display"), f"{path}.display", name),
+                   features=tuple(str(m) for m in members), description=description)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "display": dict(self.display),
+                               "features": list(self.features)}
+        if self.description is not None:
+            out["description"] = self.description
         return out
 
 
 @dataclass(frozen=True)
 class FeatureSchema:
-    """The ordered features of a tabular model and how they map to its input columns."""
+    """The ordered features of a tabular model and how they map to its input columns.
+
+    ``feature_groups`` are the declared groups of features explained together (the
+    top-level ``groups`` key); ``groups`` is the column indices of each feature.
+    """
 
     version: str
     features: tuple[FeatureSpec, ...]
+    feature_groups: tuple[FeatureGroup, ...] = ()
     _index: Mapping[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -264,7 +352,8 @@ class FeatureSchema:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise SchemaError("schema.features", "feature names must be unique", dupes)
-        return cls(version=version, features=specs)
+        return cls(version=version, features=specs,
+                   feature_groups=_groups(raw.get("groups"), names))
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureSchema:
@@ -284,7 +373,11 @@ class FeatureSchema:
         return cls.from_dict(raw)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "features": [f.to_dict() for f in self.features]}
+        out: dict[str, Any] = {"version": self.version,
+                               "features": [f.to_dict() for f in self.features]}
+        if self.feature_groups:
+            out["groups"] = [g.to_dict() for g in self.feature_groups]
+        return out
 
     # ------------------------------------------------------------------ structure
     @property
@@ -304,6 +397,43 @@ class FeatureSchema:
             out.append(tuple(range(start, start + n)))
             start += n
         return tuple(out)
+
+    def players(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """The players of a feature-level method: each declared group (at the place of its
+        first feature) and every ungrouped feature, as (name, its features)."""
+        owner = {f: g for g in self.feature_groups for f in g.features}
+        out: list[tuple[str, tuple[str, ...]]] = []
+        placed: set[str] = set()
+        for name in self.names:
+            group = owner.get(name)
+            if group is None:
+                out.append((name, (name,)))
+            elif group.name not in placed:
+                placed.add(group.name)
+                out.append((group.name, group.features))
+        return tuple(out)
+
+    def player_groups(self) -> dict[str, list[str]]:
+        """:meth:`players` as the ``groups=`` mapping of :func:`xai_sandbox.explainers.explain`
+        (every feature once)."""
+        return {name: list(members) for name, members in self.players()}
+
+    def declared_groups(self) -> dict[str, list[str]]:
+        """The declared groups only, name -> features (ungrouped features left out)."""
+        return {g.name: list(g.features) for g in self.feature_groups}
+
+    def model_transform(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(centers, scales)`` per encoded column: the model reads
+        ``(X - centers) / scales``; one-hot columns pass unchanged (0, 1). ``None`` when no
+        feature declares an ``encoding``."""
+        if all(f.encoding is None for f in self.features):
+            return None
+        centers = np.zeros(len(self.columns))
+        scales = np.ones(len(self.columns))
+        for spec, cols in zip(self.features, self.groups, strict=True):
+            if spec.encoding is not None:
+                centers[cols[0]], scales[cols[0]] = spec.encoding
+        return centers, scales
 
     def feature(self, name: str) -> FeatureSpec:
         if name not in self._index:
@@ -402,6 +532,28 @@ class FeatureSchema:
             else:
                 ref[cols[0] + int(np.argmax(X[:, list(cols)].sum(axis=0)))] = 1.0
         return ref
+
+
+def _groups(raw: Any, names: Sequence[str]) -> tuple[FeatureGroup, ...]:
+    """The top-level ``groups``: each feature in at most one, names unique and apart from
+    the features'."""
+    if raw is None:
+        return ()
+    if isinstance(raw, str) or not isinstance(raw, Sequence):
+        raise SchemaError("schema.groups", "must be a list of groups", raw)
+    groups = tuple(FeatureGroup.from_dict(g, f"schema.groups[{i}]", names)
+                   for i, g in enumerate(raw))
+    seen: dict[str, str] = {}
+    for i, group in enumerate(groups):
+        if any(g.name == group.name for g in groups[:i]):
+            raise SchemaError(f"schema.groups[{i}].name", "group names must be unique",
+                              group.name)
+        twice = [f for f in group.features if f in seen]
+        if twice:
+            raise SchemaError(f"schema.groups[{i}].features", "a feature belongs to at most "
+                              f"one group ({twice[0]} is in {seen[twice[0]]})", twice)
+        seen.update({f: group.name for f in group.features})
+    return groups
 
 
 def _as_number(value: Any, path: str) -> float:
