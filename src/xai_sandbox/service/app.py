@@ -30,8 +30,9 @@ from xai_sandbox.errors import (
 from xai_sandbox.service.console import SignInRequiredError, error_page, login_url
 from xai_sandbox.service.console import router as console_router
 from xai_sandbox.service.deps import Runtime
-from xai_sandbox.service.middleware import BodyLimit, Observed
+from xai_sandbox.service.middleware import BodyLimit, Observed, UploadTooLargeError
 from xai_sandbox.service.routes import router as api_router
+from xai_sandbox.service.schemas import ModelRequest
 from xai_sandbox.service.strict import clean_message, json_value
 from xai_sandbox.settings import Settings
 
@@ -80,7 +81,8 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
                                                        "operations")])
     error_handlers(app)
     app.add_middleware(Observed)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
+                       upload_limit=settings.max_upload_bytes)
     app.include_router(api_router)
     app.include_router(console_router)
 
@@ -110,6 +112,10 @@ def error_handlers(app: FastAPI) -> None:
         if _console(request):
             return _console_error(request, 500, message)
         return JSONResponse({"detail": message}, status_code=500)
+
+    @app.exception_handler(UploadTooLargeError)
+    async def _too_large(request: Request, exc: UploadTooLargeError) -> Response:
+        return JSONResponse({"detail": str(exc)}, status_code=413)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
@@ -172,6 +178,13 @@ def openapi_security(app: FastAPI) -> None:
                 "type": "http", "scheme": "bearer",
                 "description": "an API key: xai_<key id>_<secret>"}}
             schema["security"] = [{"bearer": []}]
+            # The JSON body of POST /v1/models, which reads its body itself (JSON or
+            # multipart) and so names the model only in its openapi_extra.
+            request = ModelRequest.model_json_schema(
+                ref_template="#/components/schemas/{model}")
+            schemas = schema["components"].setdefault("schemas", {})
+            schemas.update(request.pop("$defs", {}))
+            schemas["ModelRequest"] = request
             app.openapi_schema = schema
         return app.openapi_schema
 

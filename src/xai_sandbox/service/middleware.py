@@ -10,23 +10,47 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import xai_sandbox.service.metrics as metrics
 
-__all__ = ["BodyLimit", "Observed"]
+__all__ = ["BodyLimit", "Observed", "UploadTooLargeError"]
+
+# Where a multipart body is an upload with its own, larger limit (streamed, not buffered).
+UPLOAD_PATHS = frozenset({"/v1/models"})
+
+
+class UploadTooLargeError(Exception):
+    """An upload body passed its limit while streaming in (answered 413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"body: must be at most {limit} bytes")
+        self.limit = limit
 
 
 class BodyLimit:
-    """413 for a request body over ``limit`` bytes, declared or streamed."""
+    """413 for a request body over ``limit`` bytes, declared or streamed.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    A ``multipart/form-data`` body on an upload path (:data:`UPLOAD_PATHS`) has the limit
+    ``upload_limit`` instead and is passed on as it streams in, counted: past the limit,
+    reading it raises :class:`UploadTooLargeError`.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, upload_limit: int | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.upload_limit = upload_limit or limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _too_large(self.limit, send)
+        headers = dict(scope.get("headers") or [])
+        upload = (scope.get("path") in UPLOAD_PATHS and headers.get(
+            b"content-type", b"").lower().startswith(b"multipart/form-data"))
+        limit = self.upload_limit if upload else self.limit
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _too_large(limit, send)
+            return
+        if upload:
+            await self.app(scope, _counted(receive, limit), send)
             return
         # A body without a declared length is read here first (it is small by rule), so
         # an oversized one is refused before the application sees any of it.
@@ -55,6 +79,21 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _counted(receive: Receive, limit: int) -> Receive:
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise UploadTooLargeError(limit)
+        return message
+
+    return counted
 
 
 async def _too_large(limit: int, send: Send) -> None:

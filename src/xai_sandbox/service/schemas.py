@@ -185,6 +185,12 @@ class ModelSummary(_Open):
     card: Section
     anchors: Section | None
     source: str
+    format: str | None = Field(default=None, description="the model file's format, for a "
+                               "model registered from a file")
+    notes: list[str] = Field(default_factory=list, description="what to know about the "
+                             "model's methods (why gradient methods are unavailable, ...)")
+    methods: dict[str, str] = Field(default_factory=dict, description="each tabular "
+                                    "method: 'available', or why it does not run here")
 
 
 class Receipt(BaseModel):
