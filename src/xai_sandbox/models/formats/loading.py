@@ -151,11 +151,12 @@ def estimator_adapter(estimator: Any, sha: str, schema: FeatureSchema | None
                       ) -> ModelAdapter:
     """A scikit-learn estimator's adapter: fed the raw features as a DataFrame when it
     was fitted on one (a pipeline with its own encoders), else the encoded columns."""
-    from xai_sandbox.models.pipeline import FrameAdapter, needs_frame
+    if schema is not None:
+        from xai_sandbox.models.pipeline import FrameAdapter, needs_frame
 
-    if schema is not None and needs_frame(estimator, schema):
-        framed: ModelAdapter = FrameAdapter(estimator, schema, fingerprint=sha)
-        return framed
+        if needs_frame(estimator, schema):
+            framed: ModelAdapter = FrameAdapter(estimator, schema, fingerprint=sha)
+            return framed
     adapter = SklearnAdapter(estimator)
     adapter.source_sha256 = sha
     return adapter
