@@ -63,6 +63,19 @@ class LiveServer:
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
 
+def wait_done(server: LiveServer, job_url: str, timeout: float = 120.0) -> dict[str, Any]:
+    """Poll a job until it is done or failed (as an operator)."""
+    deadline = time.monotonic() + timeout
+    job: dict[str, Any] = {}
+    with server.client("olivia-operator") as c:
+        while time.monotonic() < deadline:
+            job = c.get(job_url).json()
+            if job["status"] in ("done", "failed"):
+                return job
+            time.sleep(0.1)
+    raise AssertionError(f"job not done in {timeout} s: {job}")
+
+
 def make_settings(tmp: Path, database_url: str | None = None, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"data_dir": tmp, "database_url": database_url,
                               "log_origin": "test.example/service",

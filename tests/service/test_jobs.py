@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from liveserver import make_settings, prepared
+from liveserver import make_settings, prepared, wait_done
 from xai_sandbox.demos.credit import credit_models
 from xai_sandbox.service.demo import DEMO_MODELS
 from xai_sandbox.store import Store
@@ -17,17 +17,6 @@ from xai_sandbox.store.jobs import JobLostError, JobQueue
 from xai_sandbox.workflows import REPORT_SCHEMA, Decider
 
 ROWS = credit_models().data.rows
-
-
-def _wait_done(server, job_url: str, timeout: float = 120.0) -> dict:
-    deadline = time.monotonic() + timeout
-    with server.client("olivia-operator") as c:
-        while time.monotonic() < deadline:
-            job = c.get(job_url).json()
-            if job["status"] in ("done", "failed"):
-                return job
-            time.sleep(0.1)
-    raise AssertionError(f"job not done in {timeout} s: {job}")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -46,7 +35,7 @@ def test_expensive_methods_run_as_a_job_and_answer_202(settings):
         assert r.status_code == 202, r.text
         body = r.json()
         assert body["explanation"]["status"] == "queued"
-        job = _wait_done(server, body["explanation"]["job_url"])
+        job = wait_done(server, body["explanation"]["job_url"])
         assert job["status"] == "done", job
         with server.client("carl-compliance") as c:
             report = c.get(job["report_url"]).json()
@@ -81,7 +70,7 @@ def test_jobs_survive_a_restart_and_complete_once(settings):
     second = prepared(settings)
     second.start()
     try:
-        done = [_wait_done(second, j["explanation"]["job_url"].replace(first.url, second.url))
+        done = [wait_done(second, j["explanation"]["job_url"].replace(first.url, second.url))
                 for j in jobs]
     finally:
         second.stop()

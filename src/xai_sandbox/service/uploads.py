@@ -65,7 +65,7 @@ UPLOAD_FORM: dict[str, Any] = {
 
 def _text(form: FormData, name: str) -> str | None:
     value = form.get(name)
-    if value is None:
+    if value is None or value == "":  # an empty form field is an absent one
         return None
     if not isinstance(value, str):
         raise InvalidInputError(name, "must be a text field, not a file", name)

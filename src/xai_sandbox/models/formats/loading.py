@@ -101,8 +101,9 @@ def _digest(path: Path, weights: Path | None) -> str:
         return sha256_folder(path)
     if weights is None:
         return sha256_file(path)
-    # A module and its weights: the digest of both files' digests, as sha256sum lists them.
-    manifest = f"{sha256_file(path)}  {path.name}\n{sha256_file(weights)}  {weights.name}\n"
+    # A module and its weights: the digest of both files' digests, listed as sha256sum
+    # would list files named "module" and "weights" (whatever the files are called).
+    manifest = f"{sha256_file(path)}  module\n{sha256_file(weights)}  weights\n"
     return hashlib.sha256(manifest.encode()).hexdigest()
 
 
