@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ("bench_anchors.py", "with anchors and alerts"),
     ("bench_quality.py", "largest difference between the curves"),
     ("bench_console.py", "ms target"),
+    ("bench_formats.py", "explain ratio"),
 ])
 def test_benchmark_runs_quick(script, expect):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
