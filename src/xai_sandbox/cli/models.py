@@ -121,3 +121,55 @@ def register(
     runs = [m for m, why in summary["methods"].items() if why == "available"]
     console.print(f"  methods: {', '.join(runs)}", soft_wrap=True, markup=False)
     console.print(f"  policy methods: {json.dumps(summary['policy']['methods'])}", markup=False)
+
+
+@models.command("decide")
+def decide(
+    model_id: Annotated[str, typer.Argument(help="a registered model's id")],
+    data: Annotated[Path, typer.Option(help="CSV or Parquet rows with the raw features")],
+    row: Annotated[int, typer.Option(help="which row (from 0)")] = 0,
+    subject: Annotated[str, typer.Option(help="the person's id at the deployer")] = "subject-1",
+    out: Annotated[Path, typer.Option(help="folder for report.json and report.pdf")
+                   ] = Path("xai-report"),
+) -> None:
+    """Decide one row with a registered model and write its full report (JSON and PDF)."""
+    from xai_sandbox.datasets.tables import read_table
+    from xai_sandbox.reports.render import render_json, render_pdf
+    from xai_sandbox.workflows import Decider
+
+    try:
+        if row < 0:
+            raise InvalidInputError("--row", "must be 0 or more", row)
+        frame = read_table(data, max_rows=row + 1)
+        if row >= len(frame):
+            raise InvalidInputError("--row", f"must be below the file's {len(frame)} rows", row)
+        store = open_store()
+        try:
+            decider = Decider(store)
+            decider.load_registered()
+            schema = decider.model(model_id).schema
+            record = {n: frame.iloc[row][n] for n in schema.names if n in frame.columns}
+            features = {n: (v.item() if hasattr(v, "item") else v) for n, v in record.items()}
+            for spec in schema.features:
+                if spec.kind == "categorical" and spec.name in features:
+                    features[spec.name] = str(features[spec.name])
+            outcome = decider.decide(model_id=model_id, subject_id=subject, features=features)
+            if outcome.job_id is not None:  # an expensive method: run its job here
+                job = decider.jobs.claim(outcome.job_id)
+                if job is not None:
+                    decider.run_job(job)
+            report = decider.full_report(outcome.decision_id)
+        finally:
+            store.close()
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_bytes(render_json(report))
+        (out / "report.pdf").write_bytes(render_pdf(report))
+    except XaiSandboxError as exc:
+        raise fail(exc) from None
+    output = report["output"]
+    console.print(f"decision {outcome.decision_id}: {output['label']['en']} "
+                  f"(score {output['score']:.3f} for {output['score_meaning']})", markup=False)
+    for reason in report.get("reasons", {}).get("reasons", [])[:4]:
+        console.print(f"  {reason.get('rank', '-')}. {reason['text']['en']}", markup=False,
+                      soft_wrap=True)
+    console.print(f"report: {out / 'report.json'} and {out / 'report.pdf'}", markup=False)
