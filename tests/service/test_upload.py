@@ -166,3 +166,55 @@ def test_an_upload_over_its_limit_is_413_and_a_json_body_keeps_its_own(tmp_path,
     assert big.status_code == 413 and "65536" in big.text
     assert small.status_code == 201, small.text  # 64 KiB: over the JSON limit, not this one
     assert json_big.status_code == 413
+
+
+def _zip(folder, target):
+    import zipfile
+
+    with zipfile.ZipFile(target, "w") as z:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                z.write(path, path.relative_to(folder.parent))
+    return target
+
+
+def test_an_mlflow_model_uploads_as_a_zip_and_a_pickle_needs_trust(server, kit, tmp_path):
+    import warnings
+
+    import mlflow.lightgbm
+    import mlflow.sklearn
+
+    from xai_sandbox.store import Store
+
+    _, saved, folder = kit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mlflow's notes on environments and signatures
+        mlflow.lightgbm.save_model(saved["lightgbm_text"][1].booster_, tmp_path / "gbm")
+        mlflow.sklearn.save_model(saved["skops"][1], tmp_path / "lr")
+    schema = ("schema.yaml", (folder / "schema.yaml").read_bytes())
+    common = {"adverse_class": "bad", "class_names": "good,bad"}
+    with server.client("olivia-operator") as client:
+        gbm = client.post("/v1/models", files={
+            "model": ("gbm.zip", _zip(tmp_path / "gbm", tmp_path / "gbm.zip").read_bytes()),
+            "schema": schema}, data={"model_id": "mlflow-gbm", **common})
+        lr_zip = _zip(tmp_path / "lr", tmp_path / "lr.zip").read_bytes()
+        refused = client.post("/v1/models", files={"model": ("lr.zip", lr_zip),
+                                                   "schema": schema},
+                              data={"model_id": "mlflow-lr", **common})
+        trusted = client.post("/v1/models", files={"model": ("lr.zip", lr_zip),
+                                                   "schema": schema},
+                              data={"model_id": "mlflow-lr", "trust_pickle": "true",
+                                    **common})
+    assert gbm.status_code == 201, gbm.text
+    assert gbm.json()["format"] == "mlflow" and gbm.json()["methods"]["tree_shap"] == \
+        "available"
+    assert refused.status_code == 422 and "trust_pickle" in refused.text
+    assert trusted.status_code == 201, trusted.text
+    # The trust is part of the spec the audit log commits to.
+    store = Store(server.settings)
+    try:
+        spec = next(json.loads(m["spec_json"]) for m in store.models()
+                    if m["key"] == "mlflow-lr@1")
+    finally:
+        store.close()
+    assert spec["source"]["trust_pickle"] is True
