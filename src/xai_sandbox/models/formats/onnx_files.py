@@ -130,7 +130,7 @@ def _converted_reason(model: Any, output: str, session: Any) -> Any:
     reason = convertible(model)
     if reason is not None:
         return reason
-    module = onnx_to_torch(model).eval()
+    module = onnx_to_torch(model, output).eval()
     inp = session.get_inputs()[0]
     width = inp.shape[-1] if isinstance(inp.shape[-1], int) else 1
     probe = np.random.default_rng(0).normal(size=(16, width)).astype(np.float32)
