@@ -5,23 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from clikit import run_cli
 from formatkit import credit, save_all, write_csv
-
-CLI = [sys.executable, "-m", "xai_sandbox.cli"]
 
 
 def run(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "XAI_SANDBOX_DATA_DIR": str(home / "data")}
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=home, env=env,
-                          timeout=600)
+    return run_cli(*args, cwd=home)
 
 
 @pytest.fixture(scope="module")

@@ -183,8 +183,16 @@ def test_every_post_body_is_a_listed_model():
     routes = [r for resource in RESOURCES for r in resource.router.routes
               if isinstance(r, APIRoute)]
     assert all(isinstance(r, StrictJSONRoute) for r in routes)
-    assert {r.body_field.field_info.annotation.__name__ for r in routes
-            if r.body_field is not None} == set(MODELS)
+    bodies = {r.body_field.field_info.annotation.__name__ for r in routes
+              if r.body_field is not None}
+    # A route that reads its own body (JSON or multipart) declares the JSON model in the
+    # OpenAPI document instead, and validates it with that model.
+    for r in routes:
+        content = (r.openapi_extra or {}).get("requestBody", {}).get("content", {})
+        ref = content.get("application/json", {}).get("schema", {}).get("$ref")
+        if ref is not None:
+            bodies.add(ref.rsplit("/", 1)[-1])
+    assert bodies == set(MODELS)
 
 
 @pytest.mark.parametrize("model", MODELS)

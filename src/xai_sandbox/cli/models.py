@@ -133,6 +133,7 @@ def decide(
                    ] = Path("xai-report"),
 ) -> None:
     """Decide one row with a registered model and write its full report (JSON and PDF)."""
+    from xai_sandbox.datasets.rows import schema_rows
     from xai_sandbox.datasets.tables import read_table
     from xai_sandbox.reports.render import render_json, render_pdf
     from xai_sandbox.workflows import Decider
@@ -148,11 +149,7 @@ def decide(
             decider = Decider(store)
             decider.load_registered()
             schema = decider.model(model_id).schema
-            record = {n: frame.iloc[row][n] for n in schema.names if n in frame.columns}
-            features = {n: (v.item() if hasattr(v, "item") else v) for n, v in record.items()}
-            for spec in schema.features:
-                if spec.kind == "categorical" and spec.name in features:
-                    features[spec.name] = str(features[spec.name])
+            (features,) = schema_rows(schema, frame.iloc[[row]])
             outcome = decider.decide(model_id=model_id, subject_id=subject, features=features)
             if outcome.job_id is not None:  # an expensive method: run its job here
                 job = decider.jobs.claim(outcome.job_id)
@@ -168,7 +165,8 @@ def decide(
         raise fail(exc) from None
     output = report["output"]
     console.print(f"decision {outcome.decision_id}: {output['label']['en']} "
-                  f"(score {output['score']:.3f} for {output['score_meaning']})", markup=False)
+                  f"(score {output['score']:.3f} for {output['score_meaning']})", markup=False,
+                  soft_wrap=True)
     for reason in report.get("reasons", {}).get("reasons", [])[:4]:
         console.print(f"  {reason.get('rank', '-')}. {reason['text']['en']}", markup=False,
                       soft_wrap=True)

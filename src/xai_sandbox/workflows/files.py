@@ -40,6 +40,7 @@ def table_format(path: Path) -> str:
 def training_rows(schema: FeatureSchema, path: Path) -> np.ndarray:
     """The encoded rows of a training sample (at most :data:`MAX_TRAINING_ROWS`), read
     with the schema's features only; a value the schema refuses names its row."""
+    from xai_sandbox.datasets.rows import schema_rows
     from xai_sandbox.datasets.tables import read_table
 
     frame = read_table(path, max_rows=MAX_TRAINING_ROWS)
@@ -47,12 +48,7 @@ def training_rows(schema: FeatureSchema, path: Path) -> np.ndarray:
     if missing:
         raise InvalidInputError("data", "must have a column for every feature of the schema",
                                 missing)
-    frame = frame[list(schema.names)]
-    for spec in schema.features:
-        if spec.kind == "categorical":
-            frame[spec.name] = frame[spec.name].map(
-                lambda v: v if isinstance(v, str) or v is None else str(v))
-    rows = frame.to_dict(orient="records")
+    rows = schema_rows(schema, frame)
     if len(rows) < 10:
         raise InvalidInputError("data", "must hold at least 10 rows", len(rows))
     return schema.encode(rows)

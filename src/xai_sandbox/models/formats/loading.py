@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -90,10 +91,29 @@ def load_model_file(path: str | Path, *, format: str | None = None,
         raise ConflictError("expected_sha256", f"must match the file's SHA-256 {sha}",
                             expected_sha256)
     if fmt == "mlflow":
-        return _load_mlflow(p, sha, schema=schema, trust_pickle=trust_pickle,
-                            output_space=output_space)
-    return _load(p, fmt, sha, schema=schema, weights=w, trusted=trusted,
-                 output_space=output_space)
+        loaded = _load_mlflow(p, sha, schema=schema, trust_pickle=trust_pickle,
+                              output_space=output_space)
+    else:
+        loaded = _load(p, fmt, sha, schema=schema, weights=w, trusted=trusted,
+                       output_space=output_space)
+    return _with_scaling(loaded, schema)
+
+
+def _with_scaling(loaded: LoadedModel, schema: FeatureSchema | None) -> LoadedModel:
+    """The model with the schema's declared ``encoding`` in front of it (it is fed the
+    raw columns; see :func:`xai_sandbox.models.pipeline.scaled`)."""
+    if schema is None or schema.model_transform() is None:
+        return loaded
+    from xai_sandbox.models.pipeline import FrameAdapter, scaled
+
+    if isinstance(loaded.adapter, FrameAdapter):
+        scaled_feature = next(f.name for f in schema.features if f.encoding is not None)
+        raise InvalidInputError(
+            f"schema.features[{schema.names.index(scaled_feature)}].encoding",
+            "must be absent for a pipeline fitted on raw features (it scales them itself)",
+            scaled_feature)
+    adapter = scaled(loaded.adapter, schema)
+    return dataclasses.replace(loaded, adapter=adapter)
 
 
 def _digest(path: Path, weights: Path | None) -> str:
