@@ -20,7 +20,8 @@ IMAGE_ONLY = {"grad_cam", "grad_cam_pp"}
 # Parameters that keep the runs small; each one is used on the case's inputs (window and
 # patch would not be: the cases are tabular, and an unused parameter is refused).
 EXTRA = {"contrastive": {"foil": 0}, "smoothgrad": {"n_samples": 4},
-         "lime": {"n_samples": 60}, "kernel_shap": {"n_samples": 40}}
+         "lime": {"n_samples": 60}, "kernel_shap": {"n_samples": 40},
+         "permutation_shap": {"n_permutations": 8}}
 
 
 def _lightgbm():
@@ -191,7 +192,8 @@ def test_which_methods_read_baselines_and_background():
         "deeplift": ["baselines"], "exact_shapley": ["background", "baselines"],
         "grad_cam": [], "grad_cam_pp": [], "gradient_x_input": ["baselines"],
         "integrated_gradients": ["baselines"], "kernel_shap": ["background", "baselines"],
-        "lime": ["baselines"], "lrp": [], "occlusion": ["baselines"], "saliency": [],
+        "lime": ["baselines"], "lrp": [], "occlusion": ["baselines"],
+        "permutation_shap": ["background", "baselines"], "saliency": [],
         "smoothgrad": [],  # as its base, saliency, does
         "tree_shap": ["background"]}
 
@@ -272,7 +274,7 @@ def test_a_method_that_does_not_sample_ignores_no_seed(method):
 
 def test_which_methods_sample():
     assert sorted(m for m in METHODS if _explainer(m).stochastic()) == [
-        "kernel_shap", "lime", "smoothgrad"]
+        "kernel_shap", "lime", "permutation_shap", "smoothgrad"]
     assert get_explainer("contrastive", foil=0, base_method="lime").stochastic()
 
 

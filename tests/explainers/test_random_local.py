@@ -31,6 +31,7 @@ IMAGES = np.random.default_rng(6).normal(size=(1, 3, 8, 8)).astype(np.float32)
 JOBS = [
     ("kernel_shap", MLP, ROWS, "kernel_shap", {"n_samples": 40}),
     ("lime", MLP, ROWS, "lime", {"n_samples": 60}),
+    ("permutation_shap", MLP, ROWS, "permutation_shap", {"n_permutations": 8}),
     ("smoothgrad", MLP, ROWS, "smoothgrad", {"n_samples": 4}),
     ("smoothgrad_ig", MLP, ROWS, "smoothgrad",
      {"n_samples": 3, "base_method": "integrated_gradients", "base_params": {"n_steps": 8}}),

@@ -45,7 +45,8 @@ __all__ = ["GATE_SCHEMA", "TOLERANCES", "Tolerance", "compare", "load_baseline",
            "mismatches", "save_baseline", "validate"]
 
 GATE_SCHEMA = "xai-sandbox.quality-gate/1"
-STOCHASTIC = frozenset({"kernel_shap", "lime", "smoothgrad"})
+STOCHASTIC = frozenset({"kernel_shap", "lime", "permutation_shap", "smoothgrad"})
+"""The methods that sample: their result depends on the seed."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ computed once and stored by the caller with the decision or its job.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import logging
@@ -24,8 +25,11 @@ from xai_sandbox.counterfactuals.search import NO_FEASIBLE_CHANGE, find_counterf
 from xai_sandbox.errors import ExplanationError, InvalidInputError
 from xai_sandbox.explainers import explain
 from xai_sandbox.explainers.explanation import Explanation, library_versions
+from xai_sandbox.explainers.shapley import ExactShapley
+from xai_sandbox.models.registry import RegisteredModel
 from xai_sandbox.models.schema import LOCALES
 from xai_sandbox.quality.assess import assessed
+from xai_sandbox.quality.gate import STOCHASTIC
 from xai_sandbox.reports.report import REPORT_SCHEMA, Report
 from xai_sandbox.semantics.anchors import AnchorMatch, align
 from xai_sandbox.semantics.notices import DEFAULT_REGIMES, DISCLAIMER, subject_text
@@ -36,12 +40,16 @@ from xai_sandbox.workflows.reviews import add_working_days
 from xai_sandbox.workflows.scoring import score
 from xai_sandbox.workflows.served import ServedModel
 
-__all__ = ["STOCHASTIC_METHODS", "build_report", "counterfactual_block", "explain_adhoc",
-           "explain_decision", "fairness_block", "method_block", "provenance_chain",
+__all__ = ["EXACT_EVALUATIONS", "STOCHASTIC_METHODS", "build_report", "counterfactual_block",
+           "exact_fallback", "exact_limit", "explain_adhoc", "explain_decision",
+           "explain_within_budget", "fairness_block", "method_block", "provenance_chain",
            "reliability_block"]
 
 log = logging.getLogger("xai_sandbox.reports")
-STOCHASTIC_METHODS = frozenset({"kernel_shap", "lime", "smoothgrad"})
+STOCHASTIC_METHODS = STOCHASTIC
+EXACT_EVALUATIONS = 1 << 18
+"""The most model evaluations (coalitions x background rows) exact Shapley values may
+cost one decision on a model without the batched torch path; past it they are sampled."""
 
 
 def explain_decision(ctx: Context, decision_id: str, methods: Sequence[str]) -> Report:
@@ -53,6 +61,48 @@ def explain_decision(ctx: Context, decision_id: str, methods: Sequence[str]) -> 
                                 decision_id)
     return build_report(ctx, row, features, methods)
 
+
+
+def exact_fallback(model: RegisteredModel) -> str | None:
+    """Why exact Shapley values cannot explain one of ``model``'s decisions, or ``None``
+    when they can (see :func:`exact_limit`)."""
+    players = len(model.schema.names) if model.schema is not None else int(
+        np.prod(model.adapter.sample_shape or (0,)))
+    rows = model.background.shape[0] if model.background is not None else 1
+    return exact_limit(players, rows, differentiable=model.adapter.differentiable)
+
+
+def exact_limit(players: int, rows: int, *, differentiable: bool) -> str | None:
+    """Why exact Shapley values over ``players`` against ``rows`` background rows are out
+    of reach, or ``None``: more players than the exact method enumerates, or (for a model
+    without the batched torch path) more model evaluations than
+    :data:`EXACT_EVALUATIONS`."""
+    limit = ExactShapley().max_players
+    if players > limit:
+        return (f"exact Shapley values enumerate 2^d coalitions: {players} features exceed "
+                f"its limit of {limit}")
+    cost = (1 << players) * rows
+    if not differentiable and cost > EXACT_EVALUATIONS:
+        return (f"exact Shapley values would cost 2^{players} coalitions x {rows} background "
+                f"rows = {cost:,} model evaluations, over the {EXACT_EVALUATIONS:,} one "
+                "decision may take")
+    return None
+
+
+def explain_within_budget(model: RegisteredModel, x: np.ndarray, method: str, target: Any,
+                          seed: int) -> Explanation:
+    """``explain`` of one decision; exact Shapley values past :func:`exact_fallback`'s
+    limits are estimated by ``permutation_shap`` instead, and the explanation says so
+    (``requested_method``, ``fallback``, with the estimate's ``error_bound``)."""
+    why = exact_fallback(model) if method == "exact_shapley" else None
+    if why is None:
+        return explain(model, x, method=method, target=target, random_state=seed)
+    sampled = explain(model, x, method="permutation_shap", target=target, random_state=seed)
+    log.info("decision explained with permutation_shap instead of exact_shapley: %s", why)
+    return dataclasses.replace(sampled, parameters={
+        **sampled.parameters, "requested_method": method,
+        "fallback": f"permutation_shap, because {why}; its values are estimates within "
+                    f"error_bound {sampled.parameters['error_bound']:.3g} (95%)"})
 
 
 def build_report(ctx: Context, row: Mapping[str, Any], features: Mapping[str, Any],
@@ -69,10 +119,8 @@ def build_report(ctx: Context, row: Mapping[str, Any], features: Mapping[str, An
     x = schema.encode(features)
     target = output["decision"]
     seed = int.from_bytes(hashlib.sha256(decision_id.encode()).digest()[:4], "big")
-    explanations: list[Explanation] = []
-    for method in methods:
-        explanations.append(explain(model, x, method=method, target=target,
-                                    random_state=seed))
+    explanations = [explain_within_budget(model, x, method, target, seed)
+                    for method in methods]
     primary = explanations[0]
     reference = (schema.decode(np.atleast_2d(model.reference))[0]
                  if model.reference is not None else None)
@@ -168,7 +216,9 @@ def method_block(e: Explanation) -> dict[str, Any]:
     names = e.feature_names or tuple(str(i) for i in range(e.values.shape[1]))
     baseline = e.baseline
     own = dict(e.quality.get("methods", {}).get(e.method) or {})
-    return {"method": e.method, "parameters": dict(e.parameters),
+    fallback = ({"requested_method": e.parameters["requested_method"],
+                 "fallback": e.parameters["fallback"]} if "fallback" in e.parameters else {})
+    return {"method": e.method, **fallback, "parameters": dict(e.parameters),
             "quality": {"assessed": True, "checks": own,
                         "verdict": dict(e.quality.get("verdict") or {})},
             "library_versions": dict(e.library_versions), "seed": e.seed,

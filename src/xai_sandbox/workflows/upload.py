@@ -20,6 +20,7 @@ from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.models.formats import LoadedModel, load_model_file
 from xai_sandbox.models.schema import FeatureSchema
 from xai_sandbox.workflows.context import Context
+from xai_sandbox.workflows.explain import exact_limit
 from xai_sandbox.workflows.files import blob_store, table_format
 from xai_sandbox.workflows.register import register_model
 from xai_sandbox.workflows.served import ServedModel
@@ -74,7 +75,7 @@ def register_file(ctx: Context, model: str | Path, *,
         source["data_sha256"] = blobs.put(Path(data))
         source["data_format"] = table_format(Path(data))
     if policy is None:
-        policy = default_policy(loaded, source["class_names"], adverse_class)
+        policy = default_policy(loaded, source["class_names"], adverse_class, schema)
     elif adverse_class is not None:
         raise InvalidInputError("adverse_class", "is given by the policy when there is one",
                                 adverse_class)
@@ -88,11 +89,13 @@ def register_file(ctx: Context, model: str | Path, *,
 
 
 def default_policy(loaded: LoadedModel, class_names: Sequence[str],
-                   adverse_class: str | None) -> dict[str, Any]:
+                   adverse_class: str | None, schema: FeatureSchema) -> dict[str, Any]:
     """An explanation policy for a model registered without one: TreeSHAP for tree
     ensembles, Integrated Gradients for differentiable models, exact Shapley values over
-    the schema's features otherwise (sampled, with a stated error bound, when there are
-    too many); every class labelled by its own name."""
+    the schema's features otherwise, or permutation SHAP (with its error bound) where
+    exact values would cost one decision too much
+    (:func:`~xai_sandbox.workflows.explain.exact_limit`); every class labelled by its own
+    name."""
     if adverse_class not in class_names:
         raise InvalidInputError("adverse_class", "must name the class that is adverse to the "
                                 f"person, one of {list(class_names)} (or give a policy)",
@@ -100,6 +103,9 @@ def default_policy(loaded: LoadedModel, class_names: Sequence[str],
     adapter = loaded.adapter
     method = ("tree_shap" if getattr(adapter, "is_tree_ensemble", False)
               else "integrated_gradients" if adapter.differentiable else "exact_shapley")
+    if method == "exact_shapley" and exact_limit(
+            len(schema.names), 1, differentiable=False) is not None:
+        method = "permutation_shap"   # file models have no background: one reference row
     return {"methods": [method], "adverse_class": adverse_class,
             "outcome_labels": {c: {"en": c, "zh": c} for c in class_names}}
 
