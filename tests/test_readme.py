@@ -136,7 +136,7 @@ def test_the_sample_csv_holds_real_rows_of_the_german_credit_data() -> None:
 
 # ---------------------------------------------------------------------- the tables
 def test_the_feature_schema_table_names_every_key() -> None:
-    assert table_keys("key") == _FEATURE_KEYS | {"version", "features"}
+    assert table_keys("key") == _FEATURE_KEYS | {"version", "features", "groups"}
     category = "{" + ", ".join(sorted(_CATEGORY_KEYS)) + "}"
     assert f"`{category}`" in section("## Feature schemas")
 

@@ -193,6 +193,7 @@ def test_which_methods_read_baselines_and_background():
         "grad_cam": [], "grad_cam_pp": [], "gradient_x_input": ["baselines"],
         "integrated_gradients": ["baselines"], "kernel_shap": ["background", "baselines"],
         "lime": ["baselines"], "lrp": [], "occlusion": ["baselines"],
+        "owen_shapley": ["background", "baselines"],
         "permutation_shap": ["background", "baselines"], "saliency": [],
         "smoothgrad": [],  # as its base, saliency, does
         "tree_shap": ["background"]}

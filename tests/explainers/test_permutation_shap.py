@@ -2,8 +2,9 @@
 ShapleyValueSampling) with their standard error; checked against the analytic answer of a
 linear model, against exact enumeration within its stated bound, and against Captum run
 directly with the same orders. And wide models: declared groups bring a 22-feature credit
-model within exact reach; past the exact limit a decision's explanation falls back to
-permutation SHAP and says so."""
+model within exact reach; past the exact limit a decision's explanation is computed as
+exact Owen values over the schema's declared groups, or, without groups, estimated by
+permutation SHAP, and says which and why."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from xai_sandbox.workflows.explain import (
     exact_fallback,
     exact_limit,
     explain_within_budget,
+    owen_limit,
+    shapley_route,
 )
 
 
@@ -162,6 +165,17 @@ def wide():
     return model, X
 
 
+@pytest.fixture(scope="module")
+def ungrouped(wide):
+    """The same model, its schema without the declared groups."""
+    model, X = wide
+    raw = model.schema.to_dict()
+    del raw["groups"]
+    schema = FeatureSchema.from_dict(raw)
+    return register(model.adapter, model_id="wide-ungrouped", version="1",
+                    class_names=("good", "bad"), schema=schema, background=X[:6]), X
+
+
 def test_declared_groups_bring_a_22_feature_model_within_exact_reach(wide):
     model, X = wide
     schema = model.schema
@@ -179,10 +193,11 @@ def test_declared_groups_bring_a_22_feature_model_within_exact_reach(wide):
     assert np.abs(s.values - e.values).max() <= s.parameters["error_bound"]
 
 
-def test_past_the_exact_limit_a_decision_is_sampled_and_says_so(wide):
-    model, X = wide
+def test_past_the_exact_limit_a_decision_is_sampled_and_says_so(ungrouped):
+    model, X = ungrouped
     why = exact_fallback(model)
     assert why is not None and "22 features exceed its limit of 20" in why
+    assert shapley_route(model) == ("permutation_shap", why)
     e = explain_within_budget(model, X[:1], "exact_shapley", 1, seed=5)
     assert e.method == "permutation_shap"
     assert e.parameters["requested_method"] == "exact_shapley"
@@ -194,9 +209,39 @@ def test_past_the_exact_limit_a_decision_is_sampled_and_says_so(wide):
     assert same.method == "integrated_gradients" and "fallback" not in same.parameters
 
 
+def test_past_the_exact_limit_declared_groups_give_exact_owen_values(wide, ungrouped):
+    model, X = wide
+    why = exact_fallback(model)
+    assert shapley_route(model) == ("owen_shapley", why)
+    e = explain_within_budget(model, X[:1], "exact_shapley", 1, seed=5)
+    assert e.method == "owen_shapley" and e.feature_names == model.schema.names
+    assert e.parameters["requested_method"] == "exact_shapley"
+    assert e.parameters["fallback"].startswith(
+        "owen_shapley over the schema's feature groups (loan, life_stage), because "
+        "exact Shapley values enumerate 2^d coalitions: 22 features exceed")
+    assert e.parameters["unions"] == model.schema.declared_groups()
+    assert np.abs(e.completeness_error).max() < 1e-5
+    # Each group's members add up to the group's exact Shapley value among the 19 players.
+    groups = explain(model, X[:1], method="exact_shapley", groups=model.schema.player_groups(),
+                     target=1)
+    names = list(e.feature_names)
+    for group, members in model.schema.player_groups().items():
+        np.testing.assert_allclose(
+            sum(e.values[0, names.index(m)] for m in members),
+            groups.values[0, list(groups.feature_names).index(group)], atol=1e-6)
+    # The sampled estimate of the same model without groups is near, not equal: the
+    # groups change the game's structure, not its total.
+    sampled = explain_within_budget(ungrouped[0], X[:1], "exact_shapley", 1, seed=5)
+    assert e.values.sum() == pytest.approx(sampled.values.sum(), abs=1e-5)
+
+
 def test_the_budget_of_a_model_without_the_torch_path():
     assert exact_limit(18, 1, differentiable=False) is None
     assert (1 << 18) <= EXACT_EVALUATIONS < (1 << 19)
     assert "model evaluations" in exact_limit(19, 1, differentiable=False)
     assert exact_limit(20, 100, differentiable=True) is None
     assert "limit of 20" in exact_limit(21, 1, differentiable=True)
+    assert owen_limit([3, 2] + [1] * 17, 6, differentiable=True) is None
+    assert "model evaluations" in owen_limit([3, 2] + [1] * 17, 1, differentiable=False)
+    assert owen_limit([3, 3, 2, 2] + [1] * 10, 1, differentiable=False) is None
+    assert "over its limit" in owen_limit([23, 1], 1, differentiable=True)

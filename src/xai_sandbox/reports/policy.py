@@ -21,7 +21,7 @@ __all__ = ["EXPENSIVE_METHODS", "ExplanationPolicy", "ModelCard"]
 
 # Methods that run as jobs rather than inside the request (seconds, not milliseconds).
 EXPENSIVE_METHODS = frozenset({"exact_shapley", "kernel_shap", "lime", "occlusion",
-                               "permutation_shap", "smoothgrad"})
+                               "owen_shapley", "permutation_shap", "smoothgrad"})
 PolicyMode = Literal["always", "below_confidence", "sampled"]
 
 

@@ -25,7 +25,7 @@ from xai_sandbox.counterfactuals.search import NO_FEASIBLE_CHANGE, find_counterf
 from xai_sandbox.errors import ExplanationError, InvalidInputError
 from xai_sandbox.explainers import explain
 from xai_sandbox.explainers.explanation import Explanation, library_versions
-from xai_sandbox.explainers.shapley import ExactShapley
+from xai_sandbox.explainers.shapley import ExactShapley, OwenShapley, owen_coalitions
 from xai_sandbox.models.registry import RegisteredModel
 from xai_sandbox.models.schema import LOCALES
 from xai_sandbox.quality.assess import assessed
@@ -42,8 +42,8 @@ from xai_sandbox.workflows.served import ServedModel
 
 __all__ = ["EXACT_EVALUATIONS", "STOCHASTIC_METHODS", "build_report", "counterfactual_block",
            "exact_fallback", "exact_limit", "explain_adhoc", "explain_decision",
-           "explain_within_budget", "fairness_block", "method_block", "provenance_chain",
-           "reliability_block"]
+           "explain_within_budget", "fairness_block", "method_block", "owen_limit",
+           "provenance_chain", "reliability_block", "shapley_route"]
 
 log = logging.getLogger("xai_sandbox.reports")
 STOCHASTIC_METHODS = STOCHASTIC
@@ -66,10 +66,27 @@ def explain_decision(ctx: Context, decision_id: str, methods: Sequence[str]) -> 
 def exact_fallback(model: RegisteredModel) -> str | None:
     """Why exact Shapley values cannot explain one of ``model``'s decisions, or ``None``
     when they can (see :func:`exact_limit`)."""
+    return shapley_route(model)[1]
+
+
+def shapley_route(model: RegisteredModel) -> tuple[str, str | None]:
+    """The method that gives one of ``model``'s decisions its Shapley values within
+    budget, and why it is not ``exact_shapley`` (``None`` when it is): exact values
+    (:func:`exact_limit`); else exact Owen values over the schema's declared feature groups
+    where they are within reach (:func:`owen_limit`); else ``permutation_shap``."""
+    sizes = ([len(members) for _, members in model.schema.players()]
+             if model.schema is not None else [])
     players = len(model.schema.names) if model.schema is not None else int(
         np.prod(model.adapter.sample_shape or (0,)))
     rows = model.background.shape[0] if model.background is not None else 1
-    return exact_limit(players, rows, differentiable=model.adapter.differentiable)
+    differentiable = model.adapter.differentiable
+    why = exact_limit(players, rows, differentiable=differentiable)
+    if why is None:
+        return "exact_shapley", None
+    if any(g > 1 for g in sizes) and owen_limit(sizes, rows,
+                                                differentiable=differentiable) is None:
+        return "owen_shapley", why
+    return "permutation_shap", why
 
 
 def exact_limit(players: int, rows: int, *, differentiable: bool) -> str | None:
@@ -89,20 +106,49 @@ def exact_limit(players: int, rows: int, *, differentiable: bool) -> str | None:
     return None
 
 
+def owen_limit(sizes: Sequence[int], rows: int, *, differentiable: bool) -> str | None:
+    """Why exact Owen values over unions of these sizes are out of reach, or ``None``:
+    more coalitions than the method's ``max_coalitions``, or (without the batched torch
+    path) more model evaluations than :data:`EXACT_EVALUATIONS`."""
+    coalitions = owen_coalitions(sizes)
+    limit = OwenShapley().max_coalitions
+    if coalitions > limit:
+        return (f"exact Owen values over {len(sizes)} groups would evaluate {coalitions:,} "
+                f"coalitions, over its limit of {limit:,}")
+    if not differentiable and coalitions * rows > EXACT_EVALUATIONS:
+        return (f"exact Owen values would cost {coalitions:,} coalitions x {rows} background "
+                f"rows, over the {EXACT_EVALUATIONS:,} model evaluations one decision may "
+                "take")
+    return None
+
+
 def explain_within_budget(model: RegisteredModel, x: np.ndarray, method: str, target: Any,
                           seed: int) -> Explanation:
-    """``explain`` of one decision; exact Shapley values past :func:`exact_fallback`'s
-    limits are estimated by ``permutation_shap`` instead, and the explanation says so
-    (``requested_method``, ``fallback``, with the estimate's ``error_bound``)."""
-    why = exact_fallback(model) if method == "exact_shapley" else None
+    """``explain`` of one decision. Exact Shapley values past :func:`exact_limit` are
+    computed another way (:func:`shapley_route`) and the explanation says so
+    (``requested_method``, ``fallback``): as exact Owen values over the schema's declared
+    feature groups, or estimated by ``permutation_shap`` with the estimate's
+    ``error_bound``."""
+    unions = model.schema.declared_groups() if model.schema is not None else {}
+    if method == "owen_shapley":   # over the schema's groups, as the policy means it
+        return explain(model, x, method=method, target=target, random_state=seed,
+                       unions=unions)
+    route, why = shapley_route(model) if method == "exact_shapley" else (method, None)
     if why is None:
         return explain(model, x, method=method, target=target, random_state=seed)
-    sampled = explain(model, x, method="permutation_shap", target=target, random_state=seed)
-    log.info("decision explained with permutation_shap instead of exact_shapley: %s", why)
-    return dataclasses.replace(sampled, parameters={
-        **sampled.parameters, "requested_method": method,
-        "fallback": f"permutation_shap, because {why}; its values are estimates within "
-                    f"error_bound {sampled.parameters['error_bound']:.3g} (95%)"})
+    if route == "owen_shapley":
+        found = explain(model, x, method=route, target=target, random_state=seed,
+                        unions=unions)
+        fallback = (f"owen_shapley over the schema's feature groups ({', '.join(unions)}), "
+                    f"because {why}; its values are exact Owen values: Shapley values "
+                    "between the groups, and within each group")
+    else:
+        found = explain(model, x, method=route, target=target, random_state=seed)
+        fallback = (f"permutation_shap, because {why}; its values are estimates within "
+                    f"error_bound {found.parameters['error_bound']:.3g} (95%)")
+    log.info("decision explained with %s instead of exact_shapley: %s", route, why)
+    return dataclasses.replace(found, parameters={
+        **found.parameters, "requested_method": method, "fallback": fallback})
 
 
 def build_report(ctx: Context, row: Mapping[str, Any], features: Mapping[str, Any],

@@ -20,7 +20,7 @@ from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.models.formats import LoadedModel, load_model_file
 from xai_sandbox.models.schema import FeatureSchema
 from xai_sandbox.workflows.context import Context
-from xai_sandbox.workflows.explain import exact_limit
+from xai_sandbox.workflows.explain import exact_limit, owen_limit
 from xai_sandbox.workflows.files import blob_store, table_format
 from xai_sandbox.workflows.register import register_model
 from xai_sandbox.workflows.served import ServedModel
@@ -92,9 +92,10 @@ def default_policy(loaded: LoadedModel, class_names: Sequence[str],
                    adverse_class: str | None, schema: FeatureSchema) -> dict[str, Any]:
     """An explanation policy for a model registered without one: TreeSHAP for tree
     ensembles, Integrated Gradients for differentiable models, exact Shapley values over
-    the schema's features otherwise, or permutation SHAP (with its error bound) where
-    exact values would cost one decision too much
-    (:func:`~xai_sandbox.workflows.explain.exact_limit`); every class labelled by its own
+    the schema's features otherwise (exact Owen values over its declared feature groups
+    where those would cost one decision too much), or permutation SHAP (with its error
+    bound) where neither fits (:func:`~xai_sandbox.workflows.explain.exact_limit`,
+    :func:`~xai_sandbox.workflows.explain.owen_limit`); every class labelled by its own
     name."""
     if adverse_class not in class_names:
         raise InvalidInputError("adverse_class", "must name the class that is adverse to the "
@@ -103,9 +104,11 @@ def default_policy(loaded: LoadedModel, class_names: Sequence[str],
     adapter = loaded.adapter
     method = ("tree_shap" if getattr(adapter, "is_tree_ensemble", False)
               else "integrated_gradients" if adapter.differentiable else "exact_shapley")
-    if method == "exact_shapley" and exact_limit(
-            len(schema.names), 1, differentiable=False) is not None:
-        method = "permutation_shap"   # file models have no background: one reference row
+    # File models have no background: one reference row.
+    sizes = [len(members) for _, members in schema.players()]
+    if method == "exact_shapley" and exact_limit(len(schema.names), 1, differentiable=False) \
+            and (all(g == 1 for g in sizes) or owen_limit(sizes, 1, differentiable=False)):
+        method = "permutation_shap"
     return {"methods": [method], "adverse_class": adverse_class,
             "outcome_labels": {c: {"en": c, "zh": c} for c in class_names}}
 
