@@ -10,7 +10,7 @@ set -euo pipefail
 py=${1:?usage: tools/lock.sh PYTHON}
 cd "$(dirname "$0")/.."
 "$py" -m piptools compile --quiet --generate-hashes --allow-unsafe --strip-extras \
-  --no-emit-index-url --no-emit-find-links --extra images --extra text --extra formats --extra dev \
+  --no-emit-index-url --no-emit-find-links --extra images --extra text --extra formats --extra batch --extra dev \
   --output-file requirements/lock.txt pyproject.toml requirements/setup.in
 
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT

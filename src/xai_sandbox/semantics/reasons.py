@@ -36,7 +36,7 @@ from xai_sandbox.explainers.explanation import Explanation
 from xai_sandbox.models.schema import LOCALES, FeatureSchema, FeatureSpec
 
 __all__ = ["Reason", "ReasonCatalogue", "ReasonSet", "check_reasons", "load_catalogue",
-           "principal_reasons"]
+           "principal_reasons", "reason_codes"]
 
 Impact = Literal["HIGH", "MEDIUM", "LOW"]
 Direction = Literal["adverse", "favourable"]
@@ -203,6 +203,29 @@ def _checked(explanation: Explanation, schema: FeatureSchema, row: Mapping[str, 
     return np.asarray(explanation.values[index], dtype=np.float64)
 
 
+def _ranked(values: np.ndarray, schema: FeatureSchema) -> tuple[list[int], list[str]]:
+    """The features that give the reasons (the largest positive values first, at most
+    MAX_REASONS, protected ones never) and the protected features that pushed toward the
+    outcome (weighed, never given as reasons)."""
+    order = [int(j) for j in np.argsort(-values, kind="stable") if values[j] > 0]
+    protected = [schema.features[j].name for j in order if schema.features[j].protected]
+    chosen = [j for j in order if not schema.features[j].protected][:MAX_REASONS]
+    return chosen, protected
+
+
+def reason_codes(values: np.ndarray, schema: FeatureSchema, row: Mapping[str, Any], *,
+                 adverse: bool, reference: Mapping[str, Any] | None = None
+                 ) -> list[tuple[str, str | None]]:
+    """``(feature, reason code)`` of the principal reasons of one row's values (one per
+    schema feature, toward the explained outcome), as :func:`principal_reasons` ranks and
+    codes them, without their sentences: what a batch of many rows keeps per row. The
+    codes are ``None`` for a favourable outcome."""
+    chosen, _ = _ranked(np.asarray(values, dtype=np.float64), schema)
+    return [(schema.features[j].name,
+             _code_for(schema.features[j], row[schema.features[j].name], reference, adverse))
+            for j in chosen]
+
+
 def principal_reasons(explanation: Explanation, schema: FeatureSchema,
                       row: Mapping[str, Any], *, outcome: Mapping[str, str] | str,
                       adverse: bool = True, index: int = 0,
@@ -222,17 +245,11 @@ def principal_reasons(explanation: Explanation, schema: FeatureSchema,
     names = _outcome_names(outcome)
     catalogue = catalogue or load_catalogue()
     total = float(values.clip(min=0).sum())
-    order = [j for j in np.argsort(-values, kind="stable") if values[j] > 0]
     direction: Direction = "adverse" if adverse else "favourable"
     reasons: list[Reason] = []
-    protected: list[str] = []
-    for j in order:
+    chosen, protected = _ranked(values, schema)
+    for j in chosen:
         spec = schema.features[j]
-        if spec.protected:
-            protected.append(spec.name)
-            continue
-        if len(reasons) == MAX_REASONS:
-            continue
         value = row[spec.name]
         code = _code_for(spec, value, reference, adverse)
         reasons.append(Reason(

@@ -11,7 +11,7 @@ import numpy as np
 from xai_sandbox.errors import SchemaError
 from xai_sandbox.workflows.served import ServedModel
 
-__all__ = ["score"]
+__all__ = ["outcomes", "score"]
 
 
 def score(served: ServedModel, features: Mapping[str, Any]
@@ -28,14 +28,9 @@ def score(served: ServedModel, features: Mapping[str, Any]
     probs = served.model.probabilities(x)[0]
     names = served.model.class_names
     policy = served.policy
-    adverse_idx = names.index(policy.adverse_class)
-    p_adverse = float(probs[adverse_idx])
-    adverse = p_adverse >= policy.threshold
-    if adverse:
-        outcome = policy.adverse_class
-    else:
-        others = [i for i in np.argsort(-probs) if i != adverse_idx]
-        outcome = names[int(others[0])]
+    decided, adverse_rows = outcomes(served, probs[None])
+    outcome, adverse = names[int(decided[0])], bool(adverse_rows[0])
+    p_adverse = float(probs[names.index(policy.adverse_class)])
     output = {"score": p_adverse, "score_meaning": f"probability of '{policy.adverse_class}'",
               "decision": outcome, "label": dict(policy.outcome_labels[outcome]),
               "adverse": adverse, "threshold": policy.threshold,
@@ -43,3 +38,14 @@ def score(served: ServedModel, features: Mapping[str, Any]
               "probabilities": {n: float(p) for n, p in zip(names, probs, strict=True)},
               "policy_version": policy.version, "automation": policy.automation}
     return x, output
+
+
+def outcomes(served: ServedModel, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The decided class of each row of class probabilities and whether it is adverse:
+    the adverse class when its probability reaches the policy's threshold, else the most
+    probable other class."""
+    adverse_idx = served.model.class_names.index(served.policy.adverse_class)
+    adverse = probs[:, adverse_idx] >= served.policy.threshold
+    others = probs.copy()
+    others[:, adverse_idx] = -np.inf
+    return np.where(adverse, adverse_idx, others.argmax(axis=1)), adverse
