@@ -23,7 +23,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,6 @@ class BatchResult:
     shards_skipped: int
     elapsed_s: float
     cores: float
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _sha256(path: Path) -> str:

@@ -43,7 +43,7 @@ from xai_sandbox.workflows.served import ServedModel
 __all__ = ["EXACT_EVALUATIONS", "STOCHASTIC_METHODS", "build_report", "counterfactual_block",
            "exact_fallback", "exact_limit", "explain_adhoc", "explain_decision",
            "explain_within_budget", "fairness_block", "method_block", "owen_limit",
-           "provenance_chain", "reliability_block", "shapley_route"]
+           "provenance_chain", "reliability_block", "shapley_method", "shapley_route"]
 
 log = logging.getLogger("xai_sandbox.reports")
 STOCHASTIC_METHODS = STOCHASTIC
@@ -70,17 +70,23 @@ def exact_fallback(model: RegisteredModel) -> str | None:
 
 
 def shapley_route(model: RegisteredModel) -> tuple[str, str | None]:
-    """The method that gives one of ``model``'s decisions its Shapley values within
-    budget, and why it is not ``exact_shapley`` (``None`` when it is): exact values
-    (:func:`exact_limit`); else exact Owen values over the schema's declared feature groups
-    where they are within reach (:func:`owen_limit`); else ``permutation_shap``."""
+    """:func:`shapley_method` for one of ``model``'s decisions: its schema's players, its
+    background rows, and whether it has the batched torch path."""
     sizes = ([len(members) for _, members in model.schema.players()]
-             if model.schema is not None else [])
-    players = len(model.schema.names) if model.schema is not None else int(
-        np.prod(model.adapter.sample_shape or (0,)))
+             if model.schema is not None else
+             [1] * int(np.prod(model.adapter.sample_shape or (0,))))
     rows = model.background.shape[0] if model.background is not None else 1
-    differentiable = model.adapter.differentiable
-    why = exact_limit(players, rows, differentiable=differentiable)
+    return shapley_method(sizes, rows, differentiable=model.adapter.differentiable)
+
+
+def shapley_method(sizes: Sequence[int], rows: int, *, differentiable: bool
+                   ) -> tuple[str, str | None]:
+    """The method that gives a decision over players of these sizes (a declared group of
+    g features, or a feature alone) its Shapley values within budget, and why it is not
+    ``exact_shapley`` (``None`` when it is): exact values (:func:`exact_limit`); else exact
+    Owen values over the declared groups where they are within reach
+    (:func:`owen_limit`); else ``permutation_shap``."""
+    why = exact_limit(sum(sizes), rows, differentiable=differentiable)
     if why is None:
         return "exact_shapley", None
     if any(g > 1 for g in sizes) and owen_limit(sizes, rows,

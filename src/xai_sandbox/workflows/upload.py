@@ -20,7 +20,7 @@ from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.models.formats import LoadedModel, load_model_file
 from xai_sandbox.models.schema import FeatureSchema
 from xai_sandbox.workflows.context import Context
-from xai_sandbox.workflows.explain import exact_limit, owen_limit
+from xai_sandbox.workflows.explain import shapley_method
 from xai_sandbox.workflows.files import blob_store, table_format
 from xai_sandbox.workflows.register import register_model
 from xai_sandbox.workflows.served import ServedModel
@@ -94,8 +94,8 @@ def default_policy(loaded: LoadedModel, class_names: Sequence[str],
     ensembles, Integrated Gradients for differentiable models, exact Shapley values over
     the schema's features otherwise (exact Owen values over its declared feature groups
     where those would cost one decision too much), or permutation SHAP (with its error
-    bound) where neither fits (:func:`~xai_sandbox.workflows.explain.exact_limit`,
-    :func:`~xai_sandbox.workflows.explain.owen_limit`); every class labelled by its own
+    bound) where neither fits (:func:`~xai_sandbox.workflows.explain.shapley_method`);
+    every class labelled by its own
     name."""
     if adverse_class not in class_names:
         raise InvalidInputError("adverse_class", "must name the class that is adverse to the "
@@ -104,11 +104,10 @@ def default_policy(loaded: LoadedModel, class_names: Sequence[str],
     adapter = loaded.adapter
     method = ("tree_shap" if getattr(adapter, "is_tree_ensemble", False)
               else "integrated_gradients" if adapter.differentiable else "exact_shapley")
-    # File models have no background: one reference row.
-    sizes = [len(members) for _, members in schema.players()]
-    if method == "exact_shapley" and exact_limit(len(schema.names), 1, differentiable=False) \
-            and (all(g == 1 for g in sizes) or owen_limit(sizes, 1, differentiable=False)):
-        method = "permutation_shap"
+    if method == "exact_shapley":   # file models have no background: one reference row
+        sizes = [len(members) for _, members in schema.players()]
+        if shapley_method(sizes, 1, differentiable=False)[0] == "permutation_shap":
+            method = "permutation_shap"
     return {"methods": [method], "adverse_class": adverse_class,
             "outcome_labels": {c: {"en": c, "zh": c} for c in class_names}}
 
