@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from lockcheck import LOCKS, Difference, differences, installed, locked
 
 
@@ -27,3 +30,13 @@ def test_every_locked_line_is_pinned_with_a_hash() -> None:
         blocks = [b for b in text.replace("\\\n", " ").splitlines()
                   if b.strip() and not b.lstrip().startswith("#")]
         assert blocks and all("==" in b and "--hash=sha256:" in b for b in blocks), path
+
+
+def test_vendored_copies_on_sys_path_are_not_installed_packages() -> None:
+    import ray
+    vendored = Path(ray.__file__).parent / "thirdparty_files"
+    sys.path.insert(0, str(vendored))
+    try:
+        assert "colorama" not in installed()
+    finally:
+        sys.path.remove(str(vendored))

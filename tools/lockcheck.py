@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import sysconfig
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -43,9 +44,14 @@ def locked(paths: tuple[Path, ...] = LOCKS) -> dict[str, str]:
 
 
 def installed() -> dict[str, str]:
-    """``{name: version}`` of every distribution the running interpreter sees."""
+    """``{name: version}`` of every distribution installed in the environment.
+
+    Only the environment's own install folders count, not whatever ``sys.path`` holds at the
+    moment: Ray, once imported, puts its vendored copies (``ray/thirdparty_files``) on it.
+    """
+    folders = sorted({sysconfig.get_paths()[key] for key in ("purelib", "platlib")})
     found: dict[str, str] = {}
-    for dist in metadata.distributions():
+    for dist in metadata.distributions(path=folders):
         name = dist.metadata["Name"]
         if name:
             found[canonical(name)] = dist.version
