@@ -1,6 +1,16 @@
 """``xai-sandbox``: a thin command line over the library (one module per command group)."""
 
-from xai_sandbox.cli import accounts, audit, explaining, models, monitoring, schema, serve
+from xai_sandbox.cli import (
+    accounts,
+    audit,
+    batch,
+    explaining,
+    models,
+    monitoring,
+    schema,
+    serve,
+)
 from xai_sandbox.cli.common import app
 
-__all__ = ["accounts", "app", "audit", "explaining", "models", "monitoring", "schema", "serve"]
+__all__ = ["accounts", "app", "audit", "batch", "explaining", "models", "monitoring", "schema",
+           "serve"]

@@ -11,7 +11,7 @@ from xai_sandbox.service.deps import Decider
 from xai_sandbox.store.accounts import Accounts
 from xai_sandbox.store.store import Store
 
-__all__ = ["CREDIT_LABELS", "DEMO_PRINCIPALS", "setup_demo"]
+__all__ = ["CREDIT_LABELS", "DEMO_MODELS", "DEMO_PRINCIPALS", "builtin_spec", "setup_demo"]
 
 CREDIT_LABELS = {"bad": {"en": "declined", "zh": "拒绝"},
                  "good": {"en": "approved", "zh": "批准"}}
@@ -36,6 +36,17 @@ DEMO_MODELS: list[dict[str, Any]] = [
                 "adverse_class": "bad", "outcome_labels": CREDIT_LABELS},
      "card": _CARD, "anchors": "german-credit"},
 ]
+
+
+def builtin_spec(name: str) -> dict[str, Any] | None:
+    """The spec that serves a built-in credit model under its own name (version 1, the
+    demo's policy and card), or ``None`` for a name that is not one."""
+    for spec in DEMO_MODELS:
+        if spec["source"]["name"] == name:
+            return {**spec, "model_id": name, "version": "1"}
+    return None
+
+
 # name -> (roles, subject id)
 DEMO_PRINCIPALS: dict[str, tuple[list[str], str | None]] = {
     "olivia-operator": (["operator"], None),

@@ -77,10 +77,13 @@ class BatchProgress:
     shards_skipped: int
     rows_total: int | None
     elapsed_s: float
+    rows_kept: int = 0          # of rows_done, those in shards an earlier run had written
 
     @property
     def rows_per_s(self) -> float:
-        return self.rows_done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """Rows computed (not kept) per second."""
+        done = self.rows_done - self.rows_kept
+        return done / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ class BatchResult:
     shards_computed: int
     shards_skipped: int
     elapsed_s: float
-    cores: float
+    cores: float                # Ray's CPUs (0: every shard was kept, Ray not started)
 
 
 def _sha256(path: Path) -> str:
@@ -278,26 +281,38 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
         number_in(max_in_flight, 1, 10_000, "max_in_flight", integer=True)
     _claim_folder(out, plan)
     frames = _frames(source, plan)          # opened now: a bad file fails before Ray starts
-    ray = _ray(address, num_cpus)
-    task = ray.remote(explain_shard).options(max_retries=3, retry_exceptions=False)
-    limit = max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-    model_ref = ray.put(served)             # once, not per task
     plan_dict = plan.to_dict()
     started = time.perf_counter()
     total = _rows_total(source)
     entries: dict[int, dict[str, Any]] = {}
     pending: dict[Any, int] = {}
-    skipped = rows_done = 0
+    skipped = rows_done = rows_kept = 0
+    engine: dict[str, Any] = {}             # Ray, started at the first shard to compute
+
+    def submit(frame: Any, index: int, first: int) -> None:
+        if not engine:
+            ray = _ray(address, num_cpus)
+            engine.update(ray=ray, model=ray.put(served),      # once, not per task
+                          task=ray.remote(explain_shard).options(max_retries=3,
+                                                                 retry_exceptions=False),
+                          limit=max_in_flight or max(
+                              2, 2 * int(ray.cluster_resources().get("CPU", 1))))
+        ref = engine["task"].remote(engine["model"], frame, index, first, plan_dict, str(out))
+        pending[ref] = index
 
     def report() -> None:
         if progress is not None:
             progress(BatchProgress(rows_done=rows_done, shards_done=len(entries),
                                    shards_skipped=skipped, rows_total=total,
-                                   elapsed_s=time.perf_counter() - started))
+                                   elapsed_s=time.perf_counter() - started,
+                                   rows_kept=rows_kept))
 
     def collect(block: bool) -> None:
         nonlocal rows_done
-        while pending and (block or len(pending) >= limit):
+        if not pending:
+            return
+        ray = engine["ray"]
+        while pending and (block or len(pending) >= engine["limit"]):
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 index = pending.pop(ref)
@@ -314,21 +329,22 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
                 entries[index] = {"name": done.name, "first_row": first, "rows": len(frame),
                                   "sha256": _sha256(done)}
                 rows_done += len(frame)
+                rows_kept += len(frame)
                 skipped += 1
                 report()
             else:
-                pending[task.remote(model_ref, frame, index, first, plan_dict, str(out))] = index
+                submit(frame, index, first)
                 collect(block=False)
             first += len(frame)
         collect(block=True)
     except BaseException:
         for ref in pending:                 # stop cleanly: written shards stay, for a resume
             with contextlib.suppress(Exception):
-                ray.cancel(ref, force=True)
+                engine["ray"].cancel(ref, force=True)
         raise
     elapsed = time.perf_counter() - started
     manifest = _write_manifest(out, plan, served, entries)
-    cores = float(ray.cluster_resources().get("CPU", 0.0))
+    cores = float(engine["ray"].cluster_resources().get("CPU", 0.0)) if engine else 0.0
     return BatchResult(output=out, manifest=manifest, rows=rows_done,
                        shards_computed=len(entries) - skipped, shards_skipped=skipped,
                        elapsed_s=elapsed, cores=cores)

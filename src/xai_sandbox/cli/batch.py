@@ -1,0 +1,116 @@
+"""``xai-sandbox batch``: explain a whole table of rows on Ray, resumable, with a progress
+bar; Ctrl-C stops and leaves what was written for the same command to resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from xai_sandbox.cli.common import app, console, fail, open_store, parse_params
+from xai_sandbox.errors import NotFoundError, XaiSandboxError
+
+if TYPE_CHECKING:
+    from xai_sandbox.workflows import Decider
+    from xai_sandbox.workflows.served import ServedModel
+
+__all__ = ["batch"]
+
+batch = typer.Typer(no_args_is_help=True, help="Explain whole tables of rows on Ray.")
+app.add_typer(batch, name="batch")
+
+
+def served_model(decider: Decider, key: str) -> ServedModel:
+    """A registered model by ``id@version`` or id (its latest version); a built-in credit
+    model's name registers it first (with the demo's policy) when the store lacks it."""
+    from xai_sandbox.service.demo import builtin_spec
+
+    model_id, _, version = key.partition("@")
+    try:
+        return decider.model(model_id, version or None)
+    except NotFoundError:
+        spec = builtin_spec(model_id)
+        if spec is None or version not in ("", spec["version"]):
+            raise NotFoundError("--model", "must be a registered model (id or id@version; "
+                                "see `xai-sandbox models register`) or a built-in credit "
+                                "model", key) from None
+        return decider.register(spec)
+
+
+@batch.command("explain")
+def explain(
+    model: Annotated[str, typer.Option(help="registered model (id or id@version), or a "
+                                            "built-in credit model's name")],
+    input: Annotated[Path, typer.Option(help="CSV or Parquet rows with the raw features")],
+    output: Annotated[Path, typer.Option(help="folder for the shards and the manifest")],
+    method: Annotated[str | None, typer.Option(
+        help="explanation method (default: the model's policy's first)")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        help="method parameter NAME=VALUE (repeatable; VALUE read as JSON when it parses)")
+                     ] = None,
+    address: Annotated[str | None, typer.Option(
+        help="a running Ray cluster: auto, host:port or ray://host:port (default: Ray on "
+             "this machine)")] = None,
+    cpus: Annotated[int | None, typer.Option(
+        help="cores for a local Ray (default: all of them)")] = None,
+    shard_rows: Annotated[int, typer.Option(help="rows per shard (one task, one file)")
+                          ] = 4096,
+    key: Annotated[str | None, typer.Option(
+        help="the input's column that identifies a row (default: its row number)")] = None,
+    seed: Annotated[int, typer.Option(help="the batch's random seed")] = 0,
+) -> None:
+    """Explain every row of --input into Parquet shards in --output, with a manifest.
+
+    Started again with the same arguments, a batch resumes: finished shards are kept."""
+    from xai_sandbox.workflows import Decider
+    from xai_sandbox.workflows.batch import BatchProgress, explain_batch
+
+    progress = Progress(TextColumn("explaining"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("rows · {task.fields[rate]:,.0f} rows/s"),
+                        TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+                        console=console, transient=False)
+    bar = progress.add_task("rows", total=None, rate=0.0)
+
+    def show(p: BatchProgress) -> None:
+        progress.update(bar, completed=p.rows_done, total=p.rows_total, rate=p.rows_per_s)
+
+    try:
+        params = parse_params(param or [])
+        store = open_store()
+        try:
+            decider = Decider(store)
+            decider.load_registered()
+            served = served_model(decider, model)
+        finally:
+            store.close()
+        with progress:
+            result = explain_batch(served, input, output, method=method, params=params,
+                                   seed=seed, shard_rows=shard_rows, key_column=key,
+                                   address=address, num_cpus=cpus, progress=show)
+    except XaiSandboxError as exc:
+        raise fail(exc) from None
+    except KeyboardInterrupt:
+        done = sorted(p.name for p in output.glob("part-*.parquet"))
+        console.print(f"stopped: {len(done)} shards are written in {output}; run the same "
+                      "command again to resume", soft_wrap=True, markup=False)
+        raise typer.Exit(code=130) from None
+    if result.shards_computed:
+        console.print(
+            f"explained {result.rows:,} rows with {result.manifest['method']} in "
+            f"{result.elapsed_s:.1f} s on {result.cores:g} cores "
+            f"({result.shards_computed} shards computed, {result.shards_skipped} kept)",
+            soft_wrap=True, markup=False)
+    else:
+        console.print(f"nothing to compute: all {result.shards_skipped} shards "
+                      f"({result.rows:,} rows) were written before", markup=False)
+    console.print(f"shards and manifest: {output / 'manifest.json'}", soft_wrap=True,
+                  markup=False)
