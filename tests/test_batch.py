@@ -82,3 +82,15 @@ def test_a_batch_started_again_resumes(batch):
     (out / "part-000002.parquet").write_bytes(b"changed")
     with pytest.raises(InvalidInputError, match=r"part-000002\.parquet"):
         _table(out)
+
+
+def test_bad_arguments_are_named_before_anything_runs(batch):
+    served, _, tmp, _ = batch
+    for kwargs, name in (({"address": "auto", "num_cpus": 2}, "num_cpus"),
+                         ({"num_cpus": 0}, "num_cpus"), ({"shard_rows": 0}, "shard_rows"),
+                         ({"method": "nope"}, "method"), ({"max_in_flight": 0}, "max_in_flight")):
+        with pytest.raises(InvalidInputError, match=name):
+            explain_batch(served, tmp / "rows.parquet", tmp / "never", **kwargs)
+    with pytest.raises(InvalidInputError, match="input"):
+        explain_batch(served, tmp / "missing.parquet", tmp / "never")
+    assert not (tmp / "never").exists()

@@ -22,6 +22,7 @@ from clikit import CLI, german_frame, run_cli
 from xai_sandbox.workflows.batch import read_shards
 
 ROWS, SHARD = 240, 20     # 12 shards, each a fraction of a second of permutation SHAP
+TASK = "ray::_explain_shard_task"
 ARGS = ("batch", "explain", "--model", "german-credit-lightgbm", "--input", "rows.parquet",
         "--shard-rows", str(SHARD), "--key", "id", "--method", "permutation_shap",
         "--cpus", "2")
@@ -72,8 +73,8 @@ def _workers(driver: psutil.Popen) -> list[psutil.Process]:
     found = []
     for p in driver.children(recursive=True):
         try:
-            if p.name().startswith("ray::explain_sh") or "ray::explain_shard" in " ".join(
-                    p.cmdline()):
+            # Ray titles a worker with its task while it runs one.
+            if " ".join(p.cmdline()).startswith(TASK):
                 found.append(p)
         except psutil.NoSuchProcess:
             pass

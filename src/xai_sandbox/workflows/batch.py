@@ -95,6 +95,7 @@ class BatchResult:
     shards_skipped: int
     elapsed_s: float
     cores: float                # Ray's CPUs (0: every shard was kept, Ray not started)
+    nodes: int = 0              # the Ray nodes that computed this run's shards
 
 
 def _sha256(path: Path) -> str:
@@ -175,6 +176,15 @@ def explain_shard(served: ServedModel, frame: Any, index: int, first_row: int,
             "sha256": _sha256(final)}
 
 
+def _explain_shard_task(served: ServedModel, frame: Any, index: int, first_row: int,
+                plan: Mapping[str, Any], output: str) -> tuple[dict[str, Any], str]:
+    """:func:`explain_shard` as a Ray task runs it: with the id of the node it ran on."""
+    import ray
+
+    entry = explain_shard(served, frame, index, first_row, plan, output)
+    return entry, ray.get_runtime_context().get_node_id()
+
+
 def _input_identity(path: Path) -> dict[str, Any]:
     stat = path.stat()
     return {"path": str(path.resolve()), "size": stat.st_size,
@@ -234,8 +244,10 @@ def _ray(address: str | None, num_cpus: int | None) -> Any:
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                    "configure_logging": False}
         if address is None:
+            # "local": a Ray of our own even where a cluster runs on this machine (ray.init
+            # without an address would join it); --address auto joins one on purpose.
             options["num_cpus"] = num_cpus or os.cpu_count() or 1
-        ray.init(address=address, **options)
+        ray.init(address=address or "local", **options)
     return ray
 
 
@@ -279,6 +291,11 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
     plan = _plan(served, source, method, params, seed, shard_rows, key_column)
     if max_in_flight is not None:
         number_in(max_in_flight, 1, 10_000, "max_in_flight", integer=True)
+    if num_cpus is not None:
+        number_in(num_cpus, 1, 4096, "num_cpus", integer=True)
+        if address is not None:
+            raise InvalidInputError("num_cpus", "is for a Ray started here; a cluster at "
+                                    "address brings its own cores", num_cpus)
     _claim_folder(out, plan)
     frames = _frames(source, plan)          # opened now: a bad file fails before Ray starts
     plan_dict = plan.to_dict()
@@ -288,13 +305,15 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
     pending: dict[Any, int] = {}
     skipped = rows_done = rows_kept = 0
     engine: dict[str, Any] = {}             # Ray, started at the first shard to compute
+    nodes: set[str] = set()                 # the Ray nodes that computed shards
 
     def submit(frame: Any, index: int, first: int) -> None:
         if not engine:
             ray = _ray(address, num_cpus)
             engine.update(ray=ray, model=ray.put(served),      # once, not per task
-                          task=ray.remote(explain_shard).options(max_retries=3,
-                                                                 retry_exceptions=False),
+                          task=ray.remote(_explain_shard_task).options(
+                              max_retries=3, retry_exceptions=False,
+                              scheduling_strategy="SPREAD"),     # over every node
                           limit=max_in_flight or max(
                               2, 2 * int(ray.cluster_resources().get("CPU", 1))))
         ref = engine["task"].remote(engine["model"], frame, index, first, plan_dict, str(out))
@@ -316,7 +335,8 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 index = pending.pop(ref)
-                entries[index] = ray.get(ref)
+                entries[index], node = ray.get(ref)
+                nodes.add(node)
                 rows_done += entries[index]["rows"]
             report()
             block = block and bool(pending)
@@ -347,7 +367,7 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
     cores = float(engine["ray"].cluster_resources().get("CPU", 0.0)) if engine else 0.0
     return BatchResult(output=out, manifest=manifest, rows=rows_done,
                        shards_computed=len(entries) - skipped, shards_skipped=skipped,
-                       elapsed_s=elapsed, cores=cores)
+                       elapsed_s=elapsed, cores=cores, nodes=len(nodes))
 
 
 def _write_manifest(out: Path, plan: BatchPlan, served: ServedModel,
