@@ -134,3 +134,18 @@ def test_an_unknown_model_is_one_line_naming_the_option(folder: Path) -> None:
         "error: --model: must be a registered model (id or id@version; see `xai-sandbox "
         "models register`) or a built-in credit model; got 'credit-v9'"]
     assert not (folder / "x").exists()
+
+
+def test_batch_report_writes_the_global_report_of_a_finished_batch(folder: Path) -> None:
+    import json
+
+    done = run_cli("batch", "report", "reference", "--sample-rows", "200", cwd=folder)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = json.loads((folder / "reference" / "global-report.json").read_text())
+    top = ", ".join(f"{f['feature']} {f['share']:.0%}" for f in found["importance"][:3])
+    assert f"{ROWS:,} rows; the largest shares of |attribution|: {top}" in done.stdout
+    assert found["rows"] == ROWS and found["method"] == "permutation_shap"
+    assert (folder / "reference" / "global-report.pdf").read_bytes().startswith(b"%PDF")
+    missing = run_cli("batch", "report", "nowhere", cwd=folder)
+    assert missing.returncode == 2 and "output: must be a finished batch's folder" in \
+        missing.stdout

@@ -37,6 +37,13 @@ def _show(value: Any, limit: int = 120) -> str:
 class XaiSandboxError(Exception):
     """Base class of every error XAI-Sandbox raises on purpose."""
 
+    def __reduce__(self) -> Any:
+        # Pickled as built (parameter, rule, value), not from the message alone: an error
+        # raised in another process (a Ray task) comes back as the same typed error.
+        if all(hasattr(self, k) for k in ("parameter", "rule", "value")):
+            return type(self), (self.parameter, self.rule, self.value)  # type: ignore[attr-defined]
+        return super().__reduce__()
+
 
 class InvalidInputError(XaiSandboxError, ValueError):
     """A value passed to a public function breaks a rule.

@@ -114,3 +114,50 @@ def explain(
                       f"({result.rows:,} rows) were written before", markup=False)
     console.print(f"shards and manifest: {output / 'manifest.json'}", soft_wrap=True,
                   markup=False)
+
+
+@batch.command("report")
+def report(
+    output: Annotated[Path, typer.Argument(help="a finished batch's folder")],
+    previous: Annotated[Path | None, typer.Option(
+        help="an earlier batch's folder: adds the drift of the attributions")] = None,
+    sample_rows: Annotated[int, typer.Option(
+        help="rows sampled for the intervals, the plots and the drift test")] = 10_000,
+    seed: Annotated[int, typer.Option(help="the sample's and bootstrap's seed")] = 0,
+) -> None:
+    """Write the batch's global report (JSON, HTML, PDF) into its folder."""
+    from xai_sandbox.reports.global_report import (
+        render_global_html,
+        render_global_json,
+        render_global_pdf,
+    )
+    from xai_sandbox.workflows import Decider
+    from xai_sandbox.workflows.batch import batch_model_key
+    from xai_sandbox.workflows.batch_report import global_report
+
+    try:
+        key = batch_model_key(output)
+        store = open_store()
+        try:
+            decider = Decider(store)
+            decider.load_registered()
+            served = decider.model_by_key(key)
+        finally:
+            store.close()
+        found = global_report(served, output, previous=previous, sample_rows=sample_rows,
+                              seed=seed)
+        html = render_global_html(found)
+        (output / "global-report.json").write_bytes(render_global_json(found))
+        (output / "global-report.html").write_text(html, encoding="utf-8")
+        (output / "global-report.pdf").write_bytes(render_global_pdf(found))
+    except XaiSandboxError as exc:
+        raise fail(exc) from None
+    top = ", ".join(f"{f.feature} {f.share:.0%}" for f in found.importance[:3])
+    console.print(f"{found.rows:,} rows; the largest shares of |attribution|: {top}",
+                  soft_wrap=True, markup=False)
+    if found.drift is not None:
+        moved = [d["feature"] for d in found.drift if d["drifted"]]
+        console.print(f"drifted since {previous}: {', '.join(moved) or 'none'}",
+                      soft_wrap=True, markup=False)
+    console.print(f"report: {output / 'global-report.pdf'} (also .html and .json)",
+                  soft_wrap=True, markup=False)

@@ -34,8 +34,9 @@ from xai_sandbox.errors import RenderError
 from xai_sandbox.reports.report import Report
 
 __all__ = ["RECEIPT_BEGIN", "RECEIPT_END", "RECEIPT_WIDTH", "attribution_chart",
-           "check_glyphs", "environment", "font_stacks", "quality_chart", "receipt_lines",
-           "render_html", "render_json", "render_pdf", "render_pdf_html", "report_context"]
+           "check_glyphs", "environment", "figure_uri", "font_stacks", "quality_chart",
+           "receipt_lines", "render_html", "render_json", "render_pdf", "render_pdf_html",
+           "report_context"]
 
 RECEIPT_BEGIN = "-----BEGIN XAI-SANDBOX RECEIPT-----"
 RECEIPT_END = "-----END XAI-SANDBOX RECEIPT-----"
@@ -124,6 +125,17 @@ def _png_data_uri(figsize: tuple[float, float], draw: Callable[[Any], None]) -> 
     try:
         draw(ax)
         ax.tick_params(labelsize=8)
+    except BaseException:
+        plt.close(fig)
+        raise
+    return figure_uri(fig)
+
+
+def figure_uri(fig: Any) -> str:
+    """A matplotlib figure, laid out tight, as a PNG data URI (the figure is closed)."""
+    import matplotlib.pyplot as plt
+
+    try:
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")

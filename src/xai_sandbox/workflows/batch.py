@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,15 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from xai_sandbox.errors import InvalidInputError, number_in
+from xai_sandbox.errors import InvalidInputError, SchemaError, XaiSandboxError, number_in
 from xai_sandbox.explainers import EXPLAINERS, explain
 from xai_sandbox.explainers.explanation import library_versions
 from xai_sandbox.semantics.reasons import reason_codes
 from xai_sandbox.workflows.scoring import outcomes
 from xai_sandbox.workflows.served import ServedModel
 
-__all__ = ["BATCH_FORMAT", "BatchPlan", "BatchProgress", "BatchResult", "explain_batch",
-           "explain_shard", "read_shards"]
+__all__ = ["BATCH_FORMAT", "BatchPlan", "BatchProgress", "BatchResult", "batch_model_key",
+           "explain_batch", "explain_shard", "read_shards"]
 
 BATCH_FORMAT = "xai-sandbox-batch/1"
 PLAN = "plan.json"
@@ -114,6 +115,15 @@ def _column(name: str) -> str:
     return f"attr.{name}"
 
 
+def _in_input(exc: SchemaError, first_row: int) -> SchemaError:
+    """A shard's error about ``rows[i]`` as one about the input's row ``first_row + i``."""
+    found = re.match(r"rows\[(\d+)\](.*)", exc.parameter)
+    if found is None:
+        return exc
+    where = f"input row {first_row + int(found.group(1))}{found.group(2)}"
+    return SchemaError(where, exc.rule, exc.value)
+
+
 def explain_shard(served: ServedModel, frame: Any, index: int, first_row: int,
                   plan: Mapping[str, Any], output: str) -> dict[str, Any]:
     """Explain one shard's rows and write its Parquet file (what one Ray task runs).
@@ -126,8 +136,11 @@ def explain_shard(served: ServedModel, frame: Any, index: int, first_row: int,
     from xai_sandbox.datasets.rows import schema_rows
 
     schema = served.schema
-    rows = schema_rows(schema, frame)
-    x = schema.encode(rows)
+    try:
+        rows = schema_rows(schema, frame)
+        x = schema.encode(rows)
+    except SchemaError as exc:
+        raise _in_input(exc, first_row) from None
     probs = served.model.probabilities(x)
     decided, adverse = outcomes(served, probs)
     names = served.model.class_names
@@ -335,7 +348,12 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 index = pending.pop(ref)
-                entries[index], node = ray.get(ref)
+                try:
+                    entries[index], node = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    if isinstance(exc.cause, XaiSandboxError):    # a bad row, say
+                        raise exc.cause from None
+                    raise
                 nodes.add(node)
                 rows_done += entries[index]["rows"]
             report()
@@ -389,6 +407,15 @@ def _write_manifest(out: Path, plan: BatchPlan, served: ServedModel,
     temporary.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
     os.replace(temporary, out / MANIFEST)
     return manifest
+
+
+def batch_model_key(output: str | Path) -> str:
+    """The key of the model a finished batch in ``output`` was explained with."""
+    path = Path(output) / MANIFEST
+    if not path.is_file():
+        raise InvalidInputError("output", "must be a finished batch's folder (it has no "
+                                "manifest.json)", str(output))
+    return str(json.loads(path.read_text())["model_key"])
 
 
 def read_shards(output: str | Path, columns: Sequence[str] | None = None) -> Iterator[Any]:
