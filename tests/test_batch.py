@@ -4,12 +4,14 @@ shards are kept, a missing one is computed again, identical to the first run."""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from clikit import german_frame
-from xai_sandbox.errors import InvalidInputError
+from xai_sandbox.errors import InvalidInputError, SchemaError
 from xai_sandbox.explainers import explain
 from xai_sandbox.settings import Settings
 from xai_sandbox.store import Store
@@ -94,3 +96,22 @@ def test_bad_arguments_are_named_before_anything_runs(batch):
     with pytest.raises(InvalidInputError, match="input"):
         explain_batch(served, tmp / "missing.parquet", tmp / "never")
     assert not (tmp / "never").exists()
+
+
+def test_a_bad_row_is_named_by_its_row_in_the_input(batch):
+    served, frame, tmp, _ = batch
+    bad = frame.copy()
+    bad.loc[bad.index[377], "duration"] = 500.0
+    bad.to_parquet(tmp / "bad.parquet")
+    with pytest.raises(SchemaError, match=r"^input row 377\.duration: must lie within"):
+        explain_batch(served, tmp / "bad.parquet", tmp / "bad", shard_rows=300)
+    assert not (tmp / "bad" / "part-000001.parquet").exists()
+
+
+def test_typed_errors_survive_pickling_as_built():
+    for error in (SchemaError("rows[3].age", "must be a number", "x"),
+                  InvalidInputError("k", "must be positive", -1)):
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is type(error) and str(again) == str(error)
+        assert (again.parameter, again.rule, again.value) == (
+            error.parameter, error.rule, error.value)
