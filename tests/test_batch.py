@@ -90,7 +90,8 @@ def test_bad_arguments_are_named_before_anything_runs(batch):
     served, _, tmp, _ = batch
     for kwargs, name in (({"address": "auto", "num_cpus": 2}, "num_cpus"),
                          ({"num_cpus": 0}, "num_cpus"), ({"shard_rows": 0}, "shard_rows"),
-                         ({"method": "nope"}, "method"), ({"max_in_flight": 0}, "max_in_flight")):
+                         ({"method": "nope"}, "method"), ({"max_in_flight": 0}, "max_in_flight"),
+                         ({"cpus_per_task": 0}, "cpus_per_task")):
         with pytest.raises(InvalidInputError, match=name):
             explain_batch(served, tmp / "rows.parquet", tmp / "never", **kwargs)
     with pytest.raises(InvalidInputError, match="input"):
@@ -115,3 +116,14 @@ def test_typed_errors_survive_pickling_as_built():
         assert type(again) is type(error) and str(again) == str(error)
         assert (again.parameter, again.rule, again.value) == (
             error.parameter, error.rule, error.value)
+
+
+def test_tasks_of_several_cores_give_the_same_rows(batch):
+    served, _, tmp, _ = batch
+    wide = explain_batch(served, tmp / "rows.parquet", tmp / "wide", shard_rows=450,
+                         cpus_per_task=2)
+    assert wide.shards_computed == 2
+    explain_batch(served, tmp / "rows.parquet", tmp / "narrow", shard_rows=450)
+    pd.testing.assert_frame_equal(_table(tmp / "wide"), _table(tmp / "narrow"))
+    with pytest.raises(InvalidInputError, match=r"cpus_per_task: must be at most the 2 cores"):
+        explain_batch(served, tmp / "rows.parquet", tmp / "wider", cpus_per_task=3)

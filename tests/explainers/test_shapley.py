@@ -148,3 +148,33 @@ def test_tree_shap_additivity_scikit_learn(kind):
     assert np.abs(e.delta).max() <= 1e-6
     expected_space = "probability" if kind == "forest" else "margin"
     assert e.output_space == expected_space
+
+
+@pytest.mark.parametrize("kind", ["torch", "sklearn"])
+def test_many_rows_in_one_call_equal_one_row_at_a_time(kind, monkeypatch):
+    from sklearn.ensemble import RandomForestClassifier
+
+    from xai_sandbox.explainers import coalitions
+    from xai_sandbox.models.adapters import wrap
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(9, 6)).astype(np.float32)
+    background = rng.normal(size=(4, 6)).astype(np.float32)
+    if kind == "torch":
+        adapter = wrap(make_mlp(d=6, hidden=8, out=3, seed=1))
+    else:
+        forest = RandomForestClassifier(n_estimators=5, random_state=0)
+        adapter = wrap(forest.fit(X, [0, 1, 2] * 3))
+    owner = np.array([0, 0, 1, 2, 3, 3])      # 4 players, two of them two columns
+    masks = np.arange(16)
+    targets = np.array([0, 1, 2] * 3)
+    one = np.stack([coalitions.coalition_values(adapter, X[r], background, owner, masks,
+                                                int(targets[r])) for r in range(9)])
+    # 16 coalitions x 4 rows x 6 columns per row: 2 rows a call, then 1 (row by row).
+    for budget in (16 * 4 * 6 * 2 + 1, 16 * 4 * 6):
+        monkeypatch.setattr(coalitions, "_BATCH_ELEMENTS", budget)
+        many = coalitions.coalition_values_rows(adapter, X, background, owner, masks, targets)
+        np.testing.assert_allclose(many, one, rtol=0, atol=1e-6)
+    phi = shapley_from_values(one, 4)
+    np.testing.assert_allclose(phi, np.stack([shapley_from_values(v, 4) for v in one]),
+                               atol=1e-12)

@@ -64,6 +64,8 @@ def explain(
         help="cores for a local Ray (default: all of them)")] = None,
     shard_rows: Annotated[int, typer.Option(help="rows per shard (one task, one file)")
                           ] = 4096,
+    cpus_per_task: Annotated[int, typer.Option(
+        help="cores per task, torch's threads in it (more for large model calls)")] = 1,
     key: Annotated[str | None, typer.Option(
         help="the input's column that identifies a row (default: its row number)")] = None,
     seed: Annotated[int, typer.Option(help="the batch's random seed")] = 0,
@@ -95,7 +97,8 @@ def explain(
         with progress:
             result = explain_batch(served, input, output, method=method, params=params,
                                    seed=seed, shard_rows=shard_rows, key_column=key,
-                                   address=address, num_cpus=cpus, progress=show)
+                                   address=address, num_cpus=cpus,
+                                   cpus_per_task=cpus_per_task, progress=show)
     except XaiSandboxError as exc:
         raise fail(exc) from None
     except KeyboardInterrupt:

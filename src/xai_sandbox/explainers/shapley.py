@@ -25,13 +25,18 @@ import torch
 
 from xai_sandbox.errors import InvalidInputError, UnsupportedModelError
 from xai_sandbox.explainers.base import Explainer, Problem, Result, register_explainer
-from xai_sandbox.models.adapters import ModelAdapter, model_errors
+from xai_sandbox.explainers.coalitions import (
+    _BATCH_ELEMENTS,
+    _size_weights,
+    coalition_values,
+    coalition_values_rows,
+    shapley_from_values,
+)
+from xai_sandbox.models.adapters import model_errors
 
 __all__ = ["ExactShapley", "KernelShap", "OwenShapley", "PermutationShap", "TreeShap",
            "coalition_values", "owen_coalitions", "shapley_from_values"]
 
-# Rows of model input per batch when evaluating coalitions.
-_BATCH_ELEMENTS = 1 << 22
 
 
 # shap tells every binary LightGBM explanation that its output layout changed; this module
@@ -71,92 +76,6 @@ def _import_shap() -> Any:
     return shap
 
 
-def coalition_values(adapter: ModelAdapter, x: np.ndarray, background: np.ndarray,
-                     owner: np.ndarray, coalitions: np.ndarray, target: int) -> np.ndarray:
-    """v(S) for each coalition: mean output with S's columns from ``x``, the rest from
-    each background row.
-
-    ``owner[j]`` is the player of column j; ``coalitions`` are bit masks over players
-    (bit p set: player p takes its columns from ``x``). Composite rows are built with
-    ``where``, so the full coalition is exactly ``x``.
-    """
-    B, d = background.shape
-    per = max(1, _BATCH_ELEMENTS // max(1, B * d))
-    out = np.empty(coalitions.shape[0])
-    to_tensor = getattr(adapter, "to_tensor", None)
-    if adapter.differentiable and to_tensor is not None:
-        xt, bt = to_tensor(x[None]), to_tensor(background)
-        players = int(owner.max()) + 1
-        every = coalitions.shape[0] == 1 << players and bool(
-            (coalitions == np.arange(1 << players)).all())
-        cached = _take_table(players, owner.tobytes()) if every else None
-        with torch.no_grad():
-            for start in range(0, coalitions.shape[0], per):
-                if cached is not None:
-                    take, skip = cached[0][start : start + per], cached[1][start : start + per]
-                else:
-                    ids = torch.as_tensor(coalitions[start : start + per])
-                    take = _take(ids, owner)
-                    skip = 1.0 - take
-                # take * x + (1 - take) * b is exactly x or b (products with 0 and 1 are
-                # exact), and cheaper on the CPU than torch.where.
-                comp = take[:, None, :].to(xt) * xt[None] + skip[:, None, :].to(bt) * bt[None]
-                scores = adapter.forward_tensor(comp.reshape(-1, d))[:, target]
-                out[start : start + per] = scores.reshape(len(take), B).mean(dim=1).double().numpy()
-        return out
-    for start in range(0, coalitions.shape[0], per):
-        ids_np = coalitions[start : start + per]
-        take_np = ((ids_np[:, None] >> owner[None, :]) & 1).astype(bool)
-        comp_np = np.where(take_np[:, None, :], x[None, None, :], background[None, :, :])
-        scores_np = adapter.predict(comp_np.reshape(-1, d))[:, target]
-        out[start : start + per] = scores_np.reshape(len(ids_np), B).mean(axis=1)
-    return out
-
-
-def _take(ids: torch.Tensor, owner: np.ndarray) -> torch.Tensor:
-    """(m, columns) float 0/1: whether coalition ``ids[k]`` takes column j from x."""
-    own = torch.as_tensor(owner, dtype=torch.int64)
-    return ((ids[:, None] >> own[None, :]) & 1).to(torch.float32)
-
-
-@functools.lru_cache(maxsize=4)
-def _take_table(players: int, owner_bytes: bytes) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The take matrix of all 2^players coalitions and its complement, kept while it is
-    small (up to 2^24 cells); ``None`` when it is larger."""
-    owner = np.frombuffer(owner_bytes, dtype=np.int64).copy()
-    if (1 << players) * owner.shape[0] > 1 << 24:
-        return None
-    take = _take(torch.arange(1 << players, dtype=torch.int64), owner)
-    return take, 1.0 - take
-
-
-@functools.lru_cache(maxsize=8)
-def _size_weights(d: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per coalition mask: the Shapley weight when it gains a player (|S|-1 before) and
-    when it lacks one (|S| before)."""
-    ids = np.arange(1 << d, dtype=np.int64)
-    sizes = np.zeros(1 << d, dtype=np.int64)
-    for i in range(d):
-        sizes += (ids >> i) & 1
-    weight = np.array([math.factorial(s) * math.factorial(d - s - 1) / math.factorial(d)
-                       for s in range(d)] + [0.0])
-    with_i = np.where(sizes > 0, weight[np.maximum(sizes - 1, 0)], 0.0)
-    return with_i, weight[sizes]
-
-
-def shapley_from_values(v: np.ndarray, d: int) -> np.ndarray:
-    """Exact Shapley values from v over all 2^d coalitions (index = bit mask).
-
-    phi_i = sum_{S with i} w(|S|-1) v(S) - sum_{S without i} w(|S|) v(S); with
-    c = a + b (a, b the two weighted terms) that is sum_{S with i} c(S) - sum_S b(S), and
-    the masks with bit i set are a strided view of c.
-    """
-    with_i, without_i = _size_weights(d)
-    a, b = v * with_i, v * without_i
-    c, total_b = a + b, b.sum()
-    return np.array([c.reshape(-1, 2, 1 << i)[:, 1, :].sum() - total_b for i in range(d)])
-
-
 def _players(problem: Problem) -> tuple[np.ndarray, int, tuple[str, ...] | None]:
     """The player owning each column, the number of players, and their names."""
     if problem.inputs.ndim != 2:
@@ -179,8 +98,14 @@ def _solve_rows(problem: Problem, d: int,
     with model_errors(problem.inputs.shape):
         for r in range(problem.n):
             values[r], expected[r] = solve(r)
+    return values, expected, _additivity(problem, values, expected)
+
+
+def _additivity(problem: Problem, values: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """sum(phi) - (f(x) - base) per row, against the model's own f(x)."""
     f_x = problem.prediction[np.arange(problem.n), problem.target]
-    return values, expected, values.sum(axis=1) - (f_x - expected)
+    delta: np.ndarray = values.sum(axis=1) - (f_x - expected)
+    return delta
 
 
 def _background(problem: Problem) -> np.ndarray:
@@ -231,13 +156,12 @@ class ExactShapley(_CoalitionGame):
                 f"{self.max_players} features or groups (use kernel_shap)", f"{d} players")
         masks = np.arange(1 << d, dtype=np.int64)
         bg = _background(problem)
-
-        def solve(r: int) -> tuple[np.ndarray, float]:
-            v = coalition_values(problem.adapter, problem.inputs[r], bg, owner, masks,
-                                 int(problem.target[r]))
-            return shapley_from_values(v, d), float(v[0])
-
-        values, expected, delta = _solve_rows(problem, d, solve)
+        # Every row's game at once: small games share model calls (coalition_values_rows).
+        with model_errors(problem.inputs.shape):
+            v = coalition_values_rows(problem.adapter, problem.inputs, bg, owner, masks,
+                                      problem.target)
+        values, expected = shapley_from_values(v, d), v[:, 0].copy()
+        delta = _additivity(problem, values, expected)
         return Result(values=values, expected_value=expected, delta=delta, feature_names=names,
                       baseline=bg, output_space=problem.adapter.output_space,
                       extra={"players": d, "background_rows": int(bg.shape[0])})

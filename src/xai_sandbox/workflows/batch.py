@@ -190,10 +190,14 @@ def explain_shard(served: ServedModel, frame: Any, index: int, first_row: int,
 
 
 def _explain_shard_task(served: ServedModel, frame: Any, index: int, first_row: int,
-                plan: Mapping[str, Any], output: str) -> tuple[dict[str, Any], str]:
-    """:func:`explain_shard` as a Ray task runs it: with the id of the node it ran on."""
+                        plan: Mapping[str, Any], output: str, threads: int
+                        ) -> tuple[dict[str, Any], str]:
+    """:func:`explain_shard` as a Ray task runs it, with torch on the task's ``threads``
+    cores; returns the id of the node it ran on too."""
     import ray
+    import torch
 
+    torch.set_num_threads(threads)
     entry = explain_shard(served, frame, index, first_row, plan, output)
     return entry, ray.get_runtime_context().get_node_id()
 
@@ -276,7 +280,7 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
                   method: str | None = None, params: Mapping[str, Any] | None = None,
                   seed: int = 0, shard_rows: int = 4096, key_column: str | None = None,
                   address: str | None = None, num_cpus: int | None = None,
-                  max_in_flight: int | None = None,
+                  max_in_flight: int | None = None, cpus_per_task: int = 1,
                   progress: Callable[[BatchProgress], None] | None = None) -> BatchResult:
     """Explain every row of ``source`` with ``served`` into Parquet shards in ``output``.
 
@@ -297,6 +301,10 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
         started on this machine with ``num_cpus`` (default: every core).
     max_in_flight:
         Shards submitted and not yet written at any time (default: twice Ray's CPUs).
+    cpus_per_task:
+        Cores each shard's task holds, and torch's threads in it (default 1: one task per
+        core; more suits a method whose model calls are large, such as exact Shapley on a
+        neural network, where torch's threads share one call).
     progress:
         Called after every shard with a :class:`BatchProgress`.
     """
@@ -304,6 +312,7 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
     plan = _plan(served, source, method, params, seed, shard_rows, key_column)
     if max_in_flight is not None:
         number_in(max_in_flight, 1, 10_000, "max_in_flight", integer=True)
+    number_in(cpus_per_task, 1, 1024, "cpus_per_task", integer=True)
     if num_cpus is not None:
         number_in(num_cpus, 1, 4096, "num_cpus", integer=True)
         if address is not None:
@@ -323,13 +332,17 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
     def submit(frame: Any, index: int, first: int) -> None:
         if not engine:
             ray = _ray(address, num_cpus)
+            cores = int(ray.cluster_resources().get("CPU", 1))
+            if cpus_per_task > cores:         # Ray would wait for such a node for ever
+                raise InvalidInputError("cpus_per_task", f"must be at most the {cores} "
+                                        "cores Ray has", cpus_per_task)
             engine.update(ray=ray, model=ray.put(served),      # once, not per task
                           task=ray.remote(_explain_shard_task).options(
-                              max_retries=3, retry_exceptions=False,
+                              max_retries=3, retry_exceptions=False, num_cpus=cpus_per_task,
                               scheduling_strategy="SPREAD"),     # over every node
-                          limit=max_in_flight or max(
-                              2, 2 * int(ray.cluster_resources().get("CPU", 1))))
-        ref = engine["task"].remote(engine["model"], frame, index, first, plan_dict, str(out))
+                          limit=max_in_flight or max(2, 2 * cores // cpus_per_task))
+        ref = engine["task"].remote(engine["model"], frame, index, first, plan_dict, str(out),
+                                    cpus_per_task)
         pending[ref] = index
 
     def report() -> None:
