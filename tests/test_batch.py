@@ -127,3 +127,57 @@ def test_tasks_of_several_cores_give_the_same_rows(batch):
     pd.testing.assert_frame_equal(_table(tmp / "wide"), _table(tmp / "narrow"))
     with pytest.raises(InvalidInputError, match=r"cpus_per_task: must be at most the 2 cores"):
         explain_batch(served, tmp / "rows.parquet", tmp / "wider", cpus_per_task=3)
+
+
+def test_a_recording_batch_writes_each_decision_once_with_its_report(batch):
+    from xai_sandbox.workflows.batch_record import decision_ids
+    from xai_sandbox.workflows.verify import verify_store
+
+    served, frame, tmp, _ = batch
+    frame.iloc[:120].assign(person=[f"p{i}" for i in range(120)]).to_parquet(
+        tmp / "few.parquet")
+    first = Store(Settings(data_dir=tmp / "data"))
+    decider = Decider(first)
+    decider.load_registered()
+    try:
+        done = explain_batch(served, tmp / "few.parquet", tmp / "rec", shard_rows=40,
+                             record=first, subject_column="person")
+        assert (done.recorded, done.shards_computed) == (120, 3)
+        ids = [i for k in range(3) for i in decision_ids(_plan(tmp / "rec"), k, 40)]
+        assert first.recorded(ids) == set(ids)
+        table = _table(tmp / "rec")
+        for r in (0, 41, 119):
+            report = decider.full_report(ids[r]).to_dict()
+            assert report["decision"]["case_ref"] == table["key"][r] == str(r)
+            assert report["output"]["adverse"] == table["adverse"][r]
+            if report.get("explanations"):
+                got = report["explanations"][0]["attributions"]
+                for n in served.schema.names:
+                    assert got[n] == pytest.approx(table[f"attr.{n}"][r], abs=1e-9)
+        assert first.decisions_of(first.subject_ref("p41"), limit=5)[0]["id"] == ids[41]
+        # Resumed with every shard and decision there: nothing is written twice.
+        (tmp / "rec" / "part-000001.parquet").unlink()
+        again = explain_batch(served, tmp / "few.parquet", tmp / "rec", shard_rows=40,
+                              record=first, subject_column="person")
+        assert (again.recorded, again.shards_computed, again.shards_skipped) == (0, 1, 2)
+        assert verify_store(first).ok
+    finally:
+        first.close()
+    # Shards written but their decisions not (here: another store): computed again, the
+    # same, and every decision written once.
+    other = Store(Settings(data_dir=tmp / "other"))
+    Decider(other).register(served.spec)
+    try:
+        third = explain_batch(served, tmp / "few.parquet", tmp / "rec", shard_rows=40,
+                              record=other, subject_column="person")
+        assert (third.recorded, third.shards_computed) == (120, 3)
+        pd.testing.assert_frame_equal(_table(tmp / "rec"), table)
+        assert other.recorded(ids) == set(ids) and verify_store(other).ok
+    finally:
+        other.close()
+
+
+def _plan(out):
+    import json
+
+    return json.loads((out / "plan.json").read_text())

@@ -69,10 +69,17 @@ def explain(
     key: Annotated[str | None, typer.Option(
         help="the input's column that identifies a row (default: its row number)")] = None,
     seed: Annotated[int, typer.Option(help="the batch's random seed")] = 0,
+    record: Annotated[bool, typer.Option(
+        "--record", help="also record each row as a decision with its report in the store "
+                         "(and the audit log)")] = False,
+    subject: Annotated[str | None, typer.Option(
+        help="with --record: the column of each row's subject id (default: row-KEY)")
+                       ] = None,
 ) -> None:
     """Explain every row of --input into Parquet shards in --output, with a manifest.
 
-    Started again with the same arguments, a batch resumes: finished shards are kept."""
+    Started again with the same arguments, a batch resumes: finished shards are kept (and
+    with --record, each decision is written once)."""
     from xai_sandbox.workflows import Decider
     from xai_sandbox.workflows.batch import BatchProgress, explain_batch
 
@@ -92,13 +99,15 @@ def explain(
             decider = Decider(store)
             decider.load_registered()
             served = served_model(decider, model)
+            with progress:
+                result = explain_batch(served, input, output, method=method, params=params,
+                                       seed=seed, shard_rows=shard_rows, key_column=key,
+                                       address=address, num_cpus=cpus,
+                                       cpus_per_task=cpus_per_task,
+                                       record=store if record else None,
+                                       subject_column=subject, progress=show)
         finally:
             store.close()
-        with progress:
-            result = explain_batch(served, input, output, method=method, params=params,
-                                   seed=seed, shard_rows=shard_rows, key_column=key,
-                                   address=address, num_cpus=cpus,
-                                   cpus_per_task=cpus_per_task, progress=show)
     except XaiSandboxError as exc:
         raise fail(exc) from None
     except KeyboardInterrupt:
@@ -115,6 +124,10 @@ def explain(
     else:
         console.print(f"nothing to compute: all {result.shards_skipped} shards "
                       f"({result.rows:,} rows) were written before", markup=False)
+    if record:
+        console.print(f"recorded {result.recorded:,} decisions with their reports "
+                      "(`xai-sandbox audit verify` checks the log)", markup=False,
+                      soft_wrap=True)
     console.print(f"shards and manifest: {output / 'manifest.json'}", soft_wrap=True,
                   markup=False)
 

@@ -155,6 +155,16 @@ class DecisionRecords(ReportRecords):
         return row, {"decision_id": decision_id, "salt": salt,
                      "payload_json": payload.decode()}
 
+    def recorded(self, decision_ids: Sequence[str]) -> set[str]:
+        """Those of ``decision_ids`` that are recorded decisions."""
+        found: set[str] = set()
+        ids = list(decision_ids)
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                found.update(conn.execute(select(t.decisions.c.id).where(
+                    t.decisions.c.id.in_(ids[start : start + 500]))).scalars())
+        return found
+
     def decision(self, decision_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
             row = conn.execute(select(t.decisions).where(t.decisions.c.id == decision_id)

@@ -34,6 +34,9 @@ from xai_sandbox.errors import InvalidInputError, SchemaError, XaiSandboxError, 
 from xai_sandbox.explainers import EXPLAINERS, explain
 from xai_sandbox.explainers.explanation import library_versions
 from xai_sandbox.semantics.reasons import reason_codes
+from xai_sandbox.settings import Settings
+from xai_sandbox.store.store import Store
+from xai_sandbox.workflows.batch_record import decision_ids, record_shard
 from xai_sandbox.workflows.scoring import outcomes
 from xai_sandbox.workflows.served import ServedModel
 
@@ -60,13 +63,16 @@ class BatchPlan:
     key_column: str | None
     input: Mapping[str, Any]     # path, size and modification time of the input file
     features: tuple[str, ...]
+    record: bool = False         # each row also recorded as a decision with its report
+    subject_column: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": BATCH_FORMAT, "model_key": self.model_key,
                 "fingerprint": self.fingerprint, "method": self.method,
                 "params": dict(self.params), "seed": self.seed,
                 "shard_rows": self.shard_rows, "key_column": self.key_column,
-                "input": dict(self.input), "features": list(self.features)}
+                "input": dict(self.input), "features": list(self.features),
+                "record": self.record, "subject_column": self.subject_column}
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ class BatchResult:
     elapsed_s: float
     cores: float                # Ray's CPUs (0: every shard was kept, Ray not started)
     nodes: int = 0              # the Ray nodes that computed this run's shards
+    recorded: int = 0           # decisions this run wrote to the store (record=)
 
 
 def _sha256(path: Path) -> str:
@@ -190,16 +197,21 @@ def explain_shard(served: ServedModel, frame: Any, index: int, first_row: int,
 
 
 def _explain_shard_task(served: ServedModel, frame: Any, index: int, first_row: int,
-                        plan: Mapping[str, Any], output: str, threads: int
-                        ) -> tuple[dict[str, Any], str]:
+                        plan: Mapping[str, Any], output: str, threads: int,
+                        settings: Settings | None) -> tuple[dict[str, Any], str, list[Any]]:
     """:func:`explain_shard` as a Ray task runs it, with torch on the task's ``threads``
-    cores; returns the id of the node it ran on too."""
+    cores: the shard's entry, the id of the node it ran on, and with ``settings`` (a
+    recording batch) the shard's decisions prepared for the driver to write."""
     import ray
     import torch
 
+    from xai_sandbox.workflows.batch_record import prepare_shard
+
     torch.set_num_threads(threads)
     entry = explain_shard(served, frame, index, first_row, plan, output)
-    return entry, ray.get_runtime_context().get_node_id()
+    made = (prepare_shard(served, frame, index, first_row, plan, settings)
+            if settings is not None else [])
+    return entry, ray.get_runtime_context().get_node_id(), made
 
 
 def _input_identity(path: Path) -> dict[str, Any]:
@@ -210,7 +222,7 @@ def _input_identity(path: Path) -> dict[str, Any]:
 
 def _plan(served: ServedModel, source: Path, method: str | None,
           params: Mapping[str, Any] | None, seed: int, shard_rows: int,
-          key_column: str | None) -> BatchPlan:
+          key_column: str | None, record: bool, subject_column: str | None) -> BatchPlan:
     chosen = method or served.policy.methods[0]
     if chosen not in EXPLAINERS:
         raise InvalidInputError("method", f"must be one of {sorted(EXPLAINERS)}", chosen)
@@ -224,7 +236,8 @@ def _plan(served: ServedModel, source: Path, method: str | None,
     return BatchPlan(model_key=served.key, fingerprint=served.model.fingerprint,
                      method=chosen, params=dict(params or {}), seed=seed,
                      shard_rows=shard_rows, key_column=key_column,
-                     input=_input_identity(source), features=served.schema.names)
+                     input=_input_identity(source), features=served.schema.names,
+                     record=record, subject_column=subject_column)
 
 
 def _claim_folder(output: Path, plan: BatchPlan) -> None:
@@ -250,7 +263,9 @@ def _claim_folder(output: Path, plan: BatchPlan) -> None:
 def _frames(source: Path, plan: BatchPlan) -> Iterator[Any]:
     from xai_sandbox.datasets.tables import iter_table
 
-    columns = list(plan.features) + ([plan.key_column] if plan.key_column else [])
+    columns = list(plan.features) + [c for c in (plan.key_column, plan.subject_column)
+                                     if c and c not in plan.features]
+    columns = list(dict.fromkeys(columns))
     return iter_table(source, plan.shard_rows, columns=columns)
 
 
@@ -281,6 +296,7 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
                   seed: int = 0, shard_rows: int = 4096, key_column: str | None = None,
                   address: str | None = None, num_cpus: int | None = None,
                   max_in_flight: int | None = None, cpus_per_task: int = 1,
+                  record: Store | None = None, subject_column: str | None = None,
                   progress: Callable[[BatchProgress], None] | None = None) -> BatchResult:
     """Explain every row of ``source`` with ``served`` into Parquet shards in ``output``.
 
@@ -301,6 +317,12 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
         started on this machine with ``num_cpus`` (default: every core).
     max_in_flight:
         Shards submitted and not yet written at any time (default: twice Ray's CPUs).
+    record, subject_column:
+        A store: each row also becomes a decision in it, with its full report (or its
+        explanation job, as the model's policy says), written in transactions of many
+        decisions; once each, however often the batch is interrupted and resumed. The
+        subject of each is ``subject_column``'s value (default: ``row-`` and the row's
+        key). The workers open the store with its settings (its secrets with them).
     cpus_per_task:
         Cores each shard's task holds, and torch's threads in it (default 1: one task per
         core; more suits a method whose model calls are large, such as exact Shapley on a
@@ -309,7 +331,11 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
         Called after every shard with a :class:`BatchProgress`.
     """
     source, out = Path(source), Path(output)
-    plan = _plan(served, source, method, params, seed, shard_rows, key_column)
+    plan = _plan(served, source, method, params, seed, shard_rows, key_column,
+                 record is not None, subject_column)
+    if subject_column is not None and record is None:
+        raise InvalidInputError("subject_column", "is for a recording batch (record=)",
+                                subject_column)
     if max_in_flight is not None:
         number_in(max_in_flight, 1, 10_000, "max_in_flight", integer=True)
     number_in(cpus_per_task, 1, 1024, "cpus_per_task", integer=True)
@@ -325,7 +351,8 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
     total = _rows_total(source)
     entries: dict[int, dict[str, Any]] = {}
     pending: dict[Any, int] = {}
-    skipped = rows_done = rows_kept = 0
+    skipped = rows_done = rows_kept = recorded = 0
+    settings = record.settings if record is not None else None
     engine: dict[str, Any] = {}             # Ray, started at the first shard to compute
     nodes: set[str] = set()                 # the Ray nodes that computed shards
 
@@ -342,7 +369,7 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
                               scheduling_strategy="SPREAD"),     # over every node
                           limit=max_in_flight or max(2, 2 * cores // cpus_per_task))
         ref = engine["task"].remote(engine["model"], frame, index, first, plan_dict, str(out),
-                                    cpus_per_task)
+                                    cpus_per_task, settings)
         pending[ref] = index
 
     def report() -> None:
@@ -353,7 +380,7 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
                                    rows_kept=rows_kept))
 
     def collect(block: bool) -> None:
-        nonlocal rows_done
+        nonlocal rows_done, recorded
         if not pending:
             return
         ray = engine["ray"]
@@ -362,12 +389,14 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
             for ref in ready:
                 index = pending.pop(ref)
                 try:
-                    entries[index], node = ray.get(ref)
+                    entries[index], node, made = ray.get(ref)
                 except ray.exceptions.RayTaskError as exc:
                     if isinstance(exc.cause, XaiSandboxError):    # a bad row, say
                         raise exc.cause from None
                     raise
                 nodes.add(node)
+                if record is not None:
+                    recorded += record_shard(record, made)
                 rows_done += entries[index]["rows"]
             report()
             block = block and bool(pending)
@@ -376,7 +405,8 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
         first = 0
         for index, frame in enumerate(frames):
             done = out / shard_name(index)
-            if done.exists():
+            if done.exists() and not (record is not None and _unrecorded(
+                    record, plan_dict, index, len(frame))):
                 entries[index] = {"name": done.name, "first_row": first, "rows": len(frame),
                                   "sha256": _sha256(done)}
                 rows_done += len(frame)
@@ -398,7 +428,15 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
     cores = float(engine["ray"].cluster_resources().get("CPU", 0.0)) if engine else 0.0
     return BatchResult(output=out, manifest=manifest, rows=rows_done,
                        shards_computed=len(entries) - skipped, shards_skipped=skipped,
-                       elapsed_s=elapsed, cores=cores, nodes=len(nodes))
+                       elapsed_s=elapsed, cores=cores, nodes=len(nodes), recorded=recorded)
+
+
+def _unrecorded(store: Store, plan: Mapping[str, Any], index: int, rows: int) -> bool:
+    """Whether a written shard of a recording batch has decisions not yet in the store
+    (the driver stopped between the shard's file and its transaction): then it is
+    computed again, the same, and its missing decisions written."""
+    ids = decision_ids(plan, index, rows)
+    return len(store.recorded(ids)) < len(ids)
 
 
 def _write_manifest(out: Path, plan: BatchPlan, served: ServedModel,
