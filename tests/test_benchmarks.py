@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ("bench_quality.py", "largest difference between the curves"),
     ("bench_console.py", "ms target"),
     ("bench_formats.py", "explain ratio"),
+    ("bench_batch.py", "overhead per task"),
 ])
 def test_benchmark_runs_quick(script, expect):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
