@@ -230,3 +230,28 @@ def test_the_xgboost_registration_example_works(demo: LiveServer, tmp_path: Path
     assert body["key"] == "credit-xgb@1", body
     assert body["source"] == "xgboost_json"
     assert body["features"] == list(load_german_credit().schema.names)
+
+
+# ---------------------------------------------------------------------- batches on Ray
+BATCH = section("## Batch explanations on Ray")
+
+
+def test_the_batch_commands_run_as_written(workdir: Path, tmp_path: Path) -> None:
+    import shlex
+
+    found = commands(BATCH)
+    assert [c.split()[1:3] for c in found[:2]] == [["batch", "explain"], ["batch", "report"]]
+    env_dir = tmp_path / "data"
+    for command in found[:2]:
+        argv = shlex.split(command)
+        out = subprocess.run([str(CLI), *argv[1:]], capture_output=True, text=True,
+                             cwd=workdir, timeout=600,
+                             env={**os.environ, "COLUMNS": "160",
+                                  "XAI_SANDBOX_DATA_DIR": str(env_dir)})
+        assert out.returncode == 0, out.stdout + out.stderr
+    folder = workdir / "batch-out"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["rows"] == 5 and manifest["method"] == "tree_shap"
+    assert (folder / "global-report.pdf").read_bytes().startswith(b"%PDF")
+    for flag in ("--address", "--key", "--previous", "--record", "--cpus-per-task"):
+        assert flag in BATCH, flag
