@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from clikit import german_frame
+from xai_sandbox.audit.log import Receipt, check_receipt
 from xai_sandbox.errors import InvalidInputError, SchemaError
 from xai_sandbox.explainers import explain
 from xai_sandbox.settings import Settings
@@ -155,6 +156,10 @@ def test_a_recording_batch_writes_each_decision_once_with_its_report(batch):
                 for n in served.schema.names:
                     assert got[n] == pytest.approx(table[f"attr.{n}"][r], abs=1e-9)
         assert first.decisions_of(first.subject_ref("p41"), limit=5)[0]["id"] == ids[41]
+        # Receipt-able: the report's receipt verifies with no database.
+        entry = check_receipt(Receipt.from_dict(report["receipt"]),
+                              first.keys.verifiers())
+        assert entry["kind"] == "explanation_generated"
         # Resumed with every shard and decision there: nothing is written twice.
         (tmp / "rec" / "part-000001.parquet").unlink()
         again = explain_batch(served, tmp / "few.parquet", tmp / "rec", shard_rows=40,
