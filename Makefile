@@ -29,7 +29,7 @@ test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check src tests benchmarks tools
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q --durations=25 -n auto --dist loadfile
 
 # Regenerate the lock from pyproject.toml's ranges (newest versions they allow today).
 lock: $(STAMP)

@@ -18,6 +18,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from pgserver import MissingPostgresError, PostgresServer
 
+# `make test` runs one pytest-xdist worker per core: each worker's torch gets its share of
+# the cores, so the workers do not oversubscribe the machine.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
+
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
