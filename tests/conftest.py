@@ -20,9 +20,13 @@ from pgserver import MissingPostgresError, PostgresServer
 
 # `make test` runs one pytest-xdist worker per core: each worker's torch gets its share of
 # the cores, so the workers do not oversubscribe the machine.
+# A worker also inherits COLUMNS=80 and LINES=24 from xdist, which would fix the width of
+# the command line's rich console at import; the tests set COLUMNS per command instead.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
+    for _name in ("COLUMNS", "LINES"):
+        os.environ.pop(_name, None)
 
 
 @pytest.fixture(scope="session")
