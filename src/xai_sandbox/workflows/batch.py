@@ -9,6 +9,8 @@ the shards whose files exist and computes the others; every shard's rows and see
 on its number alone, so a shard computed twice (a worker killed and its task retried)
 gives the same file. When every shard is there the manifest is written: the model's
 fingerprint, the method and its parameters, library versions and each shard's SHA-256.
+With ``record=`` a store, each row also becomes a decision in it with its report
+(:mod:`~xai_sandbox.workflows.batch_record`), each once.
 
 Ray is started on this machine with its cores when no ``address`` is given, or joined at
 ``address`` (``auto``, ``host:port`` of a running cluster, or ``ray://`` with Ray's client).
