@@ -306,3 +306,16 @@ def test_malformed_receipts_never_verify(store: Store) -> None:
     assert check_receipt(Receipt.from_dict(good), verifiers)["kind"] == "decision_recorded"
     assert parse_checkpoint(good["checkpoint"].partition("\n\n")[0] + "\n").size == 8
     assert json.loads(good["entry"])["decision_id"] == ids["bob"].decision_id  # type: ignore[attr-defined]
+
+
+def test_an_edited_personal_input_is_named(store: Store) -> None:
+    ids = _populate(store)
+    alice = ids["alice"].decision_id  # type: ignore[attr-defined]
+    assert _verify(store).ok
+    problem = _tamper(store, update(t.payloads).where(t.payloads.c.decision_id == alice)
+                      .values(payload_json='{"age":41,"income":92000}'))
+    assert problem == (f"decision {alice}: its personal input does not match the input "
+                       "commitment of its logged record (changed since recorded)")
+    # Erased, it verifies as erased.
+    store.erase_subject("alice@example.org")
+    assert _verify(store).ok

@@ -12,12 +12,15 @@ nodes and checkpoints; this module adds the records':
    log holds no decision of it.
 4. The decisions' facets (what the decisions list filters on, what reviewers see) equal
    the facets rebuilt from the logged records by the writes' own rules, in log order.
+5. Each decision's personal input, while it is kept, matches the salted commitment its
+   logged record holds (an erased input verifies as erased: its row is gone).
 
 The first problem found is reported with the entry or record it concerns.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -268,7 +271,24 @@ def verify_log(engine: Engine, verifiers: list[Verifier], origin: str,
             _check_reviews(conn, {r for p in parts for r in p.decided}, report)
         if report.ok:
             _check_facets(conn, [e for p in parts for e in p.facets], report)
+        if report.ok:
+            _check_payloads(conn, report)
     return report
+
+
+def _check_payloads(conn: Connection, report: VerifyReport) -> None:
+    """Each kept personal input hashes, with its salt, to its decision's commitment."""
+    query = (select(t.payloads.c.decision_id, t.payloads.c.salt, t.payloads.c.payload_json,
+                    t.decisions.c.input_commitment)
+             .join(t.decisions, t.decisions.c.id == t.payloads.c.decision_id)
+             .order_by(t.payloads.c.decision_id))
+    with conn.execution_options(stream_results=True).execute(query) as rows:
+        for decision_id, salt, payload, commitment in rows:
+            digest = hashlib.sha256(bytes(salt) + payload.encode("utf-8")).hexdigest()
+            if digest != commitment:
+                report.fail(f"decision {decision_id}: its personal input does not match the "
+                            "input commitment of its logged record (changed since recorded)")
+                return
 
 
 # Columns of a state entry's fields, where they differ; fields whose values may be shown.
