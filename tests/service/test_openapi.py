@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+from xai_sandbox.reports.report import Report
 from xai_sandbox.service import create_app
 from xai_sandbox.settings import Settings
 
@@ -55,3 +57,14 @@ def test_a_decision_documents_both_its_answers(tmp_path: Path) -> None:
     for code in ("201", "202"):
         assert answers[code]["content"]["application/json"]["schema"] == {
             "$ref": "#/components/schemas/DecisionRecorded"}
+
+
+def test_the_full_report_documents_every_field_of_the_typed_report(tmp_path: Path) -> None:
+    """The OpenAPI FullReport is derived from ``Report``: a field added to the report shows
+    in the document, with the live record part required."""
+    full = _document(tmp_path)["components"]["schemas"]["FullReport"]
+    fields = {f.name for f in dataclasses.fields(Report)} - {"full"}
+    assert set(full["properties"]) == fields
+    assert {"final_outcome", "human_review", "receipt", "access_log"} <= set(full["required"])
+    assert "explanations" not in full["required"]
+    assert full["properties"]["receipt"] == {"$ref": "#/components/schemas/Receipt"}

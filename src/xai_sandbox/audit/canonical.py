@@ -6,8 +6,10 @@ the same object always gives the same bytes, in any process and on any machine.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,7 +17,7 @@ import rfc8785
 
 from xai_sandbox.errors import InvalidInputError
 
-__all__ = ["canonical_json", "canonical_loads"]
+__all__ = ["canonical_json", "canonical_loads", "sha256_file"]
 
 _SAFE_INT = 2**53 - 1
 
@@ -84,3 +86,12 @@ def canonical_json(value: Any) -> bytes:
 def canonical_loads(data: bytes | str) -> Any:
     """Parse JSON text (canonical or not); the inverse of :func:`canonical_json`."""
     return json.loads(data)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 (hex) of a file, read in 1 MiB blocks (never held whole in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -92,12 +92,16 @@ class GradCam(_CamBase):
         with model_errors(problem.inputs.shape):
             cam = LayerGradCam(problem.adapter.forward_tensor, layer).attribute(
                 x, target=torch.as_tensor(problem.target), relu_attributions=True)
-        if cam.dim() != 4:
-            raise InvalidInputError("layer", "must output (n, channels, h, w) feature maps",
-                                    f"{name}: {tuple(cam.shape)}")
+        _check_maps(name, cam)
         out = _upsample(cam.detach(), tuple(x.shape[-2:]), self.upsample)  # type: ignore[arg-type]
         return Result(values=out.double().cpu().numpy(),
                       output_space=problem.adapter.output_space, extra={"layer": name})
+
+
+def _check_maps(name: str, maps: torch.Tensor) -> None:
+    if maps.dim() != 4:
+        raise InvalidInputError("layer", "must output (n, channels, h, w) feature maps",
+                                f"{name}: {tuple(maps.shape)}")
 
 
 @register_explainer
@@ -117,9 +121,10 @@ class GradCamPlusPlus(_CamBase):
         with HookSandbox(module, [name]) as box:
             out = box.run(x, torch.as_tensor(problem.target))
             record = box.records()[name]
-        if record.activation.dim() != 4 or record.gradient is None:
-            raise InvalidInputError("layer", "must output (n, channels, h, w) feature maps",
-                                    f"{name}: {tuple(record.activation.shape)}")
+        _check_maps(name, record.activation)
+        if record.gradient is None:
+            raise InvalidInputError("layer", "must lie on the path to the output (no gradient "
+                                    "reached it)", name)
         cam = grad_cam_plus_plus_map(record.activation, record.gradient)
         values = _upsample(cam, tuple(x.shape[-2:]), self.upsample)  # type: ignore[arg-type]
         score = out.double()[torch.arange(problem.n), torch.as_tensor(problem.target)]

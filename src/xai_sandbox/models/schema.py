@@ -44,6 +44,38 @@ _ENCODING_KEYS = {"center", "scale"}
 _GROUP_KEYS = {"name", "display", "features", "description"}
 
 
+def checked_mapping(raw: Any, path: str, allowed: frozenset[str] | set[str] | None,
+                    rule: str = "must be a mapping") -> Mapping[str, Any]:
+    """``raw`` as a mapping whose keys are all in ``allowed`` (any keys when None)."""
+    if not isinstance(raw, Mapping):
+        raise SchemaError(path, rule, raw)
+    unknown = sorted(set(raw) - set(allowed)) if allowed is not None else []
+    if unknown:
+        raise SchemaError(path, f"unknown keys (allowed: {sorted(allowed or ())})", unknown)
+    return raw
+
+
+def identifier(raw: Mapping[str, Any], path: str) -> str:
+    """The mapping's ``name``, which must be a Python identifier."""
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise SchemaError(f"{path}.name", "must be an identifier (letters, digits, _)", name)
+    return name
+
+
+def versioned_items(raw: Any, root: str, key: str) -> tuple[str, Sequence[Any]]:
+    """The ``version`` and the non-empty list under ``key`` of a versioned document."""
+    if not isinstance(raw, Mapping):
+        raise SchemaError(root, f"must be a mapping with 'version' and '{key}'", raw)
+    version = raw.get("version")
+    if not isinstance(version, str) or not version:
+        raise SchemaError(f"{root}.version", "must be a non-empty string", version)
+    items = raw.get(key)
+    if not isinstance(items, Sequence) or isinstance(items, str) or not items:
+        raise SchemaError(f"{root}.{key}", "must be a non-empty list", items)
+    return version, items
+
+
 def _display(raw: Any, path: str, fallback: str) -> dict[str, str]:
     if raw is None:
         return {locale: fallback for locale in LOCALES}
@@ -149,15 +181,8 @@ class FeatureSpec:
 
     @classmethod
     def from_dict(cls, raw: Any, path: str) -> FeatureSpec:
-        if not isinstance(raw, Mapping):
-            raise SchemaError(path, "must be a mapping", raw)
-        unknown = sorted(set(raw) - _FEATURE_KEYS)
-        if unknown:
-            raise SchemaError(path, f"unknown keys (allowed: {sorted(_FEATURE_KEYS)})", unknown)
-        name = raw.get("name")
-        if not isinstance(name, str) or not name.isidentifier():
-            raise SchemaError(f"{path}.name", "must be an identifier (letters, digits, _)",
-                              name)
+        raw = checked_mapping(raw, path, _FEATURE_KEYS)
+        name = identifier(raw, path)
         kind = raw.get("kind")
         if kind not in ("numeric", "categorical"):
             raise SchemaError(f"{path}.kind", "must be 'numeric' or 'categorical'", kind)
@@ -285,15 +310,9 @@ class FeatureGroup:
 
     @classmethod
     def from_dict(cls, raw: Any, path: str, names: Sequence[str]) -> FeatureGroup:
-        if not isinstance(raw, Mapping):
-            raise SchemaError(path, "must be a mapping with 'name' and 'features'", raw)
-        unknown = sorted(set(raw) - _GROUP_KEYS)
-        if unknown:
-            raise SchemaError(path, f"unknown keys (allowed: {sorted(_GROUP_KEYS)})", unknown)
-        name = raw.get("name")
-        if not isinstance(name, str) or not name.isidentifier():
-            raise SchemaError(f"{path}.name", "must be an identifier (letters, digits, _)",
-                              name)
+        raw = checked_mapping(raw, path, _GROUP_KEYS,
+                              "must be a mapping with 'name' and 'features'")
+        name = identifier(raw, path)
         if name in names:
             raise SchemaError(f"{path}.name", "must not be the name of a feature", name)
         members = raw.get("features")
@@ -338,14 +357,7 @@ class FeatureSchema:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_dict(cls, raw: Any) -> FeatureSchema:
-        if not isinstance(raw, Mapping):
-            raise SchemaError("schema", "must be a mapping with 'version' and 'features'", raw)
-        version = raw.get("version")
-        if not isinstance(version, str) or not version:
-            raise SchemaError("schema.version", "must be a non-empty string", version)
-        feats = raw.get("features")
-        if not isinstance(feats, Sequence) or isinstance(feats, str) or not feats:
-            raise SchemaError("schema.features", "must be a non-empty list", feats)
+        version, feats = versioned_items(raw, "schema", "features")
         specs = tuple(FeatureSpec.from_dict(f, f"schema.features[{i}]")
                       for i, f in enumerate(feats))
         names = [s.name for s in specs]

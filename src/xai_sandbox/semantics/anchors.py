@@ -29,7 +29,7 @@ import yaml
 
 from xai_sandbox.errors import InvalidInputError, SchemaError
 from xai_sandbox.explainers.explanation import Explanation
-from xai_sandbox.models.schema import LOCALES, FeatureSchema
+from xai_sandbox.models.schema import LOCALES, FeatureSchema, checked_mapping, versioned_items
 
 __all__ = ["Anchor", "AnchorLibrary", "AnchorMatch", "RiskRule", "align", "align_text",
            "load_anchors", "region_mask"]
@@ -151,13 +151,8 @@ class Anchor:
 
     @classmethod
     def from_dict(cls, raw: Any, path: str) -> Anchor:
-        if not isinstance(raw, Mapping):
-            raise _err(path, "must be a mapping", raw)
-        known = {"id", "label", "covers", "regulations", "risk", "threshold", "reason_code",
-                 "protected"}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise _err(path, f"unknown keys (known: {sorted(known)})", unknown)
+        raw = checked_mapping(raw, path, {"id", "label", "covers", "regulations", "risk",
+                                          "threshold", "reason_code", "protected"})
         anchor_id = raw.get("id")
         if not isinstance(anchor_id, str) or not _ID.match(anchor_id):
             raise _err(f"{path}.id", "must be 1-64 of a-z, 0-9, '.', '_', '-'", anchor_id)
@@ -219,14 +214,7 @@ class AnchorLibrary:
 
     @classmethod
     def from_dict(cls, raw: Any) -> AnchorLibrary:
-        if not isinstance(raw, Mapping):
-            raise _err("anchors", "must be a mapping with 'version' and 'anchors'", raw)
-        version = raw.get("version")
-        if not isinstance(version, str) or not version:
-            raise _err("version", "must be a non-empty string", version)
-        items = raw.get("anchors")
-        if not isinstance(items, list) or not items:
-            raise _err("anchors", "must be a non-empty list", items)
+        version, items = versioned_items(raw, "anchors", "anchors")
         anchors = tuple(Anchor.from_dict(a, f"anchors[{n}]") for n, a in enumerate(items))
         ids = [a.id for a in anchors]
         dupes = sorted({i for i in ids if ids.count(i) > 1})

@@ -3,6 +3,7 @@ shows."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -14,7 +15,10 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
+    create_model,
 )
+
+from xai_sandbox.reports.report import Report
 
 __all__ = ["ERROR_RESPONSES", "AdhocExplanation", "Alert", "AlertAcknowledged", "Checkpoint",
            "ConsistencyProof", "DecisionItem", "DecisionRecorded", "DecisionRequest",
@@ -263,33 +267,33 @@ class SubjectView(_Open):
     review_status: str
 
 
-class FullReport(_Open):
-    """Every field of COMPLIANCE.md (canonical JSON). The sections of the explanation are
-    present once the decision is explained."""
+# A full report's live part is always there; the explained part once it is explained.
+_FULL_REQUIRED: dict[str, Any] = {
+    "schema_version": str, "decision": Section, "model": Section, "output": Section,
+    "report": Section | None, "final_outcome": Section, "human_review": Section,
+    "requests": list[Section], "access_log": list[Section], "retention": Section,
+    "receipt": Receipt, "regimes": list[str], "monitoring": Section}
 
-    schema_version: str
-    decision: Section
-    model: Section
-    output: Section
-    explanation_status: str | None = None
-    parties: Section | None = None
-    input: Section | None = None
-    explanations: list[Section] | None = None
-    reasons: Section | None = None
-    counterfactuals: Section | None = None
-    reliability: Section | None = None
-    notices: Section | None = None
-    subject_text: Section | None = None
-    provenance: list[Section] | None = None
-    report: Section | None
-    final_outcome: Section
-    human_review: Section
-    requests: list[Section]
-    access_log: list[Section]
-    retention: Section
-    receipt: Receipt
-    regimes: list[str]
-    monitoring: Section
+
+def _full_report_fields() -> dict[str, Any]:
+    """FullReport's fields, one per field of the typed ``Report`` (one list, no drift)."""
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(Report):
+        if f.name == "full":
+            continue
+        if f.name in _FULL_REQUIRED:
+            fields[f.name] = (_FULL_REQUIRED[f.name], ...)
+        else:
+            many = "Sequence" in str(f.type)
+            fields[f.name] = ((list[Section] if many else Section) | None
+                              if f.name != "explanation_status" else str | None, None)
+    return fields
+
+
+FullReport = create_model(
+    "FullReport", __base__=_Open, __doc__="Every field of COMPLIANCE.md (canonical JSON), "
+    "one per field of the typed Report. The sections of the explanation are present once "
+    "the decision is explained.", **_full_report_fields())
 
 
 class AdhocExplanation(_Open):

@@ -16,20 +16,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from xai_sandbox.audit.canonical import sha256_file
 from xai_sandbox.errors import ConflictError, InvalidInputError, NotFoundError
 
 __all__ = ["BlobStore"]
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class BlobStore:
@@ -93,7 +86,7 @@ class BlobStore:
         path = self._path(digest)
         if not path.is_file():
             raise NotFoundError("sha256", "must name a stored file", digest)
-        if _sha256(path) != digest:
+        if sha256_file(path) != digest:
             raise ConflictError("sha256", "names a stored file whose bytes changed", digest)
         return path
 

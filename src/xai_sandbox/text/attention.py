@@ -471,14 +471,10 @@ def raw_attention(model: TextModel, texts: str | Sequence[str], *, layer: int = 
 
     Parameters
     ----------
-    model:
-        A :class:`TextModel` loaded with eager attention.
-    texts:
-        A text or a list of texts.
+    model, texts, position:
+        As in :func:`attention_rollout`.
     layer:
         Which layer (negative counts from the last).
-    position:
-        Explained row, as in :func:`attention_rollout`.
     head_reduce:
         ``"mean"``, ``"max"`` or ``"min"`` over heads.
     """

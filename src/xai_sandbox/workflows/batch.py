@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from xai_sandbox.audit.canonical import sha256_file
 from xai_sandbox.errors import InvalidInputError, SchemaError, XaiSandboxError, number_in
 from xai_sandbox.explainers import EXPLAINERS, explain
 from xai_sandbox.explainers.explanation import library_versions
@@ -106,14 +107,6 @@ class BatchResult:
     cores: float                # Ray's CPUs (0: every shard was kept, Ray not started)
     nodes: int = 0              # the Ray nodes that computed this run's shards
     recorded: int = 0           # decisions this run wrote to the store (record=)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def shard_name(index: int) -> str:
@@ -195,7 +188,7 @@ def explain_shard(served: ServedModel, frame: Any, index: int, first_row: int,
         os.fsync(handle.fileno())
     os.replace(temporary, final)     # the shard exists complete, or not at all
     return {"name": final.name, "first_row": first_row, "rows": len(rows),
-            "sha256": _sha256(final)}
+            "sha256": sha256_file(final)}
 
 
 def _explain_shard_task(served: ServedModel, frame: Any, index: int, first_row: int,
@@ -410,7 +403,7 @@ def explain_batch(served: ServedModel, source: str | Path, output: str | Path, *
             if done.exists() and not (record is not None and _unrecorded(
                     record, plan_dict, index, len(frame))):
                 entries[index] = {"name": done.name, "first_row": first, "rows": len(frame),
-                                  "sha256": _sha256(done)}
+                                  "sha256": sha256_file(done)}
                 rows_done += len(frame)
                 rows_kept += len(frame)
                 skipped += 1
@@ -484,7 +477,7 @@ def read_shards(output: str | Path, columns: Sequence[str] | None = None) -> Ite
     manifest = json.loads(manifest_path.read_text())
     for shard in manifest["shards"]:
         path = out / shard["name"]
-        if not path.exists() or _sha256(path) != shard["sha256"]:
+        if not path.exists() or sha256_file(path) != shard["sha256"]:
             raise InvalidInputError("output", f"shard {shard['name']} does not match the "
                                     "manifest's SHA-256", str(path))
         yield pq.read_table(path, columns=list(columns) if columns else None)

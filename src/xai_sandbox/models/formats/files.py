@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xai_sandbox.audit.canonical import sha256_file
 from xai_sandbox.errors import InvalidInputError, UnsupportedModelError
 from xai_sandbox.models.adapters import ModelAdapter
 
@@ -73,15 +74,6 @@ class LoadedModel:
     @property
     def gradients(self) -> bool:
         return self.adapter.differentiable
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks (never held whole in memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def folder_files(root: Path) -> Iterator[Path]:

@@ -12,14 +12,14 @@ from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.models.sandbox import Transform
 from xai_sandbox.text.model import TextModel
 from xai_sandbox.text.patching.pair import (
-    _POINT,
     COMPONENTS,
+    POINT,
     Mode,
+    Pair,
     Site,
     SiteScores,
-    _check_index,
-    _Pair,
-    _prepare,
+    check_index,
+    prepare,
 )
 
 __all__ = ["patch_sites"]
@@ -36,18 +36,18 @@ def _check_sites(model: TextModel, sites: Any, n_tokens: int | None) -> None:
         if not isinstance(site, Site) or site.component not in COMPONENTS:
             raise InvalidInputError("sites", f"must be Site objects with a component in "
                                     f"{list(COMPONENTS)}", site)
-        _check_index("a layer", site.layer, blocks.n_layers)
+        check_index("a layer", site.layer, blocks.n_layers)
         if not isinstance(site.positions, tuple) or not site.positions:
             raise InvalidInputError("sites", "each site needs a tuple of at least one "
                                     "position", site)
         for pos in site.positions:
-            _check_index("a position", pos, n_tokens if n_tokens is not None else 2**62)
+            check_index("a position", pos, n_tokens if n_tokens is not None else 2**62)
         is_head = site.component in ("head", "head_by_pos")
         if is_head != (site.head is not None):
             raise InvalidInputError("sites", "a head is given for the head components and "
                                     "only for them", site)
         if site.head is not None:
-            _check_index("a head", site.head, blocks.n_heads)
+            check_index("a head", site.head, blocks.n_heads)
 
 
 def _head_slice(site: Site, width: int, n_heads: int) -> slice:
@@ -58,7 +58,7 @@ def _head_slice(site: Site, width: int, n_heads: int) -> slice:
 
 
 # ---------------------------------------------------------------------------- engines
-def _run_batched(pair: _Pair, sites: Sequence[Site], batch_size: int) -> tuple[np.ndarray, int]:
+def _run_batched(pair: Pair, sites: Sequence[Site], batch_size: int) -> tuple[np.ndarray, int]:
     """Up to ``batch_size`` sites per forward: row ``b`` of the batch patches site ``b``."""
     n_heads = pair.model.blocks.n_heads
     patched = np.empty(len(sites))
@@ -67,7 +67,7 @@ def _run_batched(pair: _Pair, sites: Sequence[Site], batch_size: int) -> tuple[n
         chunk = sites[start:start + batch_size]
         by_point: dict[tuple[str, int], list[tuple[int, Site]]] = {}
         for row, site in enumerate(chunk):
-            by_point.setdefault((_POINT[site.component], site.layer), []).append((row, site))
+            by_point.setdefault((POINT[site.component], site.layer), []).append((row, site))
 
         def overwrite(key: tuple[str, int], entries: list[tuple[int, Site]]) -> Transform:
             source = pair.source(*key)
@@ -87,12 +87,12 @@ def _run_batched(pair: _Pair, sites: Sequence[Site], batch_size: int) -> tuple[n
     return patched, forwards
 
 
-def _run_one_by_one(pair: _Pair, sites: Sequence[Site]) -> tuple[np.ndarray, int]:
+def _run_one_by_one(pair: Pair, sites: Sequence[Site]) -> tuple[np.ndarray, int]:
     """One forward per site, the site's slice assigned in place (the reference engine)."""
     n_heads = pair.model.blocks.n_heads
     patched = np.empty(len(sites))
     for i, site in enumerate(sites):
-        key = (_POINT[site.component], site.layer)
+        key = (POINT[site.component], site.layer)
         source = pair.source(*key)
 
         def transform(x: torch.Tensor, site: Site = site, source: torch.Tensor = source
@@ -107,13 +107,13 @@ def _run_one_by_one(pair: _Pair, sites: Sequence[Site]) -> tuple[np.ndarray, int
     return patched, len(sites)
 
 
-def _check_batch_size(batch_size: int | None) -> None:
+def check_batch_size(batch_size: int | None) -> None:
     if batch_size is not None and (isinstance(batch_size, bool)
                                    or not isinstance(batch_size, int) or batch_size < 1):
         raise InvalidInputError("batch_size", "must be a positive integer", batch_size)
 
 
-def _run(pair: _Pair, sites: Sequence[Site], batch_size: int | None) -> SiteScores:
+def run_sites(pair: Pair, sites: Sequence[Site], batch_size: int | None) -> SiteScores:
     _check_sites(pair.model, sites, int(pair.clean.input_ids.shape[1]))
     if pair.degenerate:
         patched, forwards = np.full(len(sites), pair.m_corr), 0
@@ -133,19 +133,10 @@ def patch_sites(model: TextModel, clean: str, corrupted: str, sites: Sequence[Si
 
     Parameters
     ----------
-    model:
-        The model (a classifier or a causal LM).
-    clean, corrupted:
-        The two prompts; they must tokenise to the same number of tokens.
+    model, clean, corrupted, target, foil, mode:
+        As in :func:`xai_sandbox.text.patching.patch`.
     sites:
         The sites; a site may span several positions (all patched in the same run).
-    target, foil:
-        The clean and the corrupted answer: class indices or class names (classifier),
-        token ids or one-token texts (causal LM); the metric is
-        ``logit(target) - logit(foil)``.
-    mode:
-        ``"denoise"`` (clean values into the corrupted run) or ``"noise"`` (corrupted values
-        into the clean run); see the module docstring for the two scores.
     batch_size:
         Sites per forward pass; ``None`` runs one forward per site with the reference engine
         of :func:`patch_one_by_one`.
@@ -159,11 +150,11 @@ def patch_sites(model: TextModel, clean: str, corrupted: str, sites: Sequence[Si
     SiteScores
         Scores and raw patched metrics in the order of ``sites``.
     """
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     if not isinstance(model, TextModel):
         raise InvalidInputError("model", "must be a TextModel", type(model).__name__)
     _check_sites(model, sites, None)
-    points = {(_POINT[s.component], s.layer) for s in sites}
-    pair = _prepare(model, clean, corrupted, target, foil, mode, points, add_special_tokens,
+    points = {(POINT[s.component], s.layer) for s in sites}
+    pair = prepare(model, clean, corrupted, target, foil, mode, points, add_special_tokens,
                     min_gap)
-    return _run(pair, sites, batch_size)
+    return run_sites(pair, sites, batch_size)

@@ -13,17 +13,17 @@ import numpy as np
 from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.explainers.explanation import Explanation, TextDetail
 from xai_sandbox.text.model import TextModel, text_explanation
-from xai_sandbox.text.patching.engine import _check_batch_size, _run
+from xai_sandbox.text.patching.engine import check_batch_size, run_sites
 from xai_sandbox.text.patching.pair import (
-    _POINT,
-    _SCORE,
     COMPONENTS,
     DEFAULT_SITES,
     METHOD,
+    POINT,
+    SCORE,
     Component,
     Mode,
     Site,
-    _prepare,
+    prepare,
 )
 
 __all__ = ["PatchingResult", "grid_sites", "patch", "patch_one_by_one"]
@@ -100,7 +100,7 @@ class PatchingResult:
         return {"method": METHOD, "mode": self.mode, "target": self.target,
                 "foil": self.foil, "target_name": self.target_name,
                 "foil_name": self.foil_name, "metric": "logit(target) - logit(foil)",
-                "score": _SCORE[self.mode], "m_clean": self.m_clean, "m_corr": self.m_corr,
+                "score": SCORE[self.mode], "m_clean": self.m_clean, "m_corr": self.m_corr,
                 "degenerate": self.degenerate, "tokens": list(self.tokens),
                 "corrupted_tokens": list(self.corrupted_tokens),
                 "scores": {k: v.tolist() for k, v in self.scores.items()},
@@ -149,16 +149,16 @@ def _patch(model: TextModel, clean: str, corrupted: str, target: Any, foil: Any,
            ) -> PatchingResult:
     start = time.perf_counter()
     components = _check_components(sites)
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     if not isinstance(model, TextModel):
         raise InvalidInputError("model", "must be a TextModel", type(model).__name__)
     blocks = model.blocks
-    points = {(_POINT[c], layer) for c in components for layer in range(blocks.n_layers)}
-    pair = _prepare(model, clean, corrupted, target, foil, mode, points, add_special_tokens,
+    points = {(POINT[c], layer) for c in components for layer in range(blocks.n_layers)}
+    pair = prepare(model, clean, corrupted, target, foil, mode, points, add_special_tokens,
                     min_gap)
     n_tokens = int(pair.clean.input_ids.shape[1])
     grids = {c: grid_sites(c, blocks.n_layers, n_tokens, blocks.n_heads) for c in components}
-    result = _run(pair, [site for c in components for site in grids[c]], batch_size)
+    result = run_sites(pair, [site for c in components for site in grids[c]], batch_size)
     scores, offset = {}, 0
     for c in components:
         n = len(grids[c])

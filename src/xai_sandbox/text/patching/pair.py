@@ -25,11 +25,11 @@ DEFAULT_SITES: tuple[Component, ...] = ("resid_pre", "attn_out", "mlp_out", "hea
 METHOD = "activation_patching"
 
 # Where each component is read and written: a hook point of the block.
-_POINT = {"resid_pre": "resid_pre", "resid_post": "resid_post", "attn_out": "attn_out",
+POINT = {"resid_pre": "resid_pre", "resid_post": "resid_post", "attn_out": "attn_out",
           "mlp_out": "mlp_out", "head": "head_in", "head_by_pos": "head_in"}
 _PRE_HOOK_POINTS = ("resid_pre", "head_in")      # the activation is a module's input
 
-_SCORE = {"denoise": "(m_patched - m_corr) / (m_clean - m_corr)",
+SCORE = {"denoise": "(m_patched - m_corr) / (m_clean - m_corr)",
           "noise": "(m_clean - m_patched) / (m_clean - m_corr)"}
 
 
@@ -96,7 +96,7 @@ def _hooked(model: TextModel, transforms: dict[tuple[str, int], Transform]
 
 # ---------------------------------------------------------------------------- the pair
 @dataclass
-class _Pair:
+class Pair:
     """The two prompts, their metrics and cached activations (``(1, T, width)`` each)."""
 
     model: TextModel
@@ -136,7 +136,7 @@ class _Pair:
         return (self.m_clean - patched) / gap
 
 
-def _check_index(what: str, value: Any, high: int) -> None:
+def check_index(what: str, value: Any, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) \
             or not 0 <= int(value) < high:
         raise InvalidInputError("sites", f"{what} must be an integer in [0, {high})", value)
@@ -186,9 +186,9 @@ def _extra_kwargs(model: TextModel) -> dict[str, Any]:
     return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
 
-def _prepare(model: TextModel, clean: str, corrupted: str, target: Any, foil: Any,
+def prepare(model: TextModel, clean: str, corrupted: str, target: Any, foil: Any,
              mode: str, points: set[tuple[str, int]], add_special_tokens: bool,
-             min_gap: float) -> _Pair:
+             min_gap: float) -> Pair:
     if not isinstance(model, TextModel):
         raise InvalidInputError("model", "must be a TextModel", type(model).__name__)
     if mode not in get_args(Mode):
@@ -210,7 +210,7 @@ def _prepare(model: TextModel, clean: str, corrupted: str, target: Any, foil: An
             "corrupted", f"must have as many tokens as clean ({n_clean}; build it by "
             "swapping tokens one for one)", f"{n_corr} tokens: {enc_corr.tokens(model)}")
     extra = _extra_kwargs(model)
-    pair = _Pair(model, enc_clean, enc_corr, target, foil, cast(Mode, mode), 0.0, 0.0, False,
+    pair = Pair(model, enc_clean, enc_corr, target, foil, cast(Mode, mode), 0.0, 0.0, False,
                  extra)
     metrics = {}
     for name, enc in (("clean", enc_clean), ("corrupted", enc_corr)):

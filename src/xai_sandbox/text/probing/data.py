@@ -12,18 +12,15 @@ import numpy as np
 import torch
 
 from xai_sandbox.errors import InvalidInputError, UnsupportedModelError
+from xai_sandbox.text import checks
 from xai_sandbox.text.model import TextModel
 from xai_sandbox.text.probing.results import (
-    _POOLS,
-    _STOPWORDS,
-    _WORD,
+    POOLS,
+    STOPWORDS,
+    WORD,
     Pool,
-    _check_groups,
-    _check_labels,
-    _check_positive_int,
-    _check_random_state,
-    _check_texts,
-    _check_unit_interval,
+    check_groups,
+    check_labels,
 )
 
 __all__ = ["control_task_labels", "document_split", "hidden_states", "randomly_initialised"]
@@ -35,9 +32,9 @@ def _is_encoder(model: TextModel) -> bool:
     return any(name.endswith("encoder.layer") for name, _ in model.module.named_modules())
 
 
-def _resolve_pool(model: TextModel, pool: str) -> Pool:
-    if pool not in _POOLS:
-        raise InvalidInputError("pool", f"must be one of {list(_POOLS)}", pool)
+def resolve_pool(model: TextModel, pool: str) -> Pool:
+    if pool not in POOLS:
+        raise InvalidInputError("pool", f"must be one of {list(POOLS)}", pool)
     if pool != "auto":
         return cast(Pool, pool)
     return "cls" if _is_encoder(model) else "last"
@@ -68,9 +65,9 @@ def hidden_states(model: TextModel, texts: Sequence[str], *, pool: Pool = "auto"
         output of block ``l`` as the model returns it (for Llama and GPT-2 the last entry
         is after the final norm).
     """
-    batch = _check_texts(texts)
-    how = _resolve_pool(model, pool)
-    size = _check_positive_int(batch_size, "batch_size")
+    batch = checks.texts("texts", texts)
+    how = resolve_pool(model, pool)
+    size = checks.integer("batch_size", batch_size, 1)
     pooled: list[np.ndarray] = []
     with torch.no_grad():
         for start in range(0, len(batch), size):
@@ -109,7 +106,7 @@ def randomly_initialised(model: TextModel, random_state: int = 0) -> TextModel:
     embedding's padding row zero, biases zero, norm scales one. Buffers (position ids,
     rotary frequencies) are the model's own. No global generator is seeded or read.
     """
-    seed = _check_random_state(random_state)
+    seed = checks.integer("random_state", random_state, 0)
     config = getattr(model.module, "config", None)
     if config is None:
         raise UnsupportedModelError("model", "needs a Hugging Face config to rebuild a "
@@ -153,9 +150,9 @@ def _initialise(module: torch.nn.Module, std: float, generator: torch.Generator)
 
 # ---------------------------------------------------------------------------- control task
 def _first_content_word(text: str) -> str:
-    words = [str(w).lower() for w in _WORD.findall(text)]
+    words = [str(w).lower() for w in WORD.findall(text)]
     for word in words:
-        if word not in _STOPWORDS:
+        if word not in STOPWORDS:
             return word
     return words[0] if words else text.strip().lower()
 
@@ -175,10 +172,10 @@ def control_task_labels(texts: Sequence[str], labels: Any, groups: Any = None, *
     np.ndarray
         One control label per row, with the dtype of ``labels``.
     """
-    batch = _check_texts(texts)
-    y = _check_labels(labels, len(batch))
-    g = _check_groups(groups, len(batch))
-    seed = _check_random_state(random_state)
+    batch = checks.texts("texts", texts)
+    y = check_labels(labels, len(batch))
+    g = check_groups(groups, len(batch))
+    seed = checks.integer("random_state", random_state, 0)
     classes, counts = np.unique(y, return_counts=True)
     cumulative = np.cumsum(counts) / counts.sum()
     doc_ids = np.arange(len(batch)) if g is None else g
@@ -211,10 +208,10 @@ def document_split(n: int, labels: Any, groups: Any = None, *, test_size: float 
     """
     from sklearn.model_selection import GroupShuffleSplit, StratifiedShuffleSplit
 
-    y = _check_labels(labels, n)
-    g = _check_groups(groups, n)
-    share = _check_unit_interval(test_size, "test_size")
-    seed = _check_random_state(random_state)
+    y = check_labels(labels, n)
+    g = check_groups(groups, n)
+    share = checks.unit_interval("test_size", test_size)
+    seed = checks.integer("random_state", random_state, 0)
     rows = np.zeros((n, 1))
     if g is None:
         _, counts = np.unique(y, return_counts=True)

@@ -13,28 +13,25 @@ import numpy as np
 
 from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.explainers.explanation import Explanation, TextDetail
+from xai_sandbox.text import checks
 from xai_sandbox.text.model import TextModel, text_explanation
 from xai_sandbox.text.probing.data import (
-    _resolve_pool,
     control_task_labels,
     document_split,
     hidden_states,
     randomly_initialised,
+    resolve_pool,
 )
 from xai_sandbox.text.probing.results import (
-    _CHUNK_CELLS,
+    CHUNK_CELLS,
     DEFAULT_CS,
     Pool,
     ProbeReport,
     ProbeResult,
-    _check_cs,
-    _check_groups,
-    _check_labels,
-    _check_positive_int,
-    _check_random_state,
-    _check_texts,
-    _check_unit_interval,
-    _plain,
+    check_cs,
+    check_groups,
+    check_labels,
+    plain,
 )
 
 __all__ = ["probe", "probe_explanation", "probe_layers"]
@@ -68,7 +65,7 @@ def _bootstrap(correct: np.ndarray, scores: np.ndarray | None, positive: np.ndar
     """Percentile intervals of accuracy (and AUROC) resampling ``units`` (documents)."""
     _, unit_of_row = np.unique(units, return_inverse=True)
     n_units = int(unit_of_row.max()) + 1
-    chunk = max(1, _CHUNK_CELLS // max(1, correct.size))
+    chunk = max(1, CHUNK_CELLS // max(1, correct.size))
     accs, aucs = [], []
     for start in range(0, n_bootstrap, chunk):
         b = min(chunk, n_bootstrap - start)
@@ -178,7 +175,7 @@ def _fit(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
         auroc_ci=auc_ci if binary else None,
         majority_accuracy=float(np.mean(y_test == majority)),
         C=float(c), direction=direction, intercept=np.atleast_1d(intercept),
-        classes=tuple(_plain(cl) for cl in classes),
+        classes=tuple(plain(cl) for cl in classes),
         train_index=train, test_index=test, converged=converged)
 
 
@@ -225,15 +222,15 @@ def probe(X: Any, y: Any, groups: Any = None, *, test_size: float = 0.3,
         Scores, intervals, chosen ``C`` and the probe direction in raw feature units.
     """
     A = _check_features(X)
-    labels = _check_labels(y, A.shape[0], "y")
-    g = _check_groups(groups, A.shape[0])
-    seed = _check_random_state(random_state)
+    labels = check_labels(y, A.shape[0], "y")
+    g = check_groups(groups, A.shape[0])
+    seed = checks.integer("random_state", random_state, 0)
     train, test = document_split(A.shape[0], labels, g, test_size=test_size,
                                  random_state=seed)
     return _fit(A, labels, train, test, g, random_state=seed,
-                n_bootstrap=_check_positive_int(n_bootstrap, "n_bootstrap"),
-                confidence=_check_unit_interval(confidence, "confidence"),
-                cs=_check_cs(cs), max_iter=_check_positive_int(max_iter, "max_iter"))
+                n_bootstrap=checks.integer("n_bootstrap", n_bootstrap, 1),
+                confidence=checks.unit_interval("confidence", confidence),
+                cs=check_cs(cs), max_iter=checks.integer("max_iter", max_iter, 1))
 
 
 def probe_layers(model: TextModel, texts: Sequence[str], labels: Any, *, groups: Any = None,
@@ -276,21 +273,21 @@ def probe_layers(model: TextModel, texts: Sequence[str], labels: Any, *, groups:
         Per-layer task, random-init and control-task probes, and selectivity.
     """
     started = time.perf_counter()
-    batch = _check_texts(texts)
-    y = _check_labels(labels, len(batch))
-    g = _check_groups(groups, len(batch))
-    seed = _check_random_state(random_state)
-    how = _resolve_pool(model, pool)
-    size = _check_positive_int(batch_size, "batch_size")
-    replicates = _check_positive_int(n_bootstrap, "n_bootstrap")
-    level = _check_unit_interval(confidence, "confidence")
-    strengths = _check_cs(cs)
+    batch = checks.texts("texts", texts)
+    y = check_labels(labels, len(batch))
+    g = check_groups(groups, len(batch))
+    seed = checks.integer("random_state", random_state, 0)
+    how = resolve_pool(model, pool)
+    size = checks.integer("batch_size", batch_size, 1)
+    replicates = checks.integer("n_bootstrap", n_bootstrap, 1)
+    level = checks.unit_interval("confidence", confidence)
+    strengths = check_cs(cs)
     control_y: np.ndarray | None = None
     if control_labels is not None:
         if not controls:
             raise InvalidInputError("control_labels", "is only used with controls=True",
                                     "given with controls=False")
-        control_y = _check_labels(control_labels, len(batch), "control_labels")
+        control_y = check_labels(control_labels, len(batch), "control_labels")
     if random_model is not None and (not isinstance(random_model, TextModel) or (
             type(random_model.module) is not type(model.module)
             or random_model.blocks.n_layers != model.blocks.n_layers)):
@@ -319,13 +316,13 @@ def probe_layers(model: TextModel, texts: Sequence[str], labels: Any, *, groups:
             raise InvalidInputError("control_labels", "the control task has a single class "
                                     "in the training part (the texts' first content words "
                                     "vary too little); pass control_labels",
-                                    [_plain(c) for c in np.unique(control_y)])
+                                    [plain(c) for c in np.unique(control_y)])
         control = run(states, control_y)
 
     def n_docs(rows: np.ndarray) -> int:
         return int(rows.size if g is None else np.unique(g[rows]).size)
 
-    classes = tuple(_plain(c) for c in np.unique(y))
+    classes = tuple(plain(c) for c in np.unique(y))
     return ProbeReport(
         task=task, random_init=random_init, control=control,
         majority_accuracy=task[0].majority_accuracy, pool=how, classes=classes,

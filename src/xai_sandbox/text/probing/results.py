@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -15,13 +14,13 @@ __all__ = ["DEFAULT_CS", "Pool", "ProbeReport", "ProbeResult"]
 
 
 Pool = Literal["auto", "cls", "last", "mean"]
-_POOLS = ("auto", "cls", "last", "mean")
+POOLS = ("auto", "cls", "last", "mean")
 
 # Inverse regularisation strengths tried by the cross-validation (log-spaced).
 DEFAULT_CS: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 # Function words skipped when looking for a document's first content word.
-_STOPWORDS = frozenset({
+STOPWORDS = frozenset({
     "a", "an", "the", "and", "or", "but", "nor", "so", "yet", "if", "then", "than", "as", "of",
     "to", "in", "on", "at", "by", "for", "with", "from", "into", "onto", "about", "over", "under",
     "after", "before", "between", "through", "is", "am", "are", "was", "were", "be", "been",
@@ -30,10 +29,10 @@ _STOPWORDS = frozenset({
     "that", "these", "those", "there", "here", "not", "no", "very", "quite", "just", "too",
     "also"
 })
-_WORD = re.compile(r"[^\W\d_]+")
+WORD = re.compile(r"[^\W\d_]+")
 
 # Bootstrap replicates are computed in chunks of about this many cells (replicates x rows).
-_CHUNK_CELLS = 2_000_000
+CHUNK_CELLS = 2_000_000
 
 
 # ---------------------------------------------------------------------------- results
@@ -187,7 +186,7 @@ class ProbeReport:
         selectivity = self.selectivity
         return {
             "layers": list(self.layer_names), "pool": self.pool,
-            "classes": [_plain(c) for c in self.classes],
+            "classes": [plain(c) for c in self.classes],
             "n_train": int(self.train_index.size), "n_test": int(self.test_index.size),
             "n_documents_train": self.n_documents_train,
             "n_documents_test": self.n_documents_test,
@@ -199,32 +198,13 @@ class ProbeReport:
         }
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """A numpy scalar as the Python value JSON knows."""
     return value.item() if isinstance(value, np.generic) else value
 
 
 # ---------------------------------------------------------------------------- validation
-def _check_random_state(random_state: Any) -> int:
-    if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer) or (
-            random_state < 0):
-        raise InvalidInputError("random_state", "must be a non-negative integer",
-                                random_state)
-    return int(random_state)
-
-
-def _check_texts(texts: Any) -> list[str]:
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise InvalidInputError("texts", "must be a list of texts", type(texts).__name__)
-    batch = list(texts)
-    bad = [i for i, t in enumerate(batch) if not isinstance(t, str) or not t.strip()]
-    if not batch or bad:
-        raise InvalidInputError("texts", "must be a non-empty list of non-empty strings",
-                                f"{len(batch)} texts, bad rows {bad[:5]}")
-    return batch
-
-
-def _check_labels(labels: Any, n: int, parameter: str = "labels") -> np.ndarray:
+def check_labels(labels: Any, n: int, parameter: str = "labels") -> np.ndarray:
     y = np.asarray(labels)
     if y.ndim != 1 or y.shape[0] != n:
         raise InvalidInputError(parameter, f"must be one label per row ({n} rows)",
@@ -238,11 +218,11 @@ def _check_labels(labels: Any, n: int, parameter: str = "labels") -> np.ndarray:
     classes = np.unique(y)
     if classes.size < 2:
         raise InvalidInputError(parameter, "must hold at least two classes",
-                                [_plain(c) for c in classes])
+                                [plain(c) for c in classes])
     return y
 
 
-def _check_groups(groups: Any, n: int) -> np.ndarray | None:
+def check_groups(groups: Any, n: int) -> np.ndarray | None:
     if groups is None:
         return None
     g = np.asarray(groups)
@@ -255,19 +235,7 @@ def _check_groups(groups: Any, n: int) -> np.ndarray | None:
     return g
 
 
-def _check_unit_interval(value: Any, parameter: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-        raise InvalidInputError(parameter, "must be a number strictly between 0 and 1", value)
-    return float(value)
-
-
-def _check_positive_int(value: Any, parameter: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise InvalidInputError(parameter, "must be a positive integer", value)
-    return int(value)
-
-
-def _check_cs(cs: Any) -> tuple[float, ...]:
+def check_cs(cs: Any) -> tuple[float, ...]:
     values = tuple(sorted(float(c) for c in np.atleast_1d(np.asarray(cs, dtype=float))))
     if not values or not all(np.isfinite(c) and c > 0 for c in values):
         raise InvalidInputError("cs", "must be positive finite regularisation strengths",

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal, Protocol, cast
 
-import numpy as np
 import torch
 
 from xai_sandbox.errors import InvalidInputError
+from xai_sandbox.text import checks
 from xai_sandbox.text.model import TextModel
 
 __all__ = ["SparseCoder", "TopKSAE"]
@@ -42,22 +41,7 @@ class SparseCoder(Protocol):
 
 
 # ---------------------------------------------------------------------------- validation
-def _int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low or (
-            high is not None and value > high):
-        rule = f"must be an integer in [{low}, {high}]" if high is not None else (
-            f"must be an integer of at least {low}")
-        raise InvalidInputError(name, rule, value)
-    return int(value)
-
-
-def _choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
-    if value not in allowed:
-        raise InvalidInputError(name, f"must be one of {list(allowed)}", value)
-    return value
-
-
-def _coder(sae: Any) -> SparseCoder:
+def as_coder(sae: Any) -> SparseCoder:
     for attr in ("encode", "decode"):
         if not callable(getattr(sae, attr, None)):
             raise InvalidInputError("sae", f"must have an {attr}() method (a TopKSAE or a "
@@ -68,18 +52,18 @@ def _coder(sae: Any) -> SparseCoder:
     return cast(SparseCoder, sae)
 
 
-def _coder_dtype(sae: SparseCoder) -> torch.dtype:
+def coder_dtype(sae: SparseCoder) -> torch.dtype:
     if isinstance(sae, torch.nn.Module):
         for p in sae.parameters():
             return p.dtype
     return torch.float32
 
 
-def _check_site(model: TextModel, sae: SparseCoder | None, layer: Any, site: Any) -> None:
+def check_site(model: TextModel, sae: SparseCoder | None, layer: Any, site: Any) -> None:
     if not isinstance(model, TextModel):
         raise InvalidInputError("model", "must be a TextModel", type(model).__name__)
-    _choice("site", site, SITES)
-    _int("layer", layer, 0, model.blocks.n_layers - 1)
+    checks.choice("site", site, SITES)
+    checks.integer("layer", layer, 0, model.blocks.n_layers - 1)
     width = model.blocks.hidden_size
     if sae is not None and sae.d_in != width:
         raise InvalidInputError("sae", f"its input width must be the model's width at the "
@@ -111,10 +95,10 @@ class TopKSAE(torch.nn.Module):
 
     def __init__(self, d_in: int, n_features: int, k: int, *, random_state: int = 0) -> None:
         super().__init__()
-        _int("d_in", d_in, 1)
-        _int("n_features", n_features, 1)
-        _int("k", k, 1, n_features)
-        _int("random_state", random_state, 0)
+        checks.integer("d_in", d_in, 1)
+        checks.integer("n_features", n_features, 1)
+        checks.integer("k", k, 1, n_features)
+        checks.integer("random_state", random_state, 0)
         gen = torch.Generator().manual_seed(int(random_state))
         directions = torch.randn(n_features, d_in, generator=gen)
         directions /= directions.norm(dim=1, keepdim=True).clamp_min(1e-12)

@@ -13,23 +13,21 @@ import torch
 
 from xai_sandbox.errors import InvalidInputError, InvalidTargetError, UnsupportedModelError
 from xai_sandbox.explainers.explanation import Explanation
+from xai_sandbox.text import checks
 from xai_sandbox.text.model import TextModel, text_explanation
 from xai_sandbox.text.sae.coder import (
     POSITIONS,
     Positions,
     Site,
     SparseCoder,
-    _check_site,
-    _choice,
-    _coder,
-    _int,
+    as_coder,
+    check_site,
 )
 from xai_sandbox.text.sae.splice import (
     Splice,
-    _ablation_mask,
-    _at_site,
-    _position_mask,
-    _texts,
+    ablation_mask,
+    at_site,
+    position_mask,
     spliced,
 )
 
@@ -129,12 +127,12 @@ def feature_attribution(model: TextModel, sae: SparseCoder, texts: str | Sequenc
         Method ``"sae_features"``, ``values`` ``(n, n_features)``, ``feature_names``
         ``feature_<j>``, ``prediction`` the explained outputs ``(n, K)``.
     """
-    batch = _texts(texts)
-    coder = _coder(sae)
-    _check_site(model, coder, layer, site)
-    _choice("positions", positions, POSITIONS)
-    steps = _int("steps", steps, 1)
-    top_k = _int("top_k", top_k, 1)
+    batch = checks.texts("texts", texts, single=True)
+    coder = as_coder(sae)
+    check_site(model, coder, layer, site)
+    checks.choice("positions", positions, POSITIONS)
+    steps = checks.integer("steps", steps, 1)
+    top_k = checks.integer("top_k", top_k, 1)
     started = time.perf_counter()
     enc = model.encode(batch)
     out, index, metric, f, err, grad_f, grad_e = _attribution_pass(
@@ -240,11 +238,11 @@ def ablate_features(model: TextModel, sae: SparseCoder, texts: str | Sequence[st
     indices for every row, one list per row, or a boolean mask (see :func:`spliced`).
     ``target=None`` uses the unablated prediction.
     """
-    batch = _texts(texts)
-    coder = _coder(sae)
-    _check_site(model, coder, layer, site)
-    _choice("positions", positions, POSITIONS)
-    keep = _ablation_mask(features, coder.n_features)
+    batch = checks.texts("texts", texts, single=True)
+    coder = as_coder(sae)
+    check_site(model, coder, layer, site)
+    checks.choice("positions", positions, POSITIONS)
+    keep = ablation_mask(features, coder.n_features)
     if keep is None:
         raise InvalidInputError("features", "must name at least one feature", features)
     if keep.ndim == 3 and keep.shape[0] != len(batch):
@@ -303,10 +301,10 @@ def splice_fidelity(model: TextModel, sae: SparseCoder, texts: str | Sequence[st
                     ) -> SpliceFidelity:
     """Compare the model's outputs with the SAE spliced in (with and without its error
     term, and with the site zero-ablated)."""
-    batch = _texts(texts)
-    coder = _coder(sae)
-    _check_site(model, coder, layer, site)
-    _choice("positions", positions, POSITIONS)
+    batch = checks.texts("texts", texts, single=True)
+    coder = as_coder(sae)
+    check_site(model, coder, layer, site)
+    checks.choice("positions", positions, POSITIONS)
     enc = model.encode(batch)
     ids, mask = enc.input_ids, enc.attention_mask
 
@@ -319,12 +317,12 @@ def splice_fidelity(model: TextModel, sae: SparseCoder, texts: str | Sequence[st
         clean = _outputs(model, model.logits(ids, mask), mask).double()
         exact, record = run()
         recon, _ = run(error_term=False)
-        where = _position_mask(mask, positions)
+        where = position_mask(mask, positions)
 
         def zero(a: torch.Tensor) -> torch.Tensor:
             return torch.where(where[..., None], torch.zeros_like(a), a)
 
-        with _at_site(model, layer, site, zero):
+        with at_site(model, layer, site, zero):
             zeroed = _outputs(model, model.logits(ids, mask), mask).double()
     logp = torch.log_softmax(clean, dim=-1)
 

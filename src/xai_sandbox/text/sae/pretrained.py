@@ -12,8 +12,9 @@ from typing import Any
 import torch
 
 from xai_sandbox.errors import InvalidInputError, UnsupportedModelError
+from xai_sandbox.text import checks
 from xai_sandbox.text.model import TextModel
-from xai_sandbox.text.sae.coder import SAE_EXTRA, _check_site, _int
+from xai_sandbox.text.sae.coder import SAE_EXTRA, check_site
 
 __all__ = ["PretrainedSAE", "SAESite", "load_pretrained_sae", "sae_site_from_config"]
 
@@ -143,8 +144,8 @@ class PretrainedSAE(torch.nn.Module):
                                     type(sae).__name__)
         self.sae = sae
         self.site = site
-        self._d_in = _int("d_in", d_in, 1)
-        self._n_features = _int("n_features", n_features, 1)
+        self._d_in = checks.integer("d_in", d_in, 1)
+        self._n_features = checks.integer("n_features", n_features, 1)
 
     @property
     def d_in(self) -> int:
@@ -209,7 +210,7 @@ def load_pretrained_sae(release: str, sae_id: str, *, model: TextModel | None = 
     site = sae_site_from_config(config, model=model)
     d_in, n_features = int(config["d_in"]), int(config["d_sae"])
     if model is not None:
-        _check_site(model, None, site.layer, site.site)
+        check_site(model, None, site.layer, site.site)
         if d_in != model.blocks.hidden_size:
             raise UnsupportedModelError("model", f"the SAE reads width {d_in}; this model's "
                                         "width differs", model.blocks.hidden_size)

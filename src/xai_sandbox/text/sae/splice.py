@@ -14,6 +14,7 @@ import torch
 
 from xai_sandbox.errors import InvalidInputError, UnsupportedModelError
 from xai_sandbox.models.sandbox import Intervention, Transform, intervene
+from xai_sandbox.text import checks
 from xai_sandbox.text.model import TextModel
 from xai_sandbox.text.sae.coder import (
     POOLS,
@@ -22,11 +23,9 @@ from xai_sandbox.text.sae.coder import (
     Positions,
     Site,
     SparseCoder,
-    _check_site,
-    _choice,
-    _coder,
-    _coder_dtype,
-    _int,
+    as_coder,
+    check_site,
+    coder_dtype,
 )
 
 __all__ = ["Splice", "collect_activations", "spliced"]
@@ -40,7 +39,7 @@ def _site_module(model: TextModel, layer: int, site: str) -> torch.nn.Module:
     return blocks.attn_out[layer] if site == "attn_out" else blocks.mlp_out[layer]
 
 
-def _at_site(model: TextModel, layer: int, site: str, fn: Transform
+def at_site(model: TextModel, layer: int, site: str, fn: Transform
              ) -> AbstractContextManager[None]:
     """Call ``fn`` on the activation at a site on every forward (a returned tensor
     replaces it), through the hook sandbox: the block's input for ``resid_pre``, the
@@ -49,7 +48,7 @@ def _at_site(model: TextModel, layer: int, site: str, fn: Transform
                                    "input" if site == "resid_pre" else "output")])
 
 
-def _position_mask(mask: torch.Tensor, positions: str) -> torch.Tensor:
+def position_mask(mask: torch.Tensor, positions: str) -> torch.Tensor:
     """``(n, T)`` bool: the positions an SAE is applied at."""
     if positions == "all":
         return mask.bool()
@@ -58,15 +57,6 @@ def _position_mask(mask: torch.Tensor, positions: str) -> torch.Tensor:
     at = torch.zeros_like(rows) if positions == "cls" else mask.sum(dim=1) - 1
     chosen[rows, at] = True
     return chosen
-
-
-def _texts(texts: Any) -> list[str]:
-    batch = [texts] if isinstance(texts, str) else list(texts) if isinstance(
-        texts, Sequence) else None
-    if not batch or not all(isinstance(t, str) and t for t in batch):
-        raise InvalidInputError("texts", "must be a non-empty text or list of non-empty texts",
-                                texts if batch is None else batch[:3])
-    return batch
 
 
 def collect_activations(model: TextModel, texts: str | Sequence[str], *, layer: int,
@@ -100,13 +90,13 @@ def collect_activations(model: TextModel, texts: str | Sequence[str], *, layer: 
         ``acts`` ``(N, d)`` float32 and ``token_index`` ``(N, 2)``: text row and position of
         each row of ``acts`` (position ``-1`` for ``pool="mean"``).
     """
-    batch = _texts(texts)
-    _check_site(model, None, layer, site)
+    batch = checks.texts("texts", texts, single=True)
+    check_site(model, None, layer, site)
     if pool is not None:
-        _choice("pool", pool, POOLS)
+        checks.choice("pool", pool, POOLS)
     if not isinstance(include_special, bool):
         raise InvalidInputError("include_special", "must be True or False", include_special)
-    batch_size = _int("batch_size", batch_size, 1)
+    batch_size = checks.integer("batch_size", batch_size, 1)
     captured: list[torch.Tensor] = []
 
     def keep(a: torch.Tensor) -> None:
@@ -114,7 +104,7 @@ def collect_activations(model: TextModel, texts: str | Sequence[str], *, layer: 
 
     acts: list[np.ndarray] = []
     where: list[np.ndarray] = []
-    with _at_site(model, layer, site, keep), torch.no_grad():
+    with at_site(model, layer, site, keep), torch.no_grad():
         for start in range(0, len(batch), batch_size):
             enc = model.encode(batch[start:start + batch_size])
             captured.clear()
@@ -163,7 +153,7 @@ class Splice:
     calls: int = 0
 
 
-def _ablation_mask(ablate: Any, n_features: int) -> torch.Tensor | None:
+def ablation_mask(ablate: Any, n_features: int) -> torch.Tensor | None:
     """``None`` or a float keep-mask: ``(n_features,)`` for one feature list, ``(n, 1, F)``
     for one list per row, or a given ``(n, F)`` / ``(F,)`` bool mask of features to drop."""
     if ablate is None:
@@ -184,7 +174,7 @@ def _ablation_mask(ablate: Any, n_features: int) -> torch.Tensor | None:
         drop = torch.zeros(len(lists), n_features, dtype=torch.bool)
         for r, row in enumerate(lists):
             for j in row:
-                drop[r, _int("features", j, 0, n_features - 1)] = True
+                drop[r, checks.integer("features", j, 0, n_features - 1)] = True
         if not per_row:
             drop = drop[0]
     if not bool(drop.any()):
@@ -232,17 +222,17 @@ def spliced(model: TextModel, sae: SparseCoder, layer: int, site: Site = "resid_
     Splice
         Filled in on every forward through the site.
     """
-    coder = _coder(sae)
-    _check_site(model, coder, layer, site)
+    coder = as_coder(sae)
+    check_site(model, coder, layer, site)
     if not isinstance(positions, torch.Tensor):
-        _choice("positions", positions, POSITIONS)
+        checks.choice("positions", positions, POSITIONS)
     if not isinstance(error_term, bool):
         raise InvalidInputError("error_term", "must be True or False", error_term)
-    keep = _ablation_mask(ablate, coder.n_features)
+    keep = ablation_mask(ablate, coder.n_features)
     if not isinstance(feature_scale, int | float) or isinstance(feature_scale, bool) or not (
             math.isfinite(feature_scale)):
         raise InvalidInputError("feature_scale", "must be a finite number", feature_scale)
-    dtype = _coder_dtype(coder)
+    dtype = coder_dtype(coder)
     record = Splice()
 
     def replace(a: torch.Tensor) -> torch.Tensor:
@@ -258,7 +248,7 @@ def spliced(model: TextModel, sae: SparseCoder, layer: int, site: Site = "resid_
             if mask.shape != (n, t):
                 raise InvalidInputError("attention_mask", f"must be (n, T) = {(n, t)}",
                                         tuple(mask.shape))
-            where = _position_mask(mask, positions)
+            where = position_mask(mask, positions)
         x = a.detach().to(dtype)
         with torch.no_grad():
             f = coder.encode(x) * where[..., None].to(dtype)
@@ -283,5 +273,5 @@ def spliced(model: TextModel, sae: SparseCoder, layer: int, site: Site = "resid_
         record.calls += 1
         return new.to(a.dtype)
 
-    with _at_site(model, layer, site, replace):
+    with at_site(model, layer, site, replace):
         yield record

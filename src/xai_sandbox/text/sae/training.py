@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from xai_sandbox.errors import InvalidInputError
-from xai_sandbox.text.sae.coder import TopKSAE, _int
+from xai_sandbox.text import checks
+from xai_sandbox.text.sae.coder import TopKSAE
 
 __all__ = ["SAETrainResult", "train_sae"]
 
@@ -165,17 +166,17 @@ def train_sae(activations: np.ndarray | torch.Tensor, *, n_features: int, k: int
         The SAE with its explained variance, L0 and dead fraction on all the rows.
     """
     x_raw = _activations(activations)
-    n_features = _int("n_features", n_features, 1)
-    k = _int("k", k, 1, n_features)
-    steps = _int("steps", steps, 1)
-    batch_size = _int("batch_size", batch_size, 1)
-    random_state = _int("random_state", random_state, 0)
-    resample_dead_every = _int("resample_dead_every", resample_dead_every, 0)
+    n_features = checks.integer("n_features", n_features, 1)
+    k = checks.integer("k", k, 1, n_features)
+    steps = checks.integer("steps", steps, 1)
+    batch_size = checks.integer("batch_size", batch_size, 1)
+    random_state = checks.integer("random_state", random_state, 0)
+    resample_dead_every = checks.integer("resample_dead_every", resample_dead_every, 0)
     if not isinstance(lr, int | float) or isinstance(lr, bool) or not (
             math.isfinite(lr) and lr > 0):
         raise InvalidInputError("lr", "must be a finite positive number", lr)
     if threads is not None:
-        threads = _int("threads", threads, 1)
+        threads = checks.integer("threads", threads, 1)
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

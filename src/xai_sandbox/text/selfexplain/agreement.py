@@ -10,18 +10,18 @@ from typing import Any
 import numpy as np
 
 from xai_sandbox.errors import InvalidInputError
+from xai_sandbox.text import checks
 from xai_sandbox.text.selfexplain.parsing import (
-    _STATISTICS,
-    _W,
     AOPC_THRESHOLDS,
+    STATISTICS,
     ScoreFn,
     Span,
+    W,
     WordLike,
-    _finite,
-    _int,
-    _score,
-    _span,
-    _text,
+    checked_text,
+    finite_or_none,
+    word_score,
+    word_span,
 )
 
 __all__ = ["agreement", "aopc", "comprehensiveness", "delete_spans", "sufficiency"]
@@ -59,7 +59,7 @@ def _statistics(scores: np.ndarray, masks: np.ndarray, k: int) -> dict[str, np.n
     return {"precision_at_k": hits / k, "recall_at_k": hits / n_pos, "auprc": ap}
 
 
-def _null(scores: np.ndarray, n_pos: int, k: int, n_permutations: int,
+def null_scores(scores: np.ndarray, n_pos: int, k: int, n_permutations: int,
           rng: np.random.Generator) -> dict[str, np.ndarray]:
     """The statistics of random word sets of ``n_pos`` words (the permutation null)."""
     chosen = np.argsort(rng.random((n_permutations, scores.size)), axis=1)[:, :n_pos]
@@ -68,10 +68,10 @@ def _null(scores: np.ndarray, n_pos: int, k: int, n_permutations: int,
     return _statistics(scores, masks, k)
 
 
-def _test(observed: float, null: np.ndarray) -> dict[str, float | None]:
+def permutation_test(observed: float, null: np.ndarray) -> dict[str, float | None]:
     mean, std = float(null.mean()), float(null.std())
     z = (observed - mean) / std if std > 0 else (0.0 if observed == mean else math.nan)
-    return {"value": observed, "null_mean": mean, "null_std": std, "z": _finite(z),
+    return {"value": observed, "null_mean": mean, "null_std": std, "z": finite_or_none(z),
             "p_value": (1 + int((null >= observed - 1e-12).sum())) / (1 + null.size)}
 
 
@@ -89,18 +89,18 @@ def agreement(word_scores: Sequence[float] | np.ndarray, mask: Sequence[bool] | 
     """
     scores, marks = _check_scores_mask(word_scores, mask)
     n_pos = int(marks.sum())
-    top = n_pos if k is None else _int("k", k, 1)
+    top = n_pos if k is None else checks.integer("k", k, 1)
     if top > scores.size:
         raise InvalidInputError("k", f"must be at most the number of words ({scores.size})",
                                 top)
-    n_perm = _int("n_permutations", n_permutations, 20)
+    n_perm = checks.integer("n_permutations", n_permutations, 20)
     observed = _statistics(scores, marks[None], top)
-    null = _null(scores, n_pos, top, n_perm, np.random.default_rng(random_state))
+    null = null_scores(scores, n_pos, top, n_perm, np.random.default_rng(random_state))
     out: dict[str, Any] = {"k": top, "n_words": int(scores.size), "n_evidence": n_pos,
                            "n_permutations": n_perm, "random_state": random_state,
                            "ranking": "signed scores, decreasing; ties by position"}
-    for name in _STATISTICS:
-        out[name] = _test(float(observed[name][0]), null[name])
+    for name in STATISTICS:
+        out[name] = permutation_test(float(observed[name][0]), null[name])
     return out
 
 
@@ -127,31 +127,31 @@ def delete_spans(text: str, spans: Sequence[Span]) -> str:
     return "".join(pieces)
 
 
-def _spans(words: Sequence[WordLike]) -> list[Span]:
+def word_spans(words: Sequence[WordLike]) -> list[Span]:
     if isinstance(words, str) or not isinstance(words, Sequence):
         raise InvalidInputError("words", "must be a list of words", words)
-    return [_span(w) for w in words]
+    return [word_span(w) for w in words]
 
 
 def comprehensiveness(score_fn: ScoreFn, text: str, words_to_remove: Sequence[WordLike]
                       ) -> float:
     """ERASER comprehensiveness ``p(y|x) - p(y|x without r)`` (higher: the rationale
     mattered). ``score_fn(text, erased_spans)`` is ``p(y)`` with the spans removed."""
-    _text("text", text)
-    return float(score_fn(text, ())) - float(score_fn(text, _spans(words_to_remove)))
+    checked_text("text", text)
+    return float(score_fn(text, ())) - float(score_fn(text, word_spans(words_to_remove)))
 
 
 def sufficiency(score_fn: ScoreFn, text: str, rationale: Sequence[WordLike],
                 words: Sequence[WordLike]) -> float:
     """ERASER sufficiency ``p(y|x) - p(y|r only)`` (lower: the rationale alone suffices):
     every word of ``words`` that does not overlap the rationale is removed."""
-    _text("text", text)
-    keep = _spans(rationale)
-    erase = [(s, e) for s, e in _spans(words) if not any(a < e and s < b for a, b in keep)]
+    checked_text("text", text)
+    keep = word_spans(rationale)
+    erase = [(s, e) for s, e in word_spans(words) if not any(a < e and s < b for a, b in keep)]
     return float(score_fn(text, ())) - float(score_fn(text, erase))
 
 
-def _top(words: Sequence[_W], scores: np.ndarray, k: int) -> list[_W]:
+def top_words(words: Sequence[W], scores: np.ndarray, k: int) -> list[W]:
     """The ``k`` words of highest score (ties by position), in text order."""
     order = np.argsort(-scores, kind="stable")[:k]
     return [words[int(i)] for i in sorted(order)]
@@ -162,8 +162,8 @@ def aopc(score_fn: ScoreFn, text: str, words: Sequence[WordLike],
          thresholds: Sequence[float] = AOPC_THRESHOLDS) -> dict[str, Any]:
     """AOPC: comprehensiveness and sufficiency averaged over rationales made of the top
     ``thresholds`` shares of words by score (``ceil(share * n)``, at least one word)."""
-    _text("text", text)
-    ranked = np.asarray([_score(w) for w in words] if scores is None else scores,
+    checked_text("text", text)
+    ranked = np.asarray([word_score(w) for w in words] if scores is None else scores,
                         dtype=np.float64)
     if ranked.ndim != 1 or ranked.size != len(words) or not ranked.size:
         raise InvalidInputError("scores", f"must give one score per word ({len(words)})",
@@ -174,7 +174,7 @@ def aopc(score_fn: ScoreFn, text: str, words: Sequence[WordLike],
     comp, suff, ks = [], [], []
     for share in shares:
         k = max(1, math.ceil(share * len(words) - 1e-9))
-        rationale = _top(words, ranked, k)
+        rationale = top_words(words, ranked, k)
         ks.append(k)
         comp.append(comprehensiveness(score_fn, text, rationale))
         suff.append(sufficiency(score_fn, text, rationale, words))

@@ -14,16 +14,17 @@ import torch
 
 from xai_sandbox.errors import InvalidInputError, UnsupportedModelError
 from xai_sandbox.explainers.explanation import Explanation, TextDetail
+from xai_sandbox.text import checks
 from xai_sandbox.text.attribution import generation_attributions, token_attributions
 from xai_sandbox.text.model import TextModel, text_explanation
 from xai_sandbox.text.selfexplain.agreement import (
-    _spans,
-    _top,
     agreement,
     aopc,
     comprehensiveness,
     delete_spans,
     sufficiency,
+    top_words,
+    word_spans,
 )
 from xai_sandbox.text.selfexplain.parsing import (
     ANSWER_PREFILL,
@@ -31,21 +32,20 @@ from xai_sandbox.text.selfexplain.parsing import (
     Answerer,
     SelfExplanation,
     Span,
-    _first_json_object,
-    _int,
-    _labels,
-    _rate,
-    _text,
-    _text_words,
+    checked_labels,
+    checked_text,
     evidence_mask,
+    first_json_object,
     parse_self_explanation,
+    rate_of,
+    text_words,
 )
 from xai_sandbox.text.selfexplain.prompts import (
     SelfExplanationPrompt,
-    _label_token_ids,
     build_prompt,
     constrained_answerer,
     greedy_answerer,
+    label_token_ids,
 )
 
 __all__ = [
@@ -77,7 +77,7 @@ class LabelScorer:
         default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.labels = _labels(self.labels)
+        self.labels = checked_labels(self.labels)
         if self.label not in self.labels:
             raise InvalidInputError("label", f"must be one of {list(self.labels)}", self.label)
         if self.removal not in ("pad", "delete"):
@@ -91,7 +91,7 @@ class LabelScorer:
             raise UnsupportedModelError("model", "PAD removal is for classifiers; a causal "
                                         "LM's words are deleted", self.model.kind)
         else:
-            _label_token_ids(self.model, self.labels)
+            label_token_ids(self.model, self.labels)
 
     def __call__(self, text: str, erased: Sequence[Span] = ()) -> float:
         probs = self.probabilities(text, erased)
@@ -146,7 +146,7 @@ class LabelScorer:
 def _label_log_probs(model: TextModel, prompt: str, labels: Sequence[str]) -> np.ndarray:
     """``log p(label tokens | prompt)`` for each label (teacher forcing, one batch)."""
     prompt_ids = model.encode(prompt).input_ids[0]
-    targets = _label_token_ids(model, labels)
+    targets = label_token_ids(model, labels)
     m, longest = len(prompt_ids), max(len(t) for t in targets)
     ids = torch.full((len(targets), m + longest), model.pad_id, dtype=torch.long,
                      device=prompt_ids.device)
@@ -256,7 +256,7 @@ def _ig_words(model: TextModel, prompt: SelfExplanationPrompt, label: str, attri
         ig = token_attributions(model, prompt.text, method=attribution,  # type: ignore[arg-type]
                                 target=label, n_steps=n_steps, tolerance=tolerance,
                                 internal_batch_size=batch)
-        return _text_words(prompt.text, model.encode(prompt.text), ig.values[0], 0)
+        return text_words(prompt.text, model.encode(prompt.text), ig.values[0], 0)
     if attribution != "integrated_gradients":
         raise InvalidInputError("attribution", "a causal LM is explained with "
                                 "'integrated_gradients'", attribution)
@@ -264,7 +264,7 @@ def _ig_words(model: TextModel, prompt: SelfExplanationPrompt, label: str, attri
     ig = generation_attributions(model, full, target=label, n_steps=n_steps,
                                  tolerance=tolerance, internal_batch_size=batch)
     sequence = np.asarray(ig.parameters["sequence"], dtype=np.float64)
-    return _text_words(prompt.text, model.encode(full), sequence, prompt.start)
+    return text_words(prompt.text, model.encode(full), sequence, prompt.start)
 
 
 def _rationale(scorer: LabelScorer, text: str, chosen: list[dict[str, Any]],
@@ -327,14 +327,14 @@ def check_self_explanation(model: TextModel, text: str, labels: Sequence[str], *
     started = time.perf_counter()
     if not isinstance(model, TextModel):
         raise UnsupportedModelError("model", "must be a TextModel", type(model).__name__)
-    _text("text", text)
-    names = _labels(labels)
-    steps = _int("n_steps", n_steps, 2)
-    n_perm = _int("n_permutations", n_permutations, 20)
+    checked_text("text", text)
+    names = checked_labels(labels)
+    steps = checks.integer("n_steps", n_steps, 2)
+    n_perm = checks.integer("n_permutations", n_permutations, 20)
     if k is not None:
-        _int("k", k, 1)
+        checks.integer("k", k, 1)
     if internal_batch_size is not None:
-        _int("internal_batch_size", internal_batch_size, 1)
+        checks.integer("internal_batch_size", internal_batch_size, 1)
     if answer is None:
         if model.kind != "causal_lm":
             raise InvalidInputError("answer", "a classifier cannot write a self-explanation; "
@@ -364,7 +364,7 @@ def check_self_explanation(model: TextModel, text: str, labels: Sequence[str], *
     redaction = None
     if n_ev:
         stated = [w for w, m in zip(words, mask, strict=True) if m]
-        top = _top(words, scores, n_ev)
+        top = top_words(words, scores, n_ev)
         rationales = {"evidence": _rationale(scorer, text, stated, words),
                       "ig_top_k": _rationale(scorer, text, top, words)}
         deleter = scorer if removal == "delete" else LabelScorer(model, names, label, "delete")
@@ -411,7 +411,7 @@ def parse_rate(model: TextModel, texts: Sequence[str], labels: Sequence[str], *,
     """
     if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts:
         raise InvalidInputError("texts", "must be a non-empty list of texts", texts)
-    names = _labels(labels)
+    names = checked_labels(labels)
     if truth is not None and (isinstance(truth, str) or len(truth) != len(texts)
                               or not all(t in names for t in truth)):
         raise InvalidInputError("truth", f"must give one of {list(names)} per text", truth)
@@ -422,14 +422,14 @@ def parse_rate(model: TextModel, texts: Sequence[str], labels: Sequence[str], *,
                                     "answer= (prompt -> raw JSON answer)", None)
         answer = _default_answerer(model, names, decoding, max_new_tokens)
     if threads is not None:
-        threads = _int("threads", threads, 1)
+        threads = checks.integer("threads", threads, 1)
     started = time.perf_counter()
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
         parsed = [parse_self_explanation(_ask(answer, build_prompt(
-            model, _text("texts", t), names).prompt), t, names) for t in texts]
+            model, checked_text("texts", t), names).prompt), t, names) for t in texts]
     finally:
         if threads is not None:
             torch.set_num_threads(before)
@@ -440,13 +440,13 @@ def parse_rate(model: TextModel, texts: Sequence[str], labels: Sequence[str], *,
             key = (a.reason or "").split(":")[0]
             reasons[key] = reasons.get(key, 0) + 1
     stated = {x: sum(1 for a in valid if a.label == x) for x in names}
-    correct = None if truth is None else _rate(
+    correct = None if truth is None else rate_of(
         sum(1 for a, t in zip(parsed, truth, strict=True) if a.valid and a.label == t),
         len(valid))
     return {"n": len(parsed), "n_valid": len(valid), "rate": len(valid) / len(parsed),
             "decoding": source,
             "failures": reasons,
-            "answers_with_hallucination_rate": _rate(
+            "answers_with_hallucination_rate": rate_of(
                 sum(1 for a in valid if a.hallucinated), len(valid)),
             "labels": stated, "label_accuracy": correct,
             "examples": [a.raw for a in parsed[:5]],
@@ -465,7 +465,7 @@ def _redact(model: TextModel, answer: Answerer, text: str, label: str,
     """Madsen et al.'s redaction: delete the evidence words, ask again; also the model's
     own top label on the redacted text (``deleter`` removes words by deletion)."""
     labels = deleter.labels
-    spans = _spans(stated)
+    spans = word_spans(stated)
     redacted = delete_spans(text, spans)
     prompt = build_prompt(model, redacted, labels)
     raw = _ask(answer, prompt.prompt)
@@ -478,7 +478,7 @@ def _redact(model: TextModel, answer: Answerer, text: str, label: str,
 
 def _parse_empty(raw: str, labels: tuple[str, ...]) -> SelfExplanation:
     """Every word was redacted: only the label can be checked (no quote can be found)."""
-    obj, problem = _first_json_object(raw)
+    obj, problem = first_json_object(raw)
     if obj is None:
         return SelfExplanation(valid=False, raw=raw, reason=problem)
     label = obj.get("label")

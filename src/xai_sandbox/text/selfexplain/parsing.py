@@ -38,7 +38,7 @@ __all__ = [
 METHOD = "self_explanation"
 ANSWER_PREFILL = '{"label": "'
 AOPC_THRESHOLDS = (0.01, 0.05, 0.1, 0.2, 0.5)
-_STATISTICS = ("precision_at_k", "recall_at_k", "auprc")
+STATISTICS = ("precision_at_k", "recall_at_k", "auprc")
 
 SELF_EXPLANATION_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -58,12 +58,12 @@ Span = tuple[int, int]
 ScoreFn = Callable[[str, Sequence[Span]], float]
 Answerer = Callable[[str], str]
 WordLike = Word | Mapping[str, Any]
-_W = TypeVar("_W")
+W = TypeVar("W")
 
 
 def self_explanation_schema(labels: Sequence[str]) -> dict[str, Any]:
     """:data:`SELF_EXPLANATION_SCHEMA` with the label restricted to ``labels``."""
-    names = _labels(labels)
+    names = checked_labels(labels)
     schema = json.loads(json.dumps(SELF_EXPLANATION_SCHEMA))
     schema["properties"]["label"]["enum"] = list(names)
     out: dict[str, Any] = schema
@@ -71,7 +71,7 @@ def self_explanation_schema(labels: Sequence[str]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- validation
-def _labels(labels: Any) -> tuple[str, ...]:
+def checked_labels(labels: Any) -> tuple[str, ...]:
     if isinstance(labels, str) or not isinstance(labels, Sequence) or len(labels) < 2:
         raise InvalidInputError("labels", "must be a list of at least two labels", labels)
     if not all(isinstance(x, str) and x.strip() and x == x.strip() for x in labels):
@@ -82,23 +82,17 @@ def _labels(labels: Any) -> tuple[str, ...]:
     return tuple(labels)
 
 
-def _text(name: str, text: Any, *, empty: bool = False) -> str:
+def checked_text(name: str, text: Any, *, empty: bool = False) -> str:
     if not isinstance(text, str) or (not empty and not text.strip()):
         raise InvalidInputError(name, "must be a non-empty text", text)
     return text
 
 
-def _int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise InvalidInputError(name, f"must be an integer >= {minimum}", value)
-    return int(value)
-
-
-def _finite(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _rate(hits: int, total: int) -> float | None:
+def rate_of(hits: int, total: int) -> float | None:
     return hits / total if total else None
 
 
@@ -158,7 +152,7 @@ class SelfExplanation:
                 "answer_first": self.answer_first}
 
 
-def _first_json_object(raw: str) -> tuple[dict[str, Any] | None, str | None]:
+def first_json_object(raw: str) -> tuple[dict[str, Any] | None, str | None]:
     """The first ``{...}`` in ``raw`` that decodes to a JSON object, or the reason none
     does (prose and code fences around it are allowed)."""
     decoder = json.JSONDecoder()
@@ -203,9 +197,9 @@ def parse_self_explanation(raw: str, text: str, labels: Sequence[str]) -> SelfEx
     """
     if not isinstance(raw, str):
         raise InvalidInputError("raw", "must be a string (the model's answer)", raw)
-    _text("text", text)
-    names = _labels(labels)
-    obj, problem = _first_json_object(raw)
+    checked_text("text", text)
+    names = checked_labels(labels)
+    obj, problem = first_json_object(raw)
     if obj is None:
         return SelfExplanation(valid=False, raw=raw, reason=problem)
     try:
@@ -231,7 +225,7 @@ def parse_self_explanation(raw: str, text: str, labels: Sequence[str]) -> SelfEx
 
 
 # ---------------------------------------------------------------------------- words
-def _span(word: WordLike) -> Span:
+def word_span(word: WordLike) -> Span:
     if isinstance(word, Word):
         return word.start, word.end
     if isinstance(word, Mapping) and "start" in word and "end" in word:
@@ -240,7 +234,7 @@ def _span(word: WordLike) -> Span:
                             "'end'", word)
 
 
-def _score(word: WordLike) -> float:
+def word_score(word: WordLike) -> float:
     value = word.score if isinstance(word, Word) else word.get("score")
     if value is None:
         raise InvalidInputError("words", "each word needs a 'score'", word)
@@ -261,12 +255,12 @@ def evidence_mask(words: Sequence[WordLike], spans: Sequence[Span]) -> np.ndarra
         stated.append((int(span[0]), int(span[1])))
     mask = np.zeros(len(words), dtype=bool)
     for i, word in enumerate(words):
-        s, e = _span(word)
+        s, e = word_span(word)
         mask[i] = any(a < e and s < b for a, b in stated)
     return mask
 
 
-def _text_words(text: str, encoded: Encoded, token_scores: np.ndarray, start: int
+def text_words(text: str, encoded: Encoded, token_scores: np.ndarray, start: int
                 ) -> list[dict[str, Any]]:
     """The whitespace-separated words of ``text`` (which sits at character ``start`` of
     the encoded string), each with the tokens that spell it and their summed score.

@@ -13,14 +13,14 @@ from typing import Any
 import torch
 
 from xai_sandbox.errors import InvalidInputError, UnsupportedModelError
+from xai_sandbox.text import checks
 from xai_sandbox.text.model import TextModel
 from xai_sandbox.text.selfexplain.parsing import (
     ANSWER_PREFILL,
     Answerer,
-    _first_json_object,
-    _int,
-    _labels,
-    _text,
+    checked_labels,
+    checked_text,
+    first_json_object,
 )
 
 __all__ = ["SelfExplanationPrompt", "build_prompt", "constrained_answerer", "greedy_answerer"]
@@ -50,8 +50,8 @@ def build_prompt(model: TextModel | None, text: str, labels: Sequence[str]
                  ) -> SelfExplanationPrompt:
     """The answer-first JSON prompt, through the tokenizer's chat template when it has one
     (a single user turn, then the assistant's turn opened)."""
-    _text("text", text, empty=True)
-    names = _labels(labels)
+    checked_text("text", text, empty=True)
+    names = checked_labels(labels)
     user = _INSTRUCTION.format(labels=", ".join(f'"{x}"' for x in names), text=text)
     template = getattr(getattr(model, "tokenizer", None), "chat_template", None)
     if model is not None and template:
@@ -77,7 +77,7 @@ def greedy_answerer(model: TextModel, *, max_new_tokens: int = 96,
     if model.kind != "causal_lm":
         raise UnsupportedModelError("model", "greedy answers need a causal LM; pass "
                                     "answer= for a classifier", model.kind)
-    limit = _int("max_new_tokens", max_new_tokens, 1)
+    limit = checks.integer("max_new_tokens", max_new_tokens, 1)
     if not isinstance(prefill, str):
         raise InvalidInputError("prefill", "must be a string", prefill)
 
@@ -96,7 +96,7 @@ def greedy_answerer(model: TextModel, *, max_new_tokens: int = 96,
                 out.append(nxt)
                 step = torch.as_tensor([[nxt]], device=ids.device)
                 text = prefill + model.tokenizer.decode(out, skip_special_tokens=True)
-                if "}" in text and _first_json_object(text)[0] is not None:
+                if "}" in text and first_json_object(text)[0] is not None:
                     break
         return prefill + str(model.tokenizer.decode(out, skip_special_tokens=True))
 
@@ -190,10 +190,10 @@ def constrained_answerer(model: TextModel, labels: Sequence[str], *, max_phrases
     if model.kind != "causal_lm":
         raise UnsupportedModelError("model", "constrained answers need a causal LM; pass "
                                     "answer= for a classifier", model.kind)
-    names = _labels(labels)
-    phrases = _int("max_phrases", max_phrases, 1)
-    length = _int("max_phrase_tokens", max_phrase_tokens, 1)
-    label_ids = _label_token_ids(model, names)
+    names = checked_labels(labels)
+    phrases = checks.integer("max_phrases", max_phrases, 1)
+    length = checks.integer("max_phrase_tokens", max_phrase_tokens, 1)
+    label_ids = label_token_ids(model, names)
     vocab = _Vocabulary(model)
 
     def label(decoder: _Decoder) -> str:
@@ -277,7 +277,7 @@ def _fed(decoder: _Decoder, token: int, vocab: _Vocabulary) -> str:
     return vocab.texts[token]
 
 
-def _label_token_ids(model: TextModel, labels: Sequence[str]) -> list[list[int]]:
+def label_token_ids(model: TextModel, labels: Sequence[str]) -> list[list[int]]:
     ids = [list(model.tokenizer(x, add_special_tokens=False)["input_ids"]) for x in labels]
     for i, a in enumerate(ids):
         if not a:

@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 
 from xai_sandbox.errors import InvalidInputError
+from xai_sandbox.text import checks
 from xai_sandbox.text.selfexplain.agreement import (
-    _null,
-    _test,
+    null_scores,
+    permutation_test,
 )
 from xai_sandbox.text.selfexplain.check import SelfExplanationReport
-from xai_sandbox.text.selfexplain.parsing import _STATISTICS, _int, _rate
+from xai_sandbox.text.selfexplain.parsing import STATISTICS, rate_of
 
 __all__ = ["summarise"]
 
@@ -32,20 +33,20 @@ def _pooled_agreement(reports: Sequence[SelfExplanationReport], n_permutations: 
     if not used:
         return None
     rng = np.random.default_rng(random_state)
-    observed: dict[str, list[float]] = {name: [] for name in _STATISTICS}
-    zs: dict[str, list[float | None]] = {name: [] for name in _STATISTICS}
-    nulls: dict[str, list[np.ndarray]] = {name: [] for name in _STATISTICS}
+    observed: dict[str, list[float]] = {name: [] for name in STATISTICS}
+    zs: dict[str, list[float | None]] = {name: [] for name in STATISTICS}
+    nulls: dict[str, list[np.ndarray]] = {name: [] for name in STATISTICS}
     for report, agree in used:
-        null = _null(report.scores, int(report.evidence.sum()), int(agree["k"]),
+        null = null_scores(report.scores, int(report.evidence.sum()), int(agree["k"]),
                      n_permutations, rng)
-        for name in _STATISTICS:
+        for name in STATISTICS:
             observed[name].append(float(agree[name]["value"]))
             zs[name].append(agree[name]["z"])
             nulls[name].append(null[name])
     out: dict[str, Any] = {"n_examples": len(used), "n_permutations": n_permutations,
                            "random_state": random_state}
-    for name in _STATISTICS:
-        test = _test(float(np.mean(observed[name])), np.mean(nulls[name], axis=0))
+    for name in STATISTICS:
+        test = permutation_test(float(np.mean(observed[name])), np.mean(nulls[name], axis=0))
         test["mean_z"] = _mean(zs[name])
         out[name] = test
     return out
@@ -66,7 +67,7 @@ def summarise(reports: Sequence[SelfExplanationReport], *, n_permutations: int =
             or not reports or not all(isinstance(r, SelfExplanationReport) for r in reports):
         raise InvalidInputError("reports", "must be a non-empty list of "
                                 "SelfExplanationReport", type(reports).__name__)
-    n_perm = _int("n_permutations", n_permutations, 20)
+    n_perm = checks.integer("n_permutations", n_permutations, 20)
     valid = [r for r in reports if r.valid]
     quotes = sum(len(r.answer.evidence) for r in valid)
     invented = sum(len(r.answer.hallucinated) for r in valid)
@@ -91,8 +92,8 @@ def summarise(reports: Sequence[SelfExplanationReport], *, n_permutations: int =
         "n_reports": len(reports), "n_valid": len(valid),
         "parse_failure_rate": 1 - len(valid) / len(reports), "parse_failures": reasons,
         "n_quotes": quotes, "n_hallucinated": invented,
-        "hallucination_rate": _rate(invented, quotes),
-        "answers_with_hallucination_rate": _rate(
+        "hallucination_rate": rate_of(invented, quotes),
+        "answers_with_hallucination_rate": rate_of(
             sum(1 for r in valid if r.answer.hallucinated), len(valid)),
         "mean_confidence": _mean([r.answer.confidence for r in valid]),
         "agreement": _pooled_agreement(valid, n_perm, random_state),
@@ -102,9 +103,9 @@ def summarise(reports: Sequence[SelfExplanationReport], *, n_permutations: int =
                  "sufficiency": _mean([r.aopc["aopc_sufficiency"]
                                        for r in valid if r.aopc is not None])},
         "redaction": {"n": len(redone), "n_answered": len(answered),
-                      "flip_rate": _rate(sum(1 for x in answered if x.flipped),
+                      "flip_rate": rate_of(sum(1 for x in answered if x.flipped),
                                          len(answered)),
-                      "model_flip_rate": _rate(model_flips, len(redone))},
+                      "model_flip_rate": rate_of(model_flips, len(redone))},
         "removal": sorted({r.removal for r in reports}),
     }
 

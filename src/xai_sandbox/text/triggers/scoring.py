@@ -12,12 +12,12 @@ import torch
 from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.text.model import TextModel
 from xai_sandbox.text.triggers.vocabulary import (
-    _MAX_LOGITS,
-    _MAX_ROWS,
-    _MAX_TOKENS,
-    _embedding_matrix,
-    _n_tokens,
-    _Target,
+    MAX_LOGITS,
+    MAX_ROWS,
+    MAX_TOKENS,
+    Target,
+    embedding_matrix,
+    n_tokens,
 )
 
 
@@ -40,7 +40,7 @@ class _Template:
         return _Template(self.ids[at], self.mask[at], self.slots[at], self.predict_at[at])
 
 
-def _template(model: TextModel, texts: list[str], k: int, target: _Target) -> _Template:
+def build_template(model: TextModel, texts: list[str], k: int, target: Target) -> _Template:
     tok = model.tokenizer
     rows: list[tuple[list[int], list[int]]] = []
     if model.kind == "classifier":
@@ -91,7 +91,7 @@ def _filled(template: _Template, triggers: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 @dataclass(frozen=True)
-class _Scores:
+class Scores:
     loss: torch.Tensor           # (rows,) targeted loss
     probability: torch.Tensor    # (rows,) target probability
     hit: torch.Tensor            # (rows,) the model's output is the target
@@ -99,11 +99,11 @@ class _Scores:
 
 
 def _score(model: TextModel, logits: torch.Tensor, predict_at: torch.Tensor,
-           target: _Target) -> _Scores:
+           target: Target) -> Scores:
     if target.index is not None:
         logp = torch.log_softmax(logits.double(), dim=-1)
         loss = -logp[:, target.index]
-        return _Scores(loss, torch.exp(-loss), logp.argmax(dim=-1) == target.index,
+        return Scores(loss, torch.exp(-loss), logp.argmax(dim=-1) == target.index,
                        torch.exp(logp))
     width = logits.shape[-1]
     picked = logits.gather(1, predict_at.unsqueeze(-1).expand(-1, -1, width))
@@ -112,22 +112,22 @@ def _score(model: TextModel, logits: torch.Tensor, predict_at: torch.Tensor,
     token_logp = logp.gather(2, wanted.expand(logp.shape[0], -1).unsqueeze(-1)).squeeze(-1)
     loss = -token_logp.sum(dim=1)
     hit = (logp.argmax(dim=-1) == wanted).all(dim=1)
-    return _Scores(loss, torch.exp(-loss), hit, None)
+    return Scores(loss, torch.exp(-loss), hit, None)
 
 
 def _rows_per_pass(model: TextModel, template: _Template) -> int:
     if model.kind == "classifier":
-        return max(1, min(_MAX_ROWS, _MAX_TOKENS // int(template.ids.shape[1])))
-    per_row = int(template.ids.shape[1]) * _n_tokens(model)
-    return max(1, min(_MAX_ROWS, _MAX_LOGITS // max(per_row, 1)))
+        return max(1, min(MAX_ROWS, MAX_TOKENS // int(template.ids.shape[1])))
+    per_row = int(template.ids.shape[1]) * n_tokens(model)
+    return max(1, min(MAX_ROWS, MAX_LOGITS // max(per_row, 1)))
 
 
-def _evaluate(model: TextModel, template: _Template, triggers: torch.Tensor,
-              target: _Target) -> _Scores:
+def evaluate(model: TextModel, template: _Template, triggers: torch.Tensor,
+              target: Target) -> Scores:
     """Exact scores of every trigger ``(m, k)`` on every row: tensors of ``m * n`` rows
     (trigger-major), from real forward passes."""
     per_pass = max(1, _rows_per_pass(model, template) // template.n)
-    parts: list[_Scores] = []
+    parts: list[Scores] = []
     with torch.no_grad():
         for start in range(0, int(triggers.shape[0]), per_pass):
             chunk = triggers[start:start + per_pass]
@@ -136,27 +136,27 @@ def _evaluate(model: TextModel, template: _Template, triggers: torch.Tensor,
             parts.append(_score(model, logits, template.predict_at.repeat(len(chunk), 1),
                                 target))
     classes = [p.classes for p in parts if p.classes is not None]
-    return _Scores(torch.cat([p.loss for p in parts]),
+    return Scores(torch.cat([p.loss for p in parts]),
                    torch.cat([p.probability for p in parts]),
                    torch.cat([p.hit for p in parts]),
                    torch.cat(classes) if classes else None)
 
 
-def _mean_losses(model: TextModel, template: _Template, triggers: Sequence[Sequence[int]],
-                 target: _Target) -> list[float]:
+def mean_losses(model: TextModel, template: _Template, triggers: Sequence[Sequence[int]],
+                 target: Target) -> list[float]:
     stacked = torch.tensor([list(t) for t in triggers], dtype=torch.long)
-    loss = _evaluate(model, template, stacked, target).loss
+    loss = evaluate(model, template, stacked, target).loss
     return [float(v) for v in loss.reshape(len(triggers), template.n).mean(dim=1)]
 
 
-def _slot_gradient(model: TextModel, template: _Template, trigger: Sequence[int],
-                   target: _Target) -> torch.Tensor:
+def slot_gradient(model: TextModel, template: _Template, trigger: Sequence[int],
+                   target: Target) -> torch.Tensor:
     """``g_i``: gradient of the batch-mean loss with respect to each slot's embedding."""
     embedding = model.embeddings()
     ids, mask = _filled(template, torch.tensor([list(trigger)], dtype=torch.long))
     rows = torch.arange(template.n, device=ids.device).unsqueeze(1)
     step = _rows_per_pass(model, template)
-    total = torch.zeros((len(trigger), _embedding_matrix(model).shape[1]), dtype=torch.float64,
+    total = torch.zeros((len(trigger), embedding_matrix(model).shape[1]), dtype=torch.float64,
                         device=ids.device)
     with torch.enable_grad():
         for start in range(0, template.n, step):
@@ -169,7 +169,7 @@ def _slot_gradient(model: TextModel, template: _Template, trigger: Sequence[int]
     return total
 
 
-def _candidates(embedding: torch.Tensor, vocab: torch.Tensor, trigger: Sequence[int],
+def candidate_swaps(embedding: torch.Tensor, vocab: torch.Tensor, trigger: Sequence[int],
                 grad: torch.Tensor, n_candidates: int) -> list[list[int]]:
     """Per slot, the allowed tokens with the most negative ``(E_w - E_{t_i}) . g_i``."""
     with torch.no_grad():
@@ -184,8 +184,8 @@ def _candidates(embedding: torch.Tensor, vocab: torch.Tensor, trigger: Sequence[
     return picked
 
 
-def _beam_search(model: TextModel, template: _Template, trigger: tuple[int, ...],
-                 candidates: list[list[int]], beam: int, target: _Target,
+def beam_search(model: TextModel, template: _Template, trigger: tuple[int, ...],
+                 candidates: list[list[int]], beam: int, target: Target,
                  valid: Callable[[list[tuple[int, ...]]], list[bool]]
                  ) -> tuple[tuple[int, ...], float]:
     """Left to right, each slot replaced by each candidate in each beam; the exact batch
@@ -205,7 +205,7 @@ def _beam_search(model: TextModel, template: _Template, trigger: tuple[int, ...]
         ok = dict(zip(fresh, valid(fresh), strict=True))
         fresh = [o for o in fresh if ok[o] or o in beams]
         if fresh:
-            known.update(zip(fresh, _mean_losses(model, template, fresh, target), strict=True))
+            known.update(zip(fresh, mean_losses(model, template, fresh, target), strict=True))
         options = [o for o in options if o in known]
         beams = sorted(options, key=lambda o: known[o])[:beam]   # stable: earlier wins ties
     best = beams[0]

@@ -14,28 +14,27 @@ import torch
 
 from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.explainers.explanation import Explanation, TextDetail
+from xai_sandbox.text import checks
 from xai_sandbox.text.model import TextModel, text_explanation
 from xai_sandbox.text.triggers.scoring import (
-    _beam_search,
-    _candidates,
-    _evaluate,
-    _mean_losses,
-    _Scores,
-    _slot_gradient,
-    _template,
+    Scores,
+    beam_search,
+    build_template,
+    candidate_swaps,
+    evaluate,
+    mean_losses,
+    slot_gradient,
 )
 from xai_sandbox.text.triggers.vocabulary import (
-    _MIN_RANDOM,
     METHOD,
-    _embedding_matrix,
-    _int,
-    _model,
-    _n_tokens,
-    _round_trips,
-    _seed,
-    _target,
-    _texts,
-    _vocabulary,
+    MIN_RANDOM,
+    checked_model,
+    checked_seed,
+    checked_vocabulary,
+    embedding_matrix,
+    n_tokens,
+    resolve_target,
+    round_trips,
 )
 
 __all__ = ["TriggerResult", "evaluate_trigger", "search_trigger", "trigger_table"]
@@ -130,7 +129,7 @@ class TriggerResult:
         mean probability of the target continuation). The rest of :meth:`to_dict`, the
         evaluation included, goes into ``parameters``.
         """
-        model = _model(model)
+        model = checked_model(model)
         params = {key: value for key, value in self.to_dict().items()
                   if key not in ("method", "wall_time_s", "tokens")}
         params["values_are"] = ("increase of the mean targeted loss on the search texts when "
@@ -164,7 +163,7 @@ def search_trigger(model: TextModel, texts: Sequence[str], *, target: int | str,
                    vocabulary: np.ndarray | Sequence[int] | None = None,
                    random_state: int | None = 0, init_token: str | int = "the",
                    tol: float = 1e-4, held_out_texts: Sequence[str] | None = None,
-                   n_random: int = _MIN_RANDOM, n_boot: int = 1000) -> TriggerResult:
+                   n_random: int = MIN_RANDOM, n_boot: int = 1000) -> TriggerResult:
     """Search a universal trigger that drives ``texts`` to ``target``.
 
     Parameters
@@ -206,29 +205,29 @@ def search_trigger(model: TextModel, texts: Sequence[str], *, target: int | str,
         The trigger with the lowest search-text loss seen, and the loss histories.
     """
     started = time.perf_counter()
-    model = _model(model)
-    texts = _texts("texts", texts)
-    tgt = _target(model, target)
-    length = _int("length", length, 1)
+    model = checked_model(model)
+    texts = checks.texts("texts", texts)
+    tgt = resolve_target(model, target)
+    length = checks.integer("length", length, 1)
     if length > model.max_length // 2:
         raise InvalidInputError("length", f"must be at most half of the model's max_length "
                                 f"({model.max_length // 2})", length)
-    n_candidates = _int("n_candidates", n_candidates, 1)
-    beam = _int("beam", beam, 1)
-    iterations = _int("iterations", iterations, 1)
-    patience = _int("patience", patience, 1)
-    batch_size = _int("batch_size", batch_size, 1)
-    seed = _seed(random_state)
+    n_candidates = checks.integer("n_candidates", n_candidates, 1)
+    beam = checks.integer("beam", beam, 1)
+    iterations = checks.integer("iterations", iterations, 1)
+    patience = checks.integer("patience", patience, 1)
+    batch_size = checks.integer("batch_size", batch_size, 1)
+    seed = checked_seed(random_state)
     if isinstance(tol, bool) or not isinstance(tol, int | float) or not tol >= 0:
         raise InvalidInputError("tol", "must be a number >= 0", tol)
-    held_out = None if held_out_texts is None else _texts("held_out_texts", held_out_texts)
-    vocab = _vocabulary(model, vocabulary)
+    held_out = None if held_out_texts is None else checks.texts("held_out_texts", held_out_texts)
+    vocab = checked_vocabulary(model, vocabulary)
     first = _init_token(model, init_token, vocab)
 
     tok = model.tokenizer
-    table = _embedding_matrix(model).detach()
+    table = embedding_matrix(model).detach()
     vocab_t = torch.as_tensor(vocab, device=table.device)
-    everything = _template(model, texts, length, tgt)
+    everything = build_template(model, texts, length, tgt)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(texts))
     cursor = 0
@@ -236,11 +235,11 @@ def search_trigger(model: TextModel, texts: Sequence[str], *, target: int | str,
 
     def valid(options: list[tuple[int, ...]]) -> list[bool]:
         new = [o for o in options if o not in checked]
-        checked.update(zip(new, _round_trips(tok, new), strict=True))
+        checked.update(zip(new, round_trips(tok, new), strict=True))
         return [checked[o] for o in options]
 
     trigger = (first,) * length
-    history = [_mean_losses(model, everything, [trigger], tgt)[0]]
+    history = [mean_losses(model, everything, [trigger], tgt)[0]]
     batch_history: list[float] = []
     best, best_loss, stale, stopped = trigger, history[0], 0, False
     for _ in range(iterations):
@@ -249,11 +248,11 @@ def search_trigger(model: TextModel, texts: Sequence[str], *, target: int | str,
             cursor = 0
         batch = everything.rows(order[cursor:cursor + batch_size])
         cursor += batch_size
-        grad = _slot_gradient(model, batch, trigger, tgt)
-        candidates = _candidates(table, vocab_t, trigger, grad, n_candidates)
-        trigger, batch_loss = _beam_search(model, batch, trigger, candidates, beam, tgt, valid)
+        grad = slot_gradient(model, batch, trigger, tgt)
+        candidates = candidate_swaps(table, vocab_t, trigger, grad, n_candidates)
+        trigger, batch_loss = beam_search(model, batch, trigger, candidates, beam, tgt, valid)
         batch_history.append(batch_loss)
-        history.append(_mean_losses(model, everything, [trigger], tgt)[0])
+        history.append(mean_losses(model, everything, [trigger], tgt)[0])
         if history[-1] < best_loss - tol:
             best, best_loss, stale = trigger, history[-1], 0
         else:
@@ -265,9 +264,9 @@ def search_trigger(model: TextModel, texts: Sequence[str], *, target: int | str,
             break
 
     reset = [(*best[:i], first, *best[i + 1:]) for i in range(length)]
-    reset_losses = _mean_losses(model, everything, reset, tgt)
+    reset_losses = mean_losses(model, everything, reset, tgt)
     importance = tuple(loss - best_loss for loss in reset_losses)
-    final = _evaluate(model, everything, torch.tensor([list(best)]), tgt)
+    final = evaluate(model, everything, torch.tensor([list(best)]), tgt)
     mean_prediction = (tuple(final.classes.mean(dim=0).tolist()) if final.classes is not None
                        else (float(final.probability.mean()),))
     parameters: dict[str, Any] = {
@@ -302,7 +301,7 @@ def _interval(samples: np.ndarray, confidence: float) -> list[float]:
 
 def evaluate_trigger(model: TextModel, trigger_ids: Sequence[int] | np.ndarray,
                      held_out_texts: Sequence[str], *, target: int | str,
-                     n_random: int = _MIN_RANDOM, random_state: int | None = 0,
+                     n_random: int = MIN_RANDOM, random_state: int | None = 0,
                      n_boot: int = 1000, vocabulary: np.ndarray | Sequence[int] | None = None,
                      confidence: float = 0.95) -> dict[str, Any]:
     """Target rate of held-out inputs clean, with the trigger, and with random triggers.
@@ -337,11 +336,11 @@ def evaluate_trigger(model: TextModel, trigger_ids: Sequence[int] | np.ndarray,
         triggers) with ``*_ci`` intervals, ``*_probability`` means, ``delta = trigger_rate
         - random_rate`` with ``delta_ci``, and each random trigger with its rate.
     """
-    model = _model(model)
-    texts = _texts("held_out_texts", held_out_texts)
-    tgt = _target(model, target)
+    model = checked_model(model)
+    texts = checks.texts("held_out_texts", held_out_texts)
+    tgt = resolve_target(model, target)
     raw = np.asarray(trigger_ids)
-    n_tok = _n_tokens(model)
+    n_tok = n_tokens(model)
     if (raw.ndim != 1 or not raw.size or raw.dtype.kind not in "iu"
             or raw.min() < 0 or raw.max() >= n_tok):
         raise InvalidInputError("trigger_ids", f"must be a non-empty list of token ids in "
@@ -350,24 +349,24 @@ def evaluate_trigger(model: TextModel, trigger_ids: Sequence[int] | np.ndarray,
     if trigger.size > model.max_length // 2:
         raise InvalidInputError("trigger_ids", f"must hold at most {model.max_length // 2} "
                                 "tokens (half of the model's max_length)", int(trigger.size))
-    n_random = _int("n_random", n_random, _MIN_RANDOM)
-    n_boot = _int("n_boot", n_boot, 100)
-    seed = _seed(random_state)
+    n_random = checks.integer("n_random", n_random, MIN_RANDOM)
+    n_boot = checks.integer("n_boot", n_boot, 100)
+    seed = checked_seed(random_state)
     if (isinstance(confidence, bool) or not isinstance(confidence, int | float)
             or not 0.0 < confidence < 1.0):
         raise InvalidInputError("confidence", "must lie strictly between 0 and 1", confidence)
-    vocab = _vocabulary(model, vocabulary)
+    vocab = checked_vocabulary(model, vocabulary)
     rng = np.random.default_rng(seed)
     k, n = int(trigger.size), len(texts)
 
-    clean = _evaluate(model, _template(model, texts, 0, tgt),
+    clean = evaluate(model, build_template(model, texts, 0, tgt),
                       torch.zeros((1, 0), dtype=torch.long), tgt)
-    slotted = _template(model, texts, k, tgt)
-    attacked = _evaluate(model, slotted, torch.as_tensor(trigger).unsqueeze(0), tgt)
+    slotted = build_template(model, texts, k, tgt)
+    attacked = evaluate(model, slotted, torch.as_tensor(trigger).unsqueeze(0), tgt)
     draws = vocab[rng.integers(0, vocab.size, size=(n_random, k))]
-    randoms = _evaluate(model, slotted, torch.as_tensor(draws), tgt)
+    randoms = evaluate(model, slotted, torch.as_tensor(draws), tgt)
 
-    def per_row(scores: _Scores, m: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    def per_row(scores: Scores, m: int = 1) -> tuple[np.ndarray, np.ndarray]:
         hit = scores.hit.double().reshape(m, n).cpu().numpy()
         prob = scores.probability.double().reshape(m, n).cpu().numpy()
         return hit, prob

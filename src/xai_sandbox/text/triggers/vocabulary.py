@@ -11,48 +11,34 @@ import numpy as np
 import torch
 
 from xai_sandbox.errors import InvalidInputError, InvalidTargetError, UnsupportedModelError
+from xai_sandbox.text import checks
 from xai_sandbox.text.model import TextModel
 
 __all__ = ["trigger_vocabulary"]
 
 
 METHOD = "universal_trigger"
-_MAX_ROWS = 1024           # rows of one forward pass when scoring candidates
-_MAX_TOKENS = 1 << 15      # classifiers: rows * positions of one forward pass
-_MAX_LOGITS = 1 << 25      # causal LMs: rows * positions * vocabulary of one forward pass
-_MIN_RANDOM = 20           # random triggers per evaluation (the protocol's floor)
+MAX_ROWS = 1024           # rows of one forward pass when scoring candidates
+MAX_TOKENS = 1 << 15      # classifiers: rows * positions of one forward pass
+MAX_LOGITS = 1 << 25      # causal LMs: rows * positions * vocabulary of one forward pass
+MIN_RANDOM = 20           # random triggers per evaluation (the protocol's floor)
 _WORD_MARKERS = ("\u0120", "\u2581")   # byte-level BPE "Ġ" and SentencePiece "▁"
 
 
 # ---------------------------------------------------------------------------- validation
-def _int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise InvalidInputError(name, f"must be an integer >= {minimum}", value)
-    return int(value)
-
-
-def _texts(name: str, texts: Any) -> list[str]:
-    if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts:
-        raise InvalidInputError(name, "must be a non-empty list of texts", texts)
-    bad = [t for t in texts if not isinstance(t, str) or not t.strip()]
-    if bad:
-        raise InvalidInputError(name, "every text must be a non-empty string", bad[:3])
-    return list(texts)
-
-
-def _seed(value: Any) -> int | None:
+def checked_seed(value: Any) -> int | None:
     if value is None:
         return None
-    return _int("random_state", value, 0)
+    return checks.integer("random_state", value, 0)
 
 
-def _model(model: Any) -> TextModel:
+def checked_model(model: Any) -> TextModel:
     if not isinstance(model, TextModel):
         raise UnsupportedModelError("model", "must be a TextModel", type(model).__name__)
     return model
 
 
-def _embedding_matrix(model: TextModel) -> torch.Tensor:
+def embedding_matrix(model: TextModel) -> torch.Tensor:
     weight = getattr(model.embeddings(), "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
         raise UnsupportedModelError("model", "its input embedding layer must hold a 2-D "
@@ -60,12 +46,12 @@ def _embedding_matrix(model: TextModel) -> torch.Tensor:
     return weight
 
 
-def _n_tokens(model: TextModel) -> int:
-    return min(len(model.tokenizer), int(_embedding_matrix(model).shape[0]))
+def n_tokens(model: TextModel) -> int:
+    return min(len(model.tokenizer), int(embedding_matrix(model).shape[0]))
 
 
 @dataclass(frozen=True)
-class _Target:
+class Target:
     """What the loss is about: a class index, or the ids of a continuation."""
 
     index: int | None                # classifier: the target class
@@ -73,14 +59,14 @@ class _Target:
     name: str
 
 
-def _target(model: TextModel, target: Any) -> _Target:
+def resolve_target(model: TextModel, target: Any) -> Target:
     if model.kind == "classifier":
         names = model.class_names
         if isinstance(target, str) and target in names:
-            return _Target(names.index(target), (), target)
+            return Target(names.index(target), (), target)
         if (isinstance(target, int | np.integer) and not isinstance(target, bool)
                 and 0 <= int(target) < len(names)):
-            return _Target(int(target), (), names[int(target)])
+            return Target(int(target), (), names[int(target)])
         raise InvalidTargetError("target", f"must be a class index in [0, {len(names)}) or "
                                  f"one of {list(names)}", target)
     if not isinstance(target, str) or not target:
@@ -89,10 +75,10 @@ def _target(model: TextModel, target: Any) -> _Target:
     tokens = model.tokenizer(target, add_special_tokens=False)["input_ids"]
     if not tokens:
         raise InvalidTargetError("target", "must tokenise to at least one token", target)
-    return _Target(None, tuple(int(t) for t in tokens), target)
+    return Target(None, tuple(int(t) for t in tokens), target)
 
 
-def _vocabulary(model: TextModel, vocabulary: Any) -> np.ndarray:
+def checked_vocabulary(model: TextModel, vocabulary: Any) -> np.ndarray:
     if vocabulary is None:
         vocab = trigger_vocabulary(model)
     else:
@@ -101,7 +87,7 @@ def _vocabulary(model: TextModel, vocabulary: Any) -> np.ndarray:
             raise InvalidInputError("vocabulary", "must be a 1-D array of token ids",
                                     vocabulary)
         vocab = np.unique(vocab.astype(np.int64))
-        n = _n_tokens(model)
+        n = n_tokens(model)
         if vocab.size and (vocab[0] < 0 or vocab[-1] >= n):
             raise InvalidInputError("vocabulary", f"token ids must lie in [0, {n})",
                                     [int(vocab[0]), int(vocab[-1])])
@@ -131,7 +117,7 @@ def _is_continuation(piece: str, text: str, marker: str | None) -> bool:
     return marker is not None and not piece.startswith(marker) and text[:1].isalnum()
 
 
-def _round_trips(tokenizer: Any, sequences: Sequence[Sequence[int]]) -> list[bool]:
+def round_trips(tokenizer: Any, sequences: Sequence[Sequence[int]]) -> list[bool]:
     """Whether each id sequence encodes back to itself from its decoded text."""
     if not sequences:
         return []
@@ -165,7 +151,7 @@ def trigger_vocabulary(model: TextModel, *, exclude_words: Sequence[str] = (),
         Sorted ``int64`` ids: no special tokens, no tokens whose decoded text encodes to
         anything else, no blank tokens, no blacklisted words.
     """
-    model = _model(model)
+    model = checked_model(model)
     if isinstance(exclude_words, str) or not isinstance(exclude_words, Sequence):
         raise InvalidInputError("exclude_words", "must be a list of words", exclude_words)
     if not all(isinstance(w, str) for w in exclude_words):
@@ -177,7 +163,7 @@ def trigger_vocabulary(model: TextModel, *, exclude_words: Sequence[str] = (),
     blacklist = {word.lower() for phrase in phrases for word in phrase.split()}
 
     tok = model.tokenizer
-    ids = [i for i in range(_n_tokens(model)) if i not in model.special_ids]
+    ids = [i for i in range(n_tokens(model)) if i not in model.special_ids]
     pieces = [str(p) for p in tok.convert_ids_to_tokens(ids)]
     texts = tok.batch_decode([[i] for i in ids], skip_special_tokens=False,
                              clean_up_tokenization_spaces=False)
@@ -193,11 +179,11 @@ def trigger_vocabulary(model: TextModel, *, exclude_words: Sequence[str] = (),
                 parts.append(i)
         else:
             whole.append(i)
-    allowed = [i for i, ok in zip(whole, _round_trips(tok, [[i] for i in whole]), strict=True)
+    allowed = [i for i, ok in zip(whole, round_trips(tok, [[i] for i in whole]), strict=True)
                if ok]
     if parts and allowed:
         probe = tok("the", add_special_tokens=False)["input_ids"]
         lead = int(probe[0]) if len(probe) == 1 and probe[0] in allowed else allowed[0]
-        pairs = _round_trips(tok, [[lead, i] for i in parts])
+        pairs = round_trips(tok, [[lead, i] for i in parts])
         allowed += [i for i, ok in zip(parts, pairs, strict=True) if ok]
     return np.array(sorted(allowed), dtype=np.int64)
