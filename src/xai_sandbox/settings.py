@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,9 @@ class Settings(BaseSettings):
     # Requests that compute (decisions, ad hoc explanations) at once in one process.
     compute_concurrency: int = Field(default=2, ge=1, le=64)
     job_lease_seconds: float = Field(default=30.0, gt=0)
+    # On shutdown (SIGTERM), how long jobs in flight may run on before they are put back
+    # in the queue for another worker.
+    job_drain_seconds: float = Field(default=20.0, ge=0, le=600)
     # How long the service may remember a valid API key (a revocation takes effect
     # within this time); 0 checks the database on every request.
     key_cache_seconds: float = Field(default=2.0, ge=0, le=60)
@@ -60,6 +64,9 @@ class Settings(BaseSettings):
     # Explanation reads per subject and per key, per minute (stops model probing).
     rate_limit_subject_per_minute: int = Field(default=60, ge=1)
     rate_limit_key_per_minute: int = Field(default=600, ge=1)
+    # Where the buckets live: "auto" (the database on PostgreSQL, where several API
+    # processes share it; this process on SQLite), "database" or "process".
+    rate_limit_store: Literal["auto", "database", "process"] = "auto"
     # The web console: how long a sign-in lasts, and whether its cookie is marked Secure
     # (browsers send Secure cookies over HTTPS and to loopback only; turn it off only to
     # try the console over plain HTTP on another host).

@@ -9,8 +9,9 @@ from xai_sandbox.cli import (
     monitoring,
     schema,
     serve,
+    worker,
 )
 from xai_sandbox.cli.common import app
 
 __all__ = ["accounts", "app", "audit", "batch", "explaining", "models", "monitoring", "schema",
-           "serve"]
+           "serve", "worker"]

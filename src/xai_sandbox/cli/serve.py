@@ -18,7 +18,8 @@ def serve(
                                        "demo principals and print their keys")] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
     workers: Annotated[int, typer.Option(min=1, max=64, help="server processes (each with "
-                                         "its own job workers and rate-limit buckets)")] = 1,
+                                         "its own job threads; on PostgreSQL they share "
+                                         "the rate limits)")] = 1,
 ) -> None:
     """Run the REST service (settings from XAI_SANDBOX_* environment variables)."""
     import uvicorn

@@ -20,7 +20,7 @@ from xai_sandbox.models.adapters import ModelAdapter
 __all__ = ["coalition_values", "coalition_values_rows", "shapley_from_values"]
 
 # Elements of model input (rows x columns) per call when evaluating coalitions.
-_BATCH_ELEMENTS = 1 << 22
+BATCH_ELEMENTS = 1 << 22
 
 
 def coalition_values(adapter: ModelAdapter, x: np.ndarray, background: np.ndarray,
@@ -33,7 +33,7 @@ def coalition_values(adapter: ModelAdapter, x: np.ndarray, background: np.ndarra
     ``where``, so the full coalition is exactly ``x``.
     """
     B, d = background.shape
-    per = max(1, _BATCH_ELEMENTS // max(1, B * d))
+    per = max(1, BATCH_ELEMENTS // max(1, B * d))
     out = np.empty(coalitions.shape[0])
     to_tensor = getattr(adapter, "to_tensor", None)
     if adapter.differentiable and to_tensor is not None:
@@ -83,7 +83,7 @@ def _take_table(players: int, owner_bytes: bytes) -> tuple[torch.Tensor, torch.T
 
 
 @functools.lru_cache(maxsize=8)
-def _size_weights(d: int) -> tuple[np.ndarray, np.ndarray]:
+def size_weights(d: int) -> tuple[np.ndarray, np.ndarray]:
     """Per coalition mask: the Shapley weight when it gains a player (|S|-1 before) and
     when it lacks one (|S| before)."""
     ids = np.arange(1 << d, dtype=np.int64)
@@ -106,7 +106,7 @@ def shapley_from_values(v: np.ndarray, d: int) -> np.ndarray:
     """
     v = np.asarray(v)
     lead = v.shape[:-1]
-    with_i, without_i = _size_weights(d)
+    with_i, without_i = size_weights(d)
     a, b = v * with_i, v * without_i
     c, total_b = a + b, b.sum(axis=-1)
     return np.stack([c.reshape(*lead, -1, 2, 1 << i)[..., 1, :].sum(axis=(-2, -1)) - total_b
@@ -120,12 +120,12 @@ def coalition_values_rows(adapter: ModelAdapter, X: np.ndarray, background: np.n
 
     The same game as :func:`coalition_values`, with the composites of several rows in one
     model call where one row's are few (a small game, or a small background): a call then
-    carries about ``_BATCH_ELEMENTS`` inputs, and the model's own batching and threads do
+    carries about ``BATCH_ELEMENTS`` inputs, and the model's own batching and threads do
     the rest. A row whose composites alone exceed that is evaluated on its own, in chunks.
     """
     n, (B, d), m = X.shape[0], background.shape, coalitions.shape[0]
     out = np.empty((n, m))
-    rows_per_call = _BATCH_ELEMENTS // max(1, m * B * d)
+    rows_per_call = BATCH_ELEMENTS // max(1, m * B * d)
     if rows_per_call < 2:
         for r in range(n):
             out[r] = coalition_values(adapter, X[r], background, owner, coalitions,

@@ -26,11 +26,11 @@ import torch
 from xai_sandbox.errors import InvalidInputError, UnsupportedModelError
 from xai_sandbox.explainers.base import Explainer, Problem, Result, register_explainer
 from xai_sandbox.explainers.coalitions import (
-    _BATCH_ELEMENTS,
-    _size_weights,
+    BATCH_ELEMENTS,
     coalition_values,
     coalition_values_rows,
     shapley_from_values,
+    size_weights,
 )
 from xai_sandbox.models.adapters import model_errors
 
@@ -310,7 +310,7 @@ class OwenShapley(_CoalitionGame):
         # Feature-level masks of every coalition of whole unions (index = union mask).
         whole = (((np.arange(1 << m, dtype=np.int64)[:, None] >> np.arange(m)) & 1)
                  * union_bits).sum(axis=1)
-        outer = _size_weights(m)[1]   # k joining R: |R|! (m - |R| - 1)! / m!
+        outer = size_weights(m)[1]   # k joining R: |R|! (m - |R| - 1)! / m!
         bg = _background(problem)
 
         def solve(r: int) -> tuple[np.ndarray, float]:
@@ -404,7 +404,7 @@ class PermutationShap(_CoalitionGame):
         def solve(r: int) -> tuple[np.ndarray, float]:
             x, t = problem.inputs[r], int(problem.target[r])
             contributions = np.empty((n, d))
-            per = max(1, _BATCH_ELEMENTS // max(1, (d + 1) * bg.shape[0] * d))
+            per = max(1, BATCH_ELEMENTS // max(1, (d + 1) * bg.shape[0] * d))
             drawn = np.array(list(orders(d, n)), dtype=np.int64)
             # Order k's coalitions: its first 0, 1, ..., d players, as bit masks.
             prefix = np.zeros((n, d + 1), dtype=np.int64)

@@ -173,12 +173,16 @@ class AnchorStreaks:
 
 class WebhookDispatcher:
     """A thread that posts due outbox rows; failures are retried with backoff
-    ``min(base * 2**attempts, cap)`` seconds, without a limit on attempts."""
+    ``min(base * 2**attempts, cap)`` seconds, without a limit on attempts. Each API
+    process runs one; a delivery is claimed by one of them before it is posted."""
 
     def __init__(self, store: Store, *, base: float = 1.0, cap: float = 300.0,
                  timeout: float = 5.0, poll: float = 0.5) -> None:
         self.store = store
         self.base, self.cap, self.timeout, self.poll = base, cap, timeout, poll
+        # A claimed delivery is held past its post (sent at least once; the receiver
+        # deduplicates on X-XAI-Alert-Id if the process dies between post and record).
+        self.claim_seconds = timeout * 2 + 5
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -213,6 +217,8 @@ class WebhookDispatcher:
                                ).mappings().all()
         delivered = 0
         for d in due:
+            if not self._claim(d["id"]):
+                continue  # another process's dispatcher holds this delivery
             alert = {"id": d["alert_id"], "kind": d["kind"],
                      "body": json.loads(d["body_json"]), "raised_at": rfc3339(d["raised_at"])}
             error = self._post(d["url"], message(d["shape"], alert), d["alert_id"])
@@ -230,6 +236,18 @@ class WebhookDispatcher:
                         attempts=d["attempts"] + 1, last_error=error[:500],
                         next_attempt_at=datetime.now(UTC) + timedelta(seconds=wait)))
         return delivered
+
+    def _claim(self, delivery_id: str) -> bool:
+        """Hold a due delivery for ``claim_seconds`` by moving its next attempt past now;
+        of several dispatchers (one per API process) exactly one wins the update."""
+        now = datetime.now(UTC)
+        deliveries = t.alert_deliveries
+        with self.store.writer.begin() as conn:
+            won = conn.execute(update(deliveries).where(
+                deliveries.c.id == delivery_id, deliveries.c.status == "pending",
+                deliveries.c.next_attempt_at <= now).values(
+                next_attempt_at=now + timedelta(seconds=self.claim_seconds)))
+        return won.rowcount == 1
 
     def _post(self, url: str, body: Mapping[str, Any], alert_id: str) -> str | None:
         request = urllib.request.Request(

@@ -114,7 +114,7 @@ def _when(value: str | None) -> str:
     return value[:10] + " " + value[11:16] + " UTC"
 
 
-def _png_data_uri(figsize: tuple[float, float], draw: Callable[[Any], None]) -> str:
+def png_data_uri(figsize: tuple[float, float], draw: Callable[[Any], None]) -> str:
     """Draw on one matplotlib axes and return the figure as a PNG data URI."""
     import matplotlib
 
@@ -156,7 +156,7 @@ def attribution_chart(explanation: Mapping[str, Any], title: str, k: int = 10) -
         ax.set_xlabel(f"attribution ({explanation.get('output_space') or 'output'}); red "
                       "pushed toward the decision", fontsize=8)
 
-    return _png_data_uri((6.4, 0.32 * len(items) + 0.9), draw)
+    return png_data_uri((6.4, 0.32 * len(items) + 0.9), draw)
 
 
 def quality_chart(quality: Mapping[str, Any]) -> str | None:
@@ -177,7 +177,7 @@ def quality_chart(quality: Mapping[str, Any]) -> str | None:
         ax.set_title(f"{quality['principal']}: deletion and insertion", fontsize=9)
         ax.legend(fontsize=8)
 
-    return _png_data_uri((6.4, 2.6), draw)
+    return png_data_uri((6.4, 2.6), draw)
 
 
 def _heat(value: float, scale: float) -> tuple[str, str]:

@@ -8,16 +8,14 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import xai_sandbox.service.metrics as metrics
 from xai_sandbox.errors import NotFoundError
-from xai_sandbox.store.entries import rfc3339
+from xai_sandbox.store import runs
 from xai_sandbox.store.jobs import ClaimedJob, JobQueue
 from xai_sandbox.store.store import Store
 
@@ -43,6 +41,8 @@ class JobPool:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._in_flight: dict[str, ClaimedJob] = {}
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         for n in range(self.workers):
@@ -53,11 +53,21 @@ class JobPool:
     def wake(self) -> None:
         self._wake.set()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0) -> list[str]:
+        """Stop claiming; wait up to ``timeout`` seconds for the jobs in flight to finish,
+        and put the ones that did not back in the queue (another worker takes them at
+        once, not after their lease). Returns the ids of the jobs put back."""
         self._stop.set()
         self._wake.set()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            unfinished = list(self._in_flight.values())
+        released = [job.id for job in unfinished if self.jobs.release(job)]
+        if released:
+            log.warning("shutting down: %d job(s) put back in the queue", len(released))
+        return released
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -73,10 +83,14 @@ class JobPool:
             renewing = threading.Event()
             beat = threading.Thread(target=self._heartbeat, args=(job, renewing), daemon=True)
             beat.start()
+            with self._lock:
+                self._in_flight[job.id] = job
             try:
                 report_id = self.run(job)
                 metrics.JOBS.labels("done" if report_id else "failed_or_lost").inc()
             finally:
+                with self._lock:
+                    self._in_flight.pop(job.id, None)
                 renewing.set()
                 beat.join()
 
@@ -166,47 +180,47 @@ class Verification:
 
 
 class Verifications:
-    """Full verifications of the audit log run from the console, one at a time, in a
-    thread; their progress is polled by the page."""
+    """Full verifications of the audit log run from the console, one at a time across
+    every API process, in a thread; their progress (rows of ``verification_runs``) is
+    polled by the page, from whichever process answers."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._runs: dict[str, Verification] = {}
+    def __init__(self, store: Store, progress_every: float = 0.5) -> None:
+        self.store = store
+        self.progress_every = progress_every
 
-    def start(self, store: Store, actor: str) -> Verification:
+    def start(self, actor: str) -> Verification:
         from xai_sandbox.store.verify import verify_log
 
-        with self._lock:
-            running = [v for v in self._runs.values() if v.status == "running"]
-            if running:
-                return running[0]
-            run = Verification(str(uuid.uuid4()), actor, rfc3339(datetime.now(UTC)) or "")
-            self._runs = {**dict(list(self._runs.items())[-9:]), run.id: run}
+        found, started = runs.start_run(self.store, actor)
+        run = Verification(**found)
+        if not started:
+            return run
+        store, last = self.store, [0.0]
 
         def progress(done: int, total: int) -> None:
-            run.done, run.total = done, total
+            if time.monotonic() - last[0] >= self.progress_every or done == total:
+                last[0] = time.monotonic()
+                runs.report_progress(store, run.id, done, total)
 
         def work() -> None:
-            started = time.perf_counter()
+            started_at = time.perf_counter()
             try:
                 report = verify_log(store.engine, store.log.verifiers(), store.log.origin,
                                     workers=1, progress=progress)
-                run.result = {"entries": report.entries, "nodes": report.nodes,
-                              "checkpoints": report.checkpoints,
-                              "problems": report.problems,
-                              "seconds": round(time.perf_counter() - started, 2)}
-                run.status = "passed" if report.ok else "failed"
+                result = {"entries": report.entries, "nodes": report.nodes,
+                          "checkpoints": report.checkpoints, "problems": report.problems,
+                          "seconds": round(time.perf_counter() - started_at, 2)}
+                status = "passed" if report.ok else "failed"
             except Exception as exc:  # shown to the auditor, not raised
-                run.result = {"problems": [f"{type(exc).__name__}: {exc}"]}
-                run.status = "error"
+                result, status = {"problems": [f"{type(exc).__name__}: {exc}"]}, "error"
+            runs.finish_run(store, run.id, status, result)
 
         threading.Thread(target=work, name="console-verify", daemon=True).start()
         return run
 
     def get(self, run_id: str) -> Verification:
-        with self._lock:
-            found = self._runs.get(run_id)
+        found = runs.get_run(self.store, run_id)
         if found is None:
-            raise NotFoundError("verification", "must be a verification started here",
+            raise NotFoundError("verification", "must be a verification that was started",
                                 run_id)
-        return found
+        return Verification(**found)

@@ -21,7 +21,7 @@ from xai_sandbox.errors import InvalidInputError, NotFoundError
 from xai_sandbox.models.schema import LOCALES
 from xai_sandbox.monitor.alerts import WebhookDispatcher
 from xai_sandbox.service.background import AccessRecorder, JobPool, Verifications
-from xai_sandbox.service.ratelimit import RateLimiter
+from xai_sandbox.service.ratelimit import Limiter, limiter
 from xai_sandbox.service.sessions import Sessions
 from xai_sandbox.settings import Settings
 from xai_sandbox.store import Store
@@ -53,8 +53,8 @@ class Runtime:
     accounts: Accounts
     access: AccessRecorder
     pool: JobPool
-    subject_limit: RateLimiter
-    key_limit: RateLimiter
+    subject_limit: Limiter
+    key_limit: Limiter
     compute_slots: threading.BoundedSemaphore
     webhooks: WebhookDispatcher
     text: TextExplainer
@@ -74,12 +74,14 @@ class Runtime:
                    access=AccessRecorder(store),
                    pool=JobPool(decider.jobs, decider.run_job,
                                 settings.job_workers if job_workers else 0),
-                   subject_limit=RateLimiter(settings.rate_limit_subject_per_minute),
-                   key_limit=RateLimiter(settings.rate_limit_key_per_minute),
+                   subject_limit=limiter(settings, store,
+                                         settings.rate_limit_subject_per_minute, "subject"),
+                   key_limit=limiter(settings, store, settings.rate_limit_key_per_minute,
+                                     "key"),
                    compute_slots=threading.BoundedSemaphore(settings.compute_concurrency),
                    webhooks=WebhookDispatcher(store), text=TextExplainer(decider),
                    sessions=Sessions(store, accounts, hours=settings.console_session_hours),
-                   verifications=Verifications())
+                   verifications=Verifications(store))
 
     def start(self, *, webhooks: bool = True) -> None:
         self.pool.start()
@@ -88,7 +90,7 @@ class Runtime:
 
     def close(self) -> None:
         self.webhooks.stop()
-        self.pool.stop()
+        self.pool.stop(self.settings.job_drain_seconds)
         self.access.stop()
         self.store.close()
 
@@ -163,8 +165,8 @@ def limit_reads(rt: Runtime, who: Principal) -> None:
     checks = [("key", who.key_id, rt.key_limit)]
     if who.subject_ref is not None:
         checks.append(("subject", who.subject_ref, rt.subject_limit))
-    for scope, key, limiter in checks:
-        wait = limiter.take(key)
+    for scope, key, bucket in checks:
+        wait = bucket.take(key)
         if wait:
             metrics.RATE_LIMITED.labels(scope).inc()
             raise HTTPException(429, f"rate limit: too many explanation reads for this "

@@ -2,8 +2,10 @@
 
 A subject who could read explanations without limit could probe the model with many
 near-identical applications and reconstruct it; the limits keep reads to what a person
-needs. The buckets live in this process (one service process per database writer is the
-default deployment); a refusal says when to come back (``Retry-After``).
+needs. On PostgreSQL (several API processes) the buckets are rows of the database that
+every process shares (:class:`~xai_sandbox.store.buckets.SharedBuckets`); on SQLite (one
+process per database file) they live in the process. A refusal says when to come back
+(``Retry-After``).
 """
 
 from __future__ import annotations
@@ -11,8 +13,27 @@ from __future__ import annotations
 import math
 import threading
 import time
+from typing import Protocol
 
-__all__ = ["RateLimiter"]
+from xai_sandbox.settings import Settings
+from xai_sandbox.store.buckets import SharedBuckets
+from xai_sandbox.store.store import Store
+
+__all__ = ["Limiter", "RateLimiter", "limiter"]
+
+
+class Limiter(Protocol):
+    def take(self, key: str) -> float:
+        """0 if allowed (and counted), else the seconds to wait."""
+        ...
+
+
+def limiter(settings: Settings, store: Store, per_minute: int, scope: str) -> Limiter:
+    """Buckets in the database when several processes share it (PostgreSQL, or
+    ``rate_limit_store="database"``), else in this process."""
+    shared = settings.rate_limit_store == "database" or (
+        settings.rate_limit_store == "auto" and store.engine.dialect.name == "postgresql")
+    return SharedBuckets(store, per_minute, scope) if shared else RateLimiter(per_minute)
 
 
 class RateLimiter:

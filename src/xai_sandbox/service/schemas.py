@@ -23,7 +23,8 @@ from xai_sandbox.reports.report import Report
 __all__ = ["ERROR_RESPONSES", "AdhocExplanation", "Alert", "AlertAcknowledged", "Checkpoint",
            "ConsistencyProof", "DecisionItem", "DecisionRecorded", "DecisionRequest",
            "ErrorBody", "ExplainRequest", "FullReport", "Health", "InclusionProof", "Job",
-           "LogEntries", "ModelRequest", "ModelSummary", "Receipt", "Review", "ReviewClaim",
+           "LogEntries", "ModelRequest", "ModelSummary", "Probe", "Receipt", "Review",
+           "ReviewClaim",
            "ReviewDecided", "ReviewDecision", "ReviewRequest", "ReviewRequested", "SubjectView",
            "TextExplainRequest", "TextExplanation"]
 
@@ -172,6 +173,13 @@ class Health(BaseModel):
     status: str
     log_size: int
     models: int
+
+
+class Probe(BaseModel):
+    """A liveness or readiness answer; ``reason`` says why a process is not ready."""
+
+    status: str
+    reason: str | None = None
 
 
 class ModelSummary(_Open):

@@ -16,11 +16,13 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, text
 
 from xai_sandbox.errors import InvalidInputError
 
-__all__ = ["make_engine", "migrate", "writer"]
+__all__ = ["make_engine", "migrate", "schema_current", "writer"]
 
 
 def make_engine(url: str) -> Engine:
@@ -82,11 +84,28 @@ def writer(engine: Engine) -> Engine:
     return engine.execution_options(xai_write=True)
 
 
+# pg_advisory_xact_lock key of the migrations ("xai-migr" as 8 bytes).
+MIGRATION_LOCK = int.from_bytes(b"xai-migr", "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the database to the current schema with Alembic."""
+    """Bring the database to the current schema with Alembic, once: processes that start
+    together (several API containers) queue on a lock, and the later ones find the schema
+    current. On PostgreSQL the lock is a transaction-scoped advisory lock; on SQLite the
+    write transaction (BEGIN IMMEDIATE) is the lock."""
     cfg = Config()
     cfg.set_main_option("script_location",
                         str(resources.files("xai_sandbox.store").joinpath("migrations")))
     with writer(engine).begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def schema_current(engine: Engine) -> bool:
+    """Whether the database is at the schema this code expects (for readiness)."""
+    script = ScriptDirectory(str(resources.files("xai_sandbox.store").joinpath("migrations")))
+    with engine.connect() as conn:
+        return set(MigrationContext.configure(conn).get_current_heads()) == set(
+            script.get_heads())

@@ -127,6 +127,16 @@ class JobQueue:
                 report_id=report_id))
         return report_id, leaf
 
+    def release(self, job: ClaimedJob) -> bool:
+        """Put a job this worker holds back in the queue (a shutdown, not a failure: the
+        attempt is not counted); ``False`` if it is no longer this worker's."""
+        with self.store.writer.begin() as conn:
+            done = conn.execute(update(t.jobs).where(
+                t.jobs.c.id == job.id, t.jobs.c.token == job.token,
+                t.jobs.c.status == "running").values(
+                status="queued", token=None, lease_until=None, attempts=job.attempts - 1))
+        return done.rowcount == 1
+
     def fail(self, job: ClaimedJob, error: str) -> str:
         """Record a failure: queued again while attempts remain, else failed."""
         status = "queued" if job.attempts < self.max_attempts else "failed"

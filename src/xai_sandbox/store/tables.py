@@ -7,11 +7,14 @@ log: leaf bodies with their hashes, and complete-subtree hashes.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -26,6 +29,16 @@ __all__ = ["metadata", "node_key", "node_position"]
 
 metadata = MetaData()
 
+
+def _uuid_key() -> Column[str]:
+    """A row's id: a UUID in its 36-character text form."""
+    return Column("id", String(36), primary_key=True)
+
+
+def _when(name: str) -> Column[datetime]:
+    """A required UTC time."""
+    return Column(name, DateTime(timezone=True), nullable=False)
+
 log_head = Table(
     "log_head", metadata,
     Column("id", Integer, primary_key=True),
@@ -39,7 +52,7 @@ log_entries = Table(
     Column("record_id", String(80), nullable=False, index=True),
     Column("body", LargeBinary, nullable=False),
     Column("leaf_hash", LargeBinary(32), nullable=False),
-    Column("appended_at", DateTime(timezone=True), nullable=False),
+    _when("appended_at"),
 )
 
 # One integer key per node, (level << 56) | index: a proof's nodes are one IN query on
@@ -66,7 +79,7 @@ checkpoints = Table(
     Column("root", LargeBinary(32), nullable=False),
     Column("note", Text, nullable=False),
     Column("key_id", String(8), nullable=False),
-    Column("signed_at", DateTime(timezone=True), nullable=False),
+    _when("signed_at"),
 )
 
 models = Table(
@@ -76,14 +89,14 @@ models = Table(
     Column("version", String(128), nullable=False),
     Column("fingerprint", String(64), nullable=False),
     Column("schema_json", Text),
-    Column("registered_at", DateTime(timezone=True), nullable=False),
+    _when("registered_at"),
     # How to load it again (a built-in name or a model text) and its explanation policy.
     Column("spec_json", Text),
 )
 
 decisions = Table(
     "decisions", metadata,
-    Column("id", String(36), primary_key=True),
+    _uuid_key(),
     Column("case_ref", String(128), nullable=False),
     Column("subject_ref", String(64), nullable=False, index=True),
     Column("model_key", String(260), ForeignKey("models.key"), nullable=False),
@@ -91,7 +104,7 @@ decisions = Table(
     Column("output_json", Text, nullable=False),
     Column("policy_version", String(64), nullable=False),
     Column("decided_at", DateTime(timezone=True), nullable=False, index=True),
-    Column("retain_until", DateTime(timezone=True), nullable=False),
+    _when("retain_until"),
     Column("legal_hold", Boolean, nullable=False, default=False),
 )
 
@@ -104,21 +117,21 @@ payloads = Table(
 
 reports = Table(
     "reports", metadata,
-    Column("id", String(36), primary_key=True),
+    _uuid_key(),
     Column("decision_id", String(36), ForeignKey("decisions.id"), nullable=False, index=True),
     Column("schema_version", String(64), nullable=False),
     Column("body", LargeBinary, nullable=False),
     Column("sha256", String(64), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    _when("created_at"),
 )
 
 reviews = Table(
     "reviews", metadata,
-    Column("id", String(36), primary_key=True),
+    _uuid_key(),
     Column("decision_id", String(36), ForeignKey("decisions.id"), nullable=False, index=True),
     Column("requested_by", String(128), nullable=False),
     Column("reason", Text, nullable=False),
-    Column("requested_at", DateTime(timezone=True), nullable=False),
+    _when("requested_at"),
     Column("status", String(20), nullable=False),
     Column("reviewer", String(128)),
     Column("reviewer_role", String(64)),
@@ -133,22 +146,22 @@ reviews = Table(
 # Append-only steps of a review between request and decision (claims, releases).
 review_events = Table(
     "review_events", metadata,
-    Column("id", String(36), primary_key=True),
+    _uuid_key(),
     Column("review_id", String(36), ForeignKey("reviews.id"), nullable=False, index=True),
     Column("decision_id", String(36), nullable=False),
     Column("action", String(20), nullable=False),
     Column("actor", String(128), nullable=False),
     Column("role", String(64), nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
+    _when("at"),
 )
 
 principals = Table(
     "principals", metadata,
-    Column("id", String(36), primary_key=True),
+    _uuid_key(),
     Column("name", String(128), nullable=False, unique=True),
     Column("roles", String(200), nullable=False),
     Column("subject_ref", String(64), index=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    _when("created_at"),
     Column("disabled", Boolean, nullable=False, default=False),
 )
 
@@ -160,7 +173,7 @@ api_keys = Table(
            index=True),
     Column("secret_sha256", String(64), nullable=False),
     Column("label", String(128), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    _when("created_at"),
     Column("revoked_at", DateTime(timezone=True)),
 )
 
@@ -168,7 +181,7 @@ api_keys = Table(
 # token and a lease; only the holder of the token can complete it, so it completes once.
 jobs = Table(
     "jobs", metadata,
-    Column("id", String(36), primary_key=True),
+    _uuid_key(),
     Column("decision_id", String(36), ForeignKey("decisions.id"), nullable=False,
            unique=True),
     Column("status", String(20), nullable=False, index=True),
@@ -176,7 +189,7 @@ jobs = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("token", String(36)),
     Column("lease_until", DateTime(timezone=True)),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    _when("created_at"),
     Column("finished_at", DateTime(timezone=True)),
     Column("report_id", String(36)),
     Column("error", Text),
@@ -184,22 +197,22 @@ jobs = Table(
 
 access_events = Table(
     "access_events", metadata,
-    Column("id", String(36), primary_key=True),
+    _uuid_key(),
     Column("record_type", String(40), nullable=False),
     Column("record_id", String(80), nullable=False, index=True),
     Column("action", String(20), nullable=False),
     Column("actor", String(128), nullable=False),
     Column("role", String(64), nullable=False),
     Column("purpose", String(200), nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
+    _when("at"),
 )
 
 alerts = Table(
     "alerts", metadata,
-    Column("id", String(36), primary_key=True),
+    _uuid_key(),
     Column("kind", String(64), nullable=False),
     Column("body_json", Text, nullable=False),
-    Column("raised_at", DateTime(timezone=True), nullable=False),
+    _when("raised_at"),
     # Added in 0003.
     Column("dedup_key", String(200), index=True),
     Column("acknowledged_at", DateTime(timezone=True)),
@@ -211,13 +224,13 @@ alerts = Table(
 # across restarts.
 alert_deliveries = Table(
     "alert_deliveries", metadata,
-    Column("id", String(36), primary_key=True),
+    _uuid_key(),
     Column("alert_id", String(36), ForeignKey("alerts.id"), nullable=False),
     Column("url", Text, nullable=False),
     Column("shape", String(20), nullable=False),
     Column("status", String(20), nullable=False),
     Column("attempts", Integer, nullable=False),
-    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    _when("next_attempt_at"),
     Column("last_error", Text),
     Column("delivered_at", DateTime(timezone=True)),
     Index("ix_alert_deliveries_due", "status", "next_attempt_at"),
@@ -225,40 +238,40 @@ alert_deliveries = Table(
 
 erasures = Table(
     "erasures", metadata,
-    Column("id", String(36), primary_key=True),
+    _uuid_key(),
     Column("decision_id", String(36), nullable=False, index=True),
     Column("reason", String(200), nullable=False),
-    Column("erased_at", DateTime(timezone=True), nullable=False),
+    _when("erased_at"),
 )
 
 purges = Table(
     "purges", metadata,
-    Column("id", String(36), primary_key=True),
+    _uuid_key(),
     Column("record_type", String(40), nullable=False),
     Column("record_id", String(80), nullable=False, index=True),
-    Column("purged_at", DateTime(timezone=True), nullable=False),
+    _when("purged_at"),
 )
 
 # Ad hoc explanations (POST /v1/explain): the log commits to the input and the result;
 # neither is kept here, the caller holds them.
 adhoc_explanations = Table(
     "adhoc_explanations", metadata,
-    Column("id", String(36), primary_key=True),
+    _uuid_key(),
     Column("model_key", String(260), nullable=False),
     Column("actor", String(128), nullable=False),
     Column("method", String(64), nullable=False),
     Column("input_commitment", String(64), nullable=False),
     Column("explanation_sha256", String(64), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    _when("created_at"),
 )
 
 # Anchor thresholds chosen from reviewed decisions (xai-sandbox monitor calibrate).
 calibrations = Table(
     "calibrations", metadata,
-    Column("id", String(36), primary_key=True),
+    _uuid_key(),
     Column("model_key", String(260), nullable=False, index=True),
     Column("body_json", Text, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    _when("created_at"),
 )
 
 # The latest result of each monitoring check (drift per model), for /metrics and reports.
@@ -266,7 +279,7 @@ monitor_state = Table(
     "monitor_state", metadata,
     Column("key", String(300), primary_key=True),
     Column("body_json", Text, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    _when("updated_at"),
 )
 
 # Web console sign-ins: the cookie holds a random token, the table its SHA-256, the key it
@@ -277,8 +290,8 @@ console_sessions = Table(
     Column("principal_id", String(36), ForeignKey("principals.id"), nullable=False),
     Column("key_id", String(16), ForeignKey("api_keys.id"), nullable=False),
     Column("csrf", String(64), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
+    _when("created_at"),
+    _when("expires_at"),
     Column("ended_at", DateTime(timezone=True)),
 )
 
@@ -288,7 +301,7 @@ decision_facets = Table(
     "decision_facets", metadata,
     Column("decision_id", String(36), ForeignKey("decisions.id"), primary_key=True),
     Column("model_key", String(260), nullable=False),
-    Column("decided_at", DateTime(timezone=True), nullable=False),
+    _when("decided_at"),
     Column("outcome", String(64), nullable=False),
     Column("adverse", Boolean, nullable=False),
     Column("anchor_hits", Integer),          # None: not explained yet
@@ -301,4 +314,28 @@ decision_facets = Table(
     Index("ix_facets_review", "review_status", "decided_at", "decision_id"),
     Index("ix_facets_reliability", "reliability", "decided_at", "decision_id"),
     Index("ix_facets_anchor", "anchor_hits", "decided_at", "decision_id"),
+)
+
+# Token buckets of explanation reads shared by every API process (the key is a SHA-256 of
+# the scope and the subject or key id, never the id in clear); times are epoch seconds.
+rate_buckets = Table(
+    "rate_buckets", metadata,
+    Column("key_sha256", String(64), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+    Index("ix_rate_buckets_updated", "updated"),
+)
+
+# The console's full verifications of the log, visible to every API process; a run whose
+# heartbeat stopped (its process died) is no longer counted as running.
+verification_runs = Table(
+    "verification_runs", metadata,
+    _uuid_key(),
+    Column("actor", String(128), nullable=False),
+    _when("started_at"),
+    _when("heartbeat_at"),
+    Column("status", String(20), nullable=False, index=True),
+    Column("done", Integer, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("result_json", Text),
 )

@@ -94,7 +94,7 @@ def audit_verify(p: P, csrf: Csrf = None) -> Response:
     """Start a full verification (or join the one running) and follow its progress."""
     p.check_csrf(csrf)
     p.require(*AUDIT_PAGES)
-    run = p.rt.verifications.start(p.rt.store, p.who.name)
+    run = p.rt.verifications.start(p.who.name)
     return redirect(f"/console/audit/verify/{run.id}")
 
 

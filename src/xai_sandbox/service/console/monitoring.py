@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi.responses import HTMLResponse
 
-from xai_sandbox.reports.render import _png_data_uri
+from xai_sandbox.reports.render import png_data_uri
 from xai_sandbox.service.console.pages import (
     OPERATOR_PAGES,
     REPORT_PAGES,
@@ -33,7 +33,7 @@ def _drift_chart(report: dict[str, Any]) -> str | None:
         ax.set_xlabel("PSI of the attribution, this window against the previous one "
                       "(dashed: 0.25)", fontsize=8)
 
-    return _png_data_uri((6.4, 0.3 * len(items) + 1.0), draw)
+    return png_data_uri((6.4, 0.3 * len(items) + 1.0), draw)
 
 
 def _fairness_chart(points: list[dict[str, float]]) -> str | None:
@@ -50,7 +50,7 @@ def _fairness_chart(points: list[dict[str, float]]) -> str | None:
         ax.set_ylabel("share of the attribution (%)", fontsize=8)
         ax.legend(fontsize=8)
 
-    return _png_data_uri((6.4, 2.6), draw)
+    return png_data_uri((6.4, 2.6), draw)
 
 
 @router.get("/monitoring")

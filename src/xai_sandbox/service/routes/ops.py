@@ -1,15 +1,18 @@
-"""Operations: ``/health`` (public) and ``/metrics`` (operator, auditor, admin)."""
+"""Operations: ``/health``, ``/health/live`` and ``/health/ready`` (public) and
+``/metrics`` (operator, auditor, admin)."""
 
 from __future__ import annotations
 
 from fastapi import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 
 import xai_sandbox.service.metrics as metrics
 from xai_sandbox.monitor.drift import load_state, success_rates
 from xai_sandbox.service.deps import PUBLIC, RT, Who, require
-from xai_sandbox.service.schemas import Health
+from xai_sandbox.service.schemas import Health, Probe
 from xai_sandbox.service.strict import resource_router
+from xai_sandbox.store.engine import schema_current
 from xai_sandbox.store.queries import open_alerts_by_kind, pending_deliveries
 
 router = resource_router("operations")
@@ -19,6 +22,30 @@ router = resource_router("operations")
 def health(rt: RT) -> Health:
     """Liveness and readiness: the database answers."""
     return Health(status="ok", log_size=rt.store.log.size(), models=len(rt.decider.models()))
+
+
+@router.get("/health/live", openapi_extra=PUBLIC)
+def live() -> Probe:
+    """Liveness: the process answers (restart it when this fails); no database call."""
+    return Probe(status="ok")
+
+
+@router.get("/health/ready", openapi_extra=PUBLIC,
+            responses={503: {"model": Probe, "description": "not ready: take this process "
+                                                            "out of the load balancer"}})
+def ready(rt: RT, response: Response) -> Probe:
+    """Readiness: the database answers and its schema is the one this code expects (a
+    process that started before a migration, or whose database is away, is not ready)."""
+    try:
+        current = schema_current(rt.store.engine)
+    except SQLAlchemyError as exc:
+        response.status_code = 503
+        return Probe(status="not ready", reason=f"database: {type(exc).__name__}")
+    if not current:
+        response.status_code = 503
+        return Probe(status="not ready", reason="database schema is not at this version's "
+                                                "head (run the migrations)")
+    return Probe(status="ok")
 
 
 @router.get("/metrics",
