@@ -19,7 +19,11 @@ __all__ = ["Settings", "cache_dir"]
 class Settings(BaseSettings):
     """Where data lives and how long it is kept."""
 
-    model_config = SettingsConfigDict(env_prefix="XAI_SANDBOX_", extra="ignore")
+    # A setting may also come from a file named after it in XAI_SANDBOX_SECRETS_DIR
+    # (e.g. /run/secrets/xai_sandbox_database_url), so that secrets stay out of the
+    # environment; the environment wins where both name one.
+    model_config = SettingsConfigDict(env_prefix="XAI_SANDBOX_", extra="ignore",
+                                      secrets_dir=os.environ.get("XAI_SANDBOX_SECRETS_DIR"))
 
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".local" / "share" /
                            "xai-sandbox")

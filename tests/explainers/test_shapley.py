@@ -172,7 +172,7 @@ def test_many_rows_in_one_call_equal_one_row_at_a_time(kind, monkeypatch):
                                                 int(targets[r])) for r in range(9)])
     # 16 coalitions x 4 rows x 6 columns per row: 2 rows a call, then 1 (row by row).
     for budget in (16 * 4 * 6 * 2 + 1, 16 * 4 * 6):
-        monkeypatch.setattr(coalitions, "_BATCH_ELEMENTS", budget)
+        monkeypatch.setattr(coalitions, "BATCH_ELEMENTS", budget)
         many = coalitions.coalition_values_rows(adapter, X, background, owner, masks, targets)
         np.testing.assert_allclose(many, one, rtol=0, atol=1e-6)
     phi = shapley_from_values(one, 4)

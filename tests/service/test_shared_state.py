@@ -22,7 +22,8 @@ from sqlalchemy import select, text, update
 from liveserver import free_port
 from xai_sandbox.monitor.alerts import WebhookDispatcher, parse_webhooks, raise_alert
 from xai_sandbox.service.background import JobPool, Verifications
-from xai_sandbox.service.demo import setup_demo
+from xai_sandbox.service.demo import DEMO_MODELS, setup_demo
+from xai_sandbox.service.schemas import GERMAN_CREDIT_EXAMPLE
 from xai_sandbox.settings import Settings
 from xai_sandbox.store import Store
 from xai_sandbox.store import tables as t
@@ -115,6 +116,36 @@ def test_the_subject_rate_limit_holds_across_two_api_processes(tmp_path: Path,
     assert codes[:6] == [200] * 6
     refused = [a for a in answers if a.status_code == 429]
     assert refused and all(int(a.headers["retry-after"]) >= 1 for a in refused)
+
+
+def test_a_model_registered_through_one_process_is_served_by_the_other(
+        tmp_path: Path, postgres) -> None:
+    url = postgres.new_database()
+    store = Store(Settings(data_dir=tmp_path, database_url=url))
+    try:
+        made = setup_demo(store)
+    finally:
+        store.close()
+    env = _env(tmp_path, url, job_workers="0")
+    servers = [_serve(env), _serve(env)]
+    operator = {"Authorization": f"Bearer {made['keys']['olivia-operator']}"}
+    try:
+        for proc, base in servers:
+            _ready(proc, base)
+        spec = {**DEMO_MODELS[0], "model_id": "credit-new", "version": "7"}
+        made_here = httpx.post(f"{servers[0][1]}/v1/models", json=spec, headers=operator,
+                               timeout=120)
+        decided = httpx.post(f"{servers[1][1]}/v1/decisions", headers=operator, timeout=120,
+                             json={"model_id": "credit-new", "subject_id": "applicant-bob",
+                                   "features": GERMAN_CREDIT_EXAMPLE})
+        listed = httpx.get(f"{servers[1][1]}/v1/models", headers=operator, timeout=60)
+    finally:
+        for proc, _ in servers:
+            _stop(proc)
+    assert made_here.status_code == 201, made_here.text
+    assert decided.status_code == 201, decided.text
+    assert decided.json()["model"] == "credit-new@7"
+    assert "credit-new" in {m["model_id"] for m in listed.json()}
 
 
 def test_shared_buckets_never_give_out_more_than_the_capacity(tmp_path: Path,

@@ -35,6 +35,7 @@ class Context:
         self.anchor_counts: dict[tuple[str, str], tuple[int, int]] = {}
         self.webhooks = parse_webhooks(self.settings.webhooks)
         self.lock = threading.Lock()
+        self._loading = threading.Lock()
         self._models: dict[str, ServedModel] = {}
         self._texts: dict[str, dict[str, dict[str, Any]]] = {}
         self._constraints: dict[str, ActionConstraints] = {}
@@ -55,24 +56,38 @@ class Context:
             return list(self._models.values())
 
     def model(self, model_id: str, version: str | None = None) -> ServedModel:
-        """A served model by id (its latest registered version unless ``version``)."""
-        with self.lock:
-            if version is not None:
-                found = self._models.get(f"{model_id}@{version}")
-            else:
-                same = [m for m in self._models.values() if m.model.model_id == model_id]
-                found = same[-1] if same else None
+        """A served model by id (its latest registered version unless ``version``); a
+        model another process registered since this one started is loaded first."""
+        found = self._find_model(model_id, version)
+        if found is None and self.load_new():
+            found = self._find_model(model_id, version)
         if found is None:
             raise NotFoundError("model_id", "must be a registered model",
                                 model_id if version is None else f"{model_id}@{version}")
         return found
 
+    def _find_model(self, model_id: str, version: str | None) -> ServedModel | None:
+        with self.lock:
+            if version is not None:
+                return self._models.get(f"{model_id}@{version}")
+            same = [m for m in self._models.values() if m.model.model_id == model_id]
+            return same[-1] if same else None
+
     def model_by_key(self, key: str) -> ServedModel:
         with self.lock:
             found = self._models.get(key)
+        if found is None and self.load_new():
+            with self.lock:
+                found = self._models.get(key)
         if found is None:
             raise NotFoundError("model_key", "must be a served model", key)
         return found
+
+    def load_new(self) -> bool:
+        """Serve the models registered in the store (by another API process) that this
+        one does not serve yet; ``True`` if any was loaded. The subclass that knows how
+        to load a model from its spec implements it."""
+        return False
 
     # ---------------------------------------------------------------- per-process caches
     def action_constraints(self, served: ServedModel) -> ActionConstraints | None:

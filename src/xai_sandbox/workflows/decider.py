@@ -33,6 +33,10 @@ class Decider(Context):
         """Serve again every model recorded with a spec (after a restart)."""
         return register.load_registered(self)
 
+    def load_new(self) -> bool:
+        with self._loading:  # one load at a time; the others then find the model served
+            return bool(register.load_registered(self))
+
     def score(self, served: ServedModel, features: Mapping[str, Any]
               ) -> tuple[np.ndarray, dict[str, Any]]:
         return score(served, features)
