@@ -78,7 +78,7 @@ def smoke(stack: Stack) -> dict[str, str]:
         "model_id": "credit", "subject_id": "applicant-a", "features": GERMAN_CREDIT_EXAMPLE})
     assert decided.status_code == 201, decided.text
     decision = decided.json()
-    outcome = decision["output"]["label"]
+    outcome = decision["output"]["decision"]
     views = {lang: httpx.get(f"{two}/v1/decisions/{decision['decision_id']}",
                              params={"lang": lang}, headers=auth["alice"], timeout=60)
              for lang in ("en", "zh")}
