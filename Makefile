@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-latest lock lint bench clean system-deps
+.PHONY: demo test test-latest lock lint bench clean system-deps image-test wheelhouse
 
 # The set-up is locked: requirements/lock.txt names every package with its version and
 # hashes (generated from pyproject.toml's ranges by `make lock`), installed without
@@ -25,11 +25,26 @@ demo: $(STAMP) system-deps
 system-deps:
 	tools/system-deps.sh
 
+# The image test (below) runs beside pytest: it is mostly the image build's disk work.
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check src tests benchmarks tools
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q --durations=25 -n auto --dist loadfile
+	mkdir -p test-artifacts
+	( PY=$(PY) tools/image-test.sh > test-artifacts/image-test.log 2>&1; \
+	  echo $$? > test-artifacts/image-test.rc ) & \
+	$(PY) -m pytest -q --durations=25 -n auto --dist loadfile; tests=$$?; wait; \
+	grep -v "^WARNING: Location" test-artifacts/image-test.log | tail -n 25; \
+	test $$tests -eq 0 && test "$$(cat test-artifacts/image-test.rc)" -eq 0
+
+# The service image from a wheelhouse (no network in the build), the compose stack on
+# PostgreSQL brought up on loopback, the smoke and kill paths through it, torn down.
+image-test: $(STAMP)
+	PY=$(PY) tools/image-test.sh
+
+# Every wheel the image installs, from the lock (tools/wheelhouse.py).
+wheelhouse: $(STAMP)
+	$(PY) tools/wheelhouse.py wheelhouse
 
 # Regenerate the lock from pyproject.toml's ranges (newest versions they allow today).
 lock: $(STAMP)

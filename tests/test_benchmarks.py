@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ("bench_console.py", "ms target"),
     ("bench_formats.py", "explain ratio"),
     ("bench_batch.py", "overhead per task"),
+    ("bench_deploy.py", "PostgreSQL, 2 API workers"),
 ])
 def test_benchmark_runs_quick(script, expect):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"],

@@ -97,6 +97,25 @@ def test_boosters_through_their_sklearn_api(library):
     assert len(adapter.fingerprint()) == 64
 
 
+@pytest.mark.parametrize("classes", [2, 3])
+def test_lightgbm_probabilities_through_the_booster_equal_predict_proba(classes):
+    """The adapter calls a LightGBM classifier's booster directly (its scikit-learn
+    wrapper costs more than the trees on one row): the numbers must be predict_proba's."""
+    import lightgbm
+
+    rng = np.random.default_rng(classes)
+    X = rng.normal(size=(400, 6))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int) + (classes == 3) * (X[:, 2] > 0.8)
+    est = lightgbm.LGBMClassifier(n_estimators=30, verbose=-1).fit(X, y)
+    adapter = wrap(est)
+    rows = rng.normal(size=(57, 6)) * 3
+    np.testing.assert_array_equal(adapter.predict(rows), est.predict_proba(rows))
+    np.testing.assert_array_equal(adapter.predict(rows[:1]), est.predict_proba(rows[:1]))
+    margin = np.asarray(est.predict(rows, raw_score=True))
+    np.testing.assert_array_equal(adapter.predict_margin(rows),  # type: ignore[attr-defined]
+                                  margin[:, None] if margin.ndim == 1 else margin)
+
+
 def test_fingerprints_are_stable_across_processes_and_track_weights():
     model = make_mlp(seed=3)
     here = fingerprint_module(model)

@@ -228,6 +228,27 @@ def _is_tree_ensemble(est: Any) -> bool:
         "GradientBoostingClassifier", "GradientBoostingRegressor"}
 
 
+def _lightgbm_proba(est: Any) -> Callable[[np.ndarray], np.ndarray] | None:
+    """A fitted LightGBM classifier's ``predict_proba`` through its booster, without the
+    scikit-learn wrapper's per-call parameter handling (0.37 ms of a 0.4 ms call on one
+    row); the same numbers, laid out as ``predict_proba`` lays them out (the tests hold
+    the two equal). ``None`` for anything else, or a custom objective."""
+    if not type(est).__module__.startswith("lightgbm") or not hasattr(est, "predict_proba"):
+        return None
+    try:
+        booster, n_classes, objective = est.booster_, est.n_classes_, est.objective_
+    except (AttributeError, ValueError):  # not fitted: its own predict_proba says so
+        return None
+    if callable(objective):
+        return None
+
+    def proba(X: np.ndarray) -> np.ndarray:
+        p = np.asarray(booster.predict(X))
+        return p if n_classes > 2 else np.vstack((1.0 - p, p)).transpose()
+
+    return proba
+
+
 class SklearnAdapter(ModelAdapter):
     """A fitted scikit-learn-API estimator: scikit-learn, LightGBM or XGBoost.
 
@@ -247,6 +268,9 @@ class SklearnAdapter(ModelAdapter):
         n = n_features if n_features is not None else getattr(estimator, "n_features_in_", None)
         self.sample_shape = (int(n),) if n is not None else None
         self.output_space = "probability" if hasattr(estimator, "predict_proba") else "output"
+        self._predict: Callable[[np.ndarray], Any] = (
+            _lightgbm_proba(estimator) or estimator.predict_proba
+            if self.output_space == "probability" else estimator.predict)
 
     @property
     def is_tree_ensemble(self) -> bool:
@@ -254,19 +278,18 @@ class SklearnAdapter(ModelAdapter):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         X = self.validate_inputs(X, "X")
-        fn: Callable[[np.ndarray], Any] = (self.estimator.predict_proba
-                                           if self.output_space == "probability"
-                                           else self.estimator.predict)
         with model_errors(X.shape):
-            out = np.asarray(fn(X), dtype=np.float64)
+            out = np.asarray(self._predict(X), dtype=np.float64)
         return out[:, None] if out.ndim == 1 else out
 
     def predict_margin(self, X: np.ndarray) -> np.ndarray:
         """Raw scores before the link (log-odds for binary boosting), ``(n, n_margins)``."""
         est, module = self.estimator, type(self.estimator).__module__
         with model_errors(X.shape):
-            if module.startswith("lightgbm"):
-                out = est.predict(X, raw_score=True)
+            if module.startswith("lightgbm"):  # the booster, as in _lightgbm_proba
+                booster = getattr(est, "_Booster", None)
+                out = (booster.predict(X, raw_score=True) if booster is not None
+                       else est.predict(X, raw_score=True))
             elif module.startswith("xgboost"):
                 out = est.predict(X, output_margin=True)
             elif type(est).__name__.startswith("GradientBoosting") and hasattr(

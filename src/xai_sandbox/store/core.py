@@ -66,6 +66,11 @@ class StoreCore:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
                 return path.read_bytes()
+            except OSError as exc:  # a read-only secrets folder: the file must be given
+                raise InvalidInputError(
+                    "signing_key", "its folder must hold subject-pepper.bin (32 random "
+                    "bytes, shared by every process) when it cannot be written",
+                    str(path.parent)) from exc
             with os.fdopen(fd, "wb") as fh:
                 fh.write(secrets.token_bytes(32))
                 fh.flush()
