@@ -87,7 +87,7 @@ def test_two_api_processes_starting_together_migrate_once(tmp_path: Path, postgr
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
     finally:
         store.close()
-    assert [v[0] for v in versions] == ["0006"]
+    assert [v[0] for v in versions] == ["0007"]
 
 
 def test_the_subject_rate_limit_holds_across_two_api_processes(tmp_path: Path,

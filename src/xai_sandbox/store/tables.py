@@ -339,3 +339,12 @@ verification_runs = Table(
     Column("total", Integer, nullable=False),
     Column("result_json", Text),
 )
+
+# The run of consecutive risky decisions per model and anchor (derived: an alert is raised
+# when a run reaches XAI_SANDBOX_ALERT_STREAK), shared by every process that explains.
+anchor_streaks = Table(
+    "anchor_streaks", metadata,
+    Column("model_key", String(260), primary_key=True),
+    Column("anchor", String(64), primary_key=True),
+    Column("decisions_json", Text, nullable=False),
+)

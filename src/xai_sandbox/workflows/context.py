@@ -15,6 +15,7 @@ from typing import Any
 from xai_sandbox.counterfactuals import ActionConstraints
 from xai_sandbox.errors import NotFoundError
 from xai_sandbox.monitor.alerts import AnchorStreaks, parse_webhooks
+from xai_sandbox.monitor.streaks import SharedStreaks
 from xai_sandbox.store.jobs import JobQueue
 from xai_sandbox.store.store import Store
 from xai_sandbox.workflows.served import ServedModel
@@ -30,7 +31,11 @@ class Context:
         self.settings = store.settings
         self.sla_days = review_sla_working_days or self.settings.review_sla_working_days
         self.jobs = JobQueue(store, lease_seconds=self.settings.job_lease_seconds)
-        self.streaks = AnchorStreaks(self.settings.alert_streak)
+        # In the database on PostgreSQL, where several processes explain decisions.
+        self.streaks: AnchorStreaks | SharedStreaks = (
+            SharedStreaks(store, self.settings.alert_streak)
+            if store.engine.dialect.name == "postgresql"
+            else AnchorStreaks(self.settings.alert_streak))
         # (model, anchor) -> (decisions aligned, hits) in this process, for /metrics.
         self.anchor_counts: dict[tuple[str, str], tuple[int, int]] = {}
         self.webhooks = parse_webhooks(self.settings.webhooks)
