@@ -23,7 +23,7 @@ from xai_sandbox.audit.merkle import MemoryTree, ProofError, verify_consistency
 from xai_sandbox.audit.notes import NoteError, Verifier, parse_checkpoint, verify_note
 
 __all__ = ["EntryCheck", "EntryScan", "Progress", "VerifyReport", "check_checkpoints",
-           "check_nodes", "scan_entries"]
+           "check_nodes", "check_trusted", "scan_entries"]
 
 Progress = Callable[[int, int], None]
 # The caller's check of one entry (its body given as bytes, and how to name the entry in a
@@ -39,6 +39,7 @@ class VerifyReport:
     principals: int = 0
     api_keys: int = 0
     facets: int = 0
+    trusted_size: int | None = None   # the trusted checkpoint's size, once it held
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -137,3 +138,34 @@ def check_checkpoints(tree: MemoryTree, stored: Iterable[tuple[int, bytes, str]]
                 return
         prev = (cp.size, cp.root)
         report.checkpoints += 1
+
+
+def check_trusted(tree: MemoryTree, note: str, verifiers: list[Verifier], origin: str,
+                  report: VerifyReport) -> None:
+    """The log must extend a checkpoint saved earlier (or fetched from a witness): its
+    signature checks against ``verifiers``, it is of this log, and the recomputed tree is
+    consistent with it. Dropping the newest entries (rollback) or rebuilding another
+    history of the same size fails here, even with every stored checkpoint re-signed."""
+    where = "trusted checkpoint"
+    try:
+        body, _ = verify_note(note, verifiers)
+        cp = parse_checkpoint(body)
+    except NoteError as exc:
+        report.fail(f"{where}: {exc}")
+        return
+    if cp.origin != origin:
+        report.fail(f"{where}: is of the log {cp.origin!r}, not {origin!r}")
+        return
+    if cp.size > tree.size:
+        report.fail(f"{where}: rolled back: the trusted checkpoint covers {cp.size} entries, "
+                    f"the log now holds {tree.size}")
+        return
+    try:
+        if cp.size:  # every log extends the empty one
+            verify_consistency(cp.size, tree.size, cp.root, tree.root(tree.size),
+                               tree.consistency_proof(cp.size, tree.size))
+    except ProofError as exc:
+        report.fail(f"{where}: the log is not an extension of it (a different history of "
+                    f"its first {cp.size} entries): {exc}")
+        return
+    report.trusted_size = cp.size

@@ -36,18 +36,31 @@ def audit_verify(
     pubkey: Annotated[list[str] | None, typer.Option(help="trusted verifier key (file or "
                                                      "name+hash+key); default: the store's "
                                                      "own list")] = None,
+    trusted: Annotated[Path | None, typer.Option(
+        help="a checkpoint saved earlier (xai-sandbox audit checkpoint > FILE, or a "
+             "witness's copy): the log must extend it, so a rollback or a rebuilt history "
+             "fails")] = None,
 ) -> None:
     """Recompute every leaf, node, checkpoint signature and consistency; exit 1 on tampering."""
     from xai_sandbox.workflows.verify import verify_store
 
     try:
+        note = None
+        if trusted is not None:
+            try:
+                note = trusted.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InvalidInputError("--trusted", "must be a readable checkpoint file",
+                                        str(trusted)) from exc
         store = open_store()
-        report = verify_store(store, _verifiers(pubkey, store))
+        report = verify_store(store, _verifiers(pubkey, store), trusted=note)
     except XaiSandboxError as exc:
         raise fail(exc) from exc
     if report.ok:
+        extends = (f"; extends the trusted checkpoint of {report.trusted_size} entries"
+                   if report.trusted_size is not None else "")
         console.print(f"OK: {report.entries} entries, {report.nodes} nodes, "
-                      f"{report.checkpoints} checkpoints verified")
+                      f"{report.checkpoints} checkpoints verified{extends}")
         return
     console.print(f"[red]TAMPERED[/red]: {report.problems[0]}")
     raise typer.Exit(code=1)

@@ -41,6 +41,7 @@ from xai_sandbox.audit.verify import (
     VerifyReport,
     check_checkpoints,
     check_nodes,
+    check_trusted,
     scan_entries,
 )
 from xai_sandbox.store.engine import make_engine
@@ -212,14 +213,15 @@ def _stored_checkpoints(conn: Connection) -> Iterator[tuple[int, bytes, str]]:
 
 
 def verify_log(engine: Engine, verifiers: list[Verifier], origin: str,
-               workers: int | None = None, progress: Progress | None = None
-               ) -> VerifyReport:
+               workers: int | None = None, progress: Progress | None = None,
+               trusted: str | None = None) -> VerifyReport:
     """Check everything; the report lists problems, the first naming the first bad entry.
 
     Entries are checked in ``workers`` processes (default: one per core for logs of more
     than 50,000 entries in a file or server database), each on its own range.
     ``progress(entries checked, entries in all)`` follows the entries (in one process:
-    page by page; in several: at the end).
+    page by page; in several: at the end). ``trusted``, a checkpoint note saved earlier,
+    must be extended by the log (a rollback or a rebuilt history fails).
 
     Everything read on the main connection comes from one snapshot (one read transaction:
     SQLite's WAL gives it, PostgreSQL runs it REPEATABLE READ), so writes committed while
@@ -259,6 +261,8 @@ def verify_log(engine: Engine, verifiers: list[Verifier], origin: str,
         if not report.ok:
             return report
         check_checkpoints(tree, _stored_checkpoints(conn), verifiers, origin, report)
+        if report.ok and trusted is not None:
+            check_trusted(tree, trusted, verifiers, origin, report)
         if report.ok:
             _check_accounts(conn, [s for p in parts for s in p.states], report)
         if report.ok:

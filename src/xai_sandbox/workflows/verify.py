@@ -15,7 +15,10 @@ __all__ = ["verify_store"]
 
 
 def verify_store(store: Store, verifiers: Sequence[Verifier] | None = None, *,
-                 workers: int | None = None, progress: Progress | None = None) -> VerifyReport:
-    """Verify ``store``'s log against ``verifiers`` (default: the keys the store trusts)."""
+                 workers: int | None = None, progress: Progress | None = None,
+                 trusted: str | None = None) -> VerifyReport:
+    """Verify ``store``'s log against ``verifiers`` (default: the keys the store trusts)
+    and, given ``trusted`` (a checkpoint note saved earlier), that the log extends it."""
     keys = list(verifiers) if verifiers is not None else store.log.verifiers()
-    return verify_log(store.engine, keys, store.log.origin, workers=workers, progress=progress)
+    return verify_log(store.engine, keys, store.log.origin, workers=workers, progress=progress,
+                      trusted=trusted)
