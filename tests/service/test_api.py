@@ -7,6 +7,7 @@ import contextlib
 import json
 import re
 import time
+import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -627,3 +628,20 @@ def test_text_is_explained_with_words_anchors_and_a_receipt(live):
     with live.client(key) as c:
         assert c.post("/v1/explain/text", json={"model_id": "minilm-sentiment",
                                                 "text": text}).status_code == 403
+
+
+def test_a_key_without_the_role_gets_403_for_any_body_not_the_schema(live):
+    """The role is checked before the body is read: a key that may not post learns
+    nothing of the body's schema from a 422."""
+    cases = [("rita-reviewer", "/v1/decisions"), ("alice", "/v1/explain"),
+             ("carl-compliance", "/v1/explain/text"), ("alice", "/v1/models"),
+             ("olivia-operator", f"/v1/decisions/{live.decisions['alice']}/reviews"),
+             ("alice", f"/v1/reviews/{uuid.uuid4()}/decision")]
+    for who, path in cases:
+        with live.client(who) as c:
+            for body in ({}, {"model_id": 7}, []):
+                r = c.post(path, json=body)
+                assert r.status_code == 403, (who, path, body, r.status_code, r.text)
+                assert "role:" in r.json()["detail"]
+    with live.client("olivia-operator") as c:  # with the role, the body is checked
+        assert c.post("/v1/decisions", json={}).status_code == 422

@@ -29,9 +29,28 @@ from xai_sandbox.store.accounts import Accounts, Principal
 from xai_sandbox.workflows import Decider  # the service's one import of the flow
 from xai_sandbox.workflows.text import TextExplainer
 
-__all__ = ["AUDIT_READERS", "PUBLIC", "REPORT_READERS", "RT", "STAFF", "Decider", "Runtime",
-           "Uuid", "Who", "acting_role", "base_url", "limit_reads", "own_decision",
-           "principal", "read_report", "request_locale", "require", "runtime", "runtime_of"]
+__all__ = [
+    "AUDIT_READERS",
+    "PUBLIC",
+    "REPORT_READERS",
+    "RT",
+    "STAFF",
+    "Decider",
+    "Runtime",
+    "Uuid",
+    "Who",
+    "acting_role",
+    "allowed",
+    "base_url",
+    "limit_reads",
+    "own_decision",
+    "principal",
+    "read_report",
+    "request_locale",
+    "require",
+    "runtime",
+    "runtime_of",
+]
 
 STAFF = ("operator", "reviewer", "compliance_officer", "auditor", "admin")
 REPORT_READERS = ("reviewer", "compliance_officer", "auditor", "admin")
@@ -140,6 +159,17 @@ def require(who: Principal, *roles: str) -> None:
     if not who.has(*roles):
         raise HTTPException(403, f"role: this needs one of {list(roles)}; you have "
                                  f"{sorted(who.roles)}")
+
+
+def allowed(*roles: str) -> Any:
+    """A route dependency: 403 unless the key holds one of ``roles``. Route dependencies
+    run before the body is read, so a key without the role gets 403 for any body and
+    learns nothing of the body's schema from a 422."""
+
+    async def check(who: Who) -> None:
+        require(who, *roles)
+
+    return Depends(check)
 
 
 def acting_role(who: Principal, preferred: tuple[str, ...]) -> str:

@@ -18,10 +18,10 @@ from xai_sandbox.service.deps import (
     Uuid,
     Who,
     acting_role,
+    allowed,
     base_url,
     limit_reads,
     request_locale,
-    require,
     runtime_of,
 )
 from xai_sandbox.service.schemas import DecisionItem, DecisionRecorded, DecisionRequest, SubjectView
@@ -31,7 +31,8 @@ from xai_sandbox.store.entries import rfc3339
 router = resource_router("decisions")
 
 
-@router.post("/v1/decisions", status_code=201, response_model=DecisionRecorded,
+@router.post("/v1/decisions", dependencies=[allowed("operator")],
+             status_code=201, response_model=DecisionRecorded,
              responses={202: {"model": DecisionRecorded,
                               "description": "recorded; the explanation runs as a job"}})
 def record_decision(body: DecisionRequest, request: Request, rt: RT, who: Who
@@ -41,7 +42,6 @@ def record_decision(body: DecisionRequest, request: Request, rt: RT, who: Who
     201 with the report link when the explanation is done; 202 with a job link when the
     policy's methods run as a job. The receipt proves the decision is in the audit log.
     """
-    require(who, "operator")
     # At most a few decisions compute at once: more threads would only take turns at
     # the interpreter lock, and one holding the database's write lock would wait its turn.
     with rt.compute_slots:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 import xai_sandbox.service.metrics as metrics
-from xai_sandbox.service.deps import RT, Who, limit_reads, require
+from xai_sandbox.service.deps import RT, Who, allowed, limit_reads
 from xai_sandbox.service.schemas import (
     AdhocExplanation,
     ExplainRequest,
@@ -19,12 +19,12 @@ from xai_sandbox.service.strict import resource_router
 router = resource_router("decisions")
 
 
-@router.post("/v1/explain", response_model=AdhocExplanation)
+@router.post("/v1/explain", dependencies=[allowed("operator", "admin")],
+             response_model=AdhocExplanation)
 def explain_adhoc(body: ExplainRequest, rt: RT, who: Who) -> dict[str, Any]:
     """Explain an input that is not a decision, with the provenance chain (input, layer
     activations, gradient weighting, anchor match, regulatory rule, hash) and a receipt
     for the log entry that commits to input and result."""
-    require(who, "operator", "admin")
     limit_reads(rt, who)
     served = rt.decider.model(body.model_id, body.version)
     features = body.input
@@ -41,13 +41,13 @@ def explain_adhoc(body: ExplainRequest, rt: RT, who: Who) -> dict[str, Any]:
     return result
 
 
-@router.post("/v1/explain/text", response_model=TextExplanation)
+@router.post("/v1/explain/text", dependencies=[allowed("operator", "admin")],
+             response_model=TextExplanation)
 def explain_text(body: TextExplainRequest, rt: RT, who: Who) -> dict[str, Any]:
     """Explain a text with a built-in text model: token and word attributions (integrated
     gradients on the word embeddings, with its completeness error), phrase anchors with
     their regulations, alerts after a streak of risky texts, and a receipt for the log
     entry that commits to the text and the result."""
-    require(who, "operator", "admin")
     limit_reads(rt, who)
     with rt.compute_slots:
         result = rt.text.explain(model_id=body.model_id, text=body.text, method=body.method,

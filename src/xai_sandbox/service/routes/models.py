@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from xai_sandbox.errors import InvalidInputError
-from xai_sandbox.service.deps import RT, STAFF, Who, require
+from xai_sandbox.service.deps import RT, STAFF, Who, allowed, require
 from xai_sandbox.service.schemas import ModelRequest, ModelSummary
 from xai_sandbox.service.strict import resource_router
 from xai_sandbox.service.uploads import UPLOAD_FORM, new_folder, upload_arguments
@@ -29,7 +29,8 @@ REGISTER_BODY = {"requestBody": {"required": True, "content": {
 _FORM_PART_BYTES = 1 << 20
 
 
-@router.post("/v1/models", status_code=201, response_model=ModelSummary,
+@router.post("/v1/models", dependencies=[allowed("operator", "admin")],
+             status_code=201, response_model=ModelSummary,
              openapi_extra=REGISTER_BODY)
 async def register_model(request: Request, rt: RT, who: Who) -> dict[str, Any]:
     """Register a model. As JSON: a built-in one, or an XGBoost model in its JSON format,
@@ -37,7 +38,6 @@ async def register_model(request: Request, rt: RT, who: Who) -> dict[str, Any]:
     model file in any format of ``xai-sandbox models formats`` (read as data, never as
     code), its schema, and optionally a training sample (CSV or Parquet), up to the
     upload limit (``XAI_SANDBOX_MAX_UPLOAD_BYTES``, 512 MiB by default)."""
-    require(who, "operator", "admin")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
         from xai_sandbox.workflows.upload import register_file

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import HTTPException, Query
 
-from xai_sandbox.service.deps import RT, Uuid, Who, own_decision, require
+from xai_sandbox.service.deps import RT, Uuid, Who, allowed, own_decision, require
 from xai_sandbox.service.schemas import (
     Receipt,
     Review,
@@ -23,7 +23,8 @@ from xai_sandbox.store.entries import rfc3339
 router = resource_router("reviews")
 
 
-@router.post("/v1/decisions/{decision_id}/reviews", status_code=201,
+@router.post("/v1/decisions/{decision_id}/reviews", dependencies=[allowed("subject", "admin")],
+             status_code=201,
              response_model=ReviewRequested)
 def ask_review(decision_id: Uuid, body: ReviewRequest, rt: RT, who: Who
                ) -> dict[str, Any]:
@@ -76,11 +77,10 @@ def release_review(review_id: Uuid, rt: RT, who: Who) -> ReviewClaim:
     return ReviewClaim(review_id=review_id, claimed_by=None, leaf_index=leaf)
 
 
-@router.post("/v1/reviews/{review_id}/decision")
+@router.post("/v1/reviews/{review_id}/decision", dependencies=[allowed("reviewer")])
 def decide_review(review_id: Uuid, body: ReviewDecision, rt: RT, who: Who
                   ) -> ReviewDecided:
     """Confirm, override or reverse the decision, with a rationale."""
-    require(who, "reviewer")
     leaf = rt.decider.decide_review(review_id, outcome=body.outcome, reviewer=who.name,
                                     role="reviewer", rationale=body.rationale)
     return ReviewDecided(review_id=review_id, status=body.outcome, leaf_index=leaf,
