@@ -645,3 +645,30 @@ def test_a_key_without_the_role_gets_403_for_any_body_not_the_schema(live):
                 assert "role:" in r.json()["detail"]
     with live.client("olivia-operator") as c:  # with the role, the body is checked
         assert c.post("/v1/decisions", json={}).status_code == 422
+
+
+def test_answers_the_document_declares_for_bodies_methods_and_languages(live):
+    """A body that is not UTF-8 is a 422 naming the rule (not an undocumented 400); a 405
+    lists every method of the path; the document states what ``lang`` and a review's
+    reason may be, and the service keeps to it."""
+    from xai_sandbox.models.schema import LOCALES
+
+    with live.client("olivia-operator") as c:
+        r = c.post("/v1/decisions", content=b'{"model_id": "\xff\xfe"}',
+                   headers={"Content-Type": "application/json"})
+        assert r.status_code == 422, r.text
+        assert "UTF-8" in str(r.json()["detail"])
+        put = c.put("/v1/decisions")
+        assert put.status_code == 405
+        assert set(put.headers["allow"].split(", ")) >= {"GET", "POST"}
+        doc = c.get("/openapi.json").json()
+    view = doc["paths"]["/v1/decisions/{decision_id}"]["get"]["parameters"]
+    lang = next(p for p in view if p["name"] == "lang")["schema"]["anyOf"][0]
+    assert tuple(lang["enum"]) == tuple(LOCALES)
+    reason = doc["components"]["schemas"]["ReviewRequest"]["properties"]["reason"]
+    assert reason["pattern"] == r"\S"
+    with live.client("alice") as c:
+        decision = live.decisions["alice"]
+        assert c.get(f"/v1/decisions/{decision}", params={"lang": ""}).status_code == 422
+        blank = c.post(f"/v1/decisions/{decision}/reviews", json={"reason": "\n"})
+        assert blank.status_code == 422

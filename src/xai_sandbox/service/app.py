@@ -19,6 +19,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from xai_sandbox.errors import (
     ConflictError,
@@ -128,6 +129,13 @@ def error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # FastAPI's answer to a body that is not UTF-8: a 422 like any bad body, as
+            # the OpenAPI document says, naming the rule.
+            exc = StarletteHTTPException(422, "body: must be JSON encoded as UTF-8")
+        if exc.status_code == 405:  # every method of the path, not one route's
+            exc = StarletteHTTPException(405, exc.detail, headers={
+                "Allow": ", ".join(_methods_of(request.app, request.scope))})
         if _console(request) and exc.status_code >= 400:
             response = _console_error(request, exc.status_code, str(exc.detail))
             response.headers.update(exc.headers or {})
@@ -137,6 +145,14 @@ def error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SignInRequiredError)
     async def _sign_in(_: Request, exc: SignInRequiredError) -> Response:
         return RedirectResponse(login_url(exc.next_path), status_code=303)
+
+
+def _methods_of(app: FastAPI, scope: Any) -> list[str]:
+    """The methods the request's path answers, over every route (Starlette names only the
+    first matching route's in a 405's Allow)."""
+    return [method for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+            if any(route.matches({**scope, "method": method})[0] == Match.FULL
+                   for route in app.router.routes)]
 
 
 def _error(status: int, exc: InvalidInputError | UnsupportedModelError) -> JSONResponse:

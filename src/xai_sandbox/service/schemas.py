@@ -145,7 +145,8 @@ class ReviewRequest(_Strict):
         "reason": "My savings were recently moved to another bank; please look again.",
         "kind": "human_review"}]})
 
-    reason: str = Field(min_length=1, max_length=4000)
+    # At least one character that is not white space (the document says so).
+    reason: str = Field(min_length=1, max_length=4000, pattern=r"\S")
     kind: Literal["human_review", "contest", "explanation"] = "human_review"
 
 

@@ -5,7 +5,7 @@ as an unknown id; and staff roles)."""
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -87,8 +87,8 @@ def list_decisions(rt: RT, who: Who, model: Annotated[str | None, Query(max_leng
 
 @router.get("/v1/decisions/{decision_id}", response_model=SubjectView)
 async def subject_view(decision_id: Uuid, request: Request, who: Who,
-                       lang: Annotated[str | None, Query(description="en or zh; default: "
-                                                                     "Accept-Language")] = None
+                       lang: Annotated[Literal["en", "zh"] | None, Query(
+                           description="en or zh; default: Accept-Language")] = None
                        ) -> Response:
     """The decision as the person decided about reads it: the outcome, at most four
     reasons with impact levels (no raw numbers), what they could change, their rights,
