@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 
 from xai_sandbox.audit.log import Entry
 from xai_sandbox.audit.merkle import MemoryTree, ProofError, verify_consistency
-from xai_sandbox.audit.notes import NoteError, Verifier, parse_checkpoint, verify_note
+from xai_sandbox.audit.notes import (
+    Checkpoint,
+    NoteError,
+    Verifier,
+    parse_checkpoint,
+    verify_note,
+)
 
 __all__ = ["EntryCheck", "EntryScan", "Progress", "VerifyReport", "check_checkpoints",
            "check_nodes", "check_trusted", "scan_entries"]
@@ -109,6 +115,17 @@ def check_nodes(tree: MemoryTree, stored: Iterable[tuple[int, int, bytes]],
     report.nodes = seen
 
 
+def _signed(note: str, verifiers: list[Verifier], where: str, report: VerifyReport
+            ) -> Checkpoint | None:
+    """The checkpoint a note signs, or ``None`` (and the problem reported)."""
+    try:
+        body, _ = verify_note(note, verifiers)
+        return parse_checkpoint(body)
+    except NoteError as exc:
+        report.fail(f"{where}: {exc}")
+        return None
+
+
 def check_checkpoints(tree: MemoryTree, stored: Iterable[tuple[int, bytes, str]],
                       verifiers: list[Verifier], origin: str, report: VerifyReport) -> None:
     """Stored checkpoints (size, root, note), smallest first, against the recomputed tree.
@@ -116,11 +133,8 @@ def check_checkpoints(tree: MemoryTree, stored: Iterable[tuple[int, bytes, str]]
     prev: tuple[int, bytes] | None = None
     for size, root, note in stored:
         where = f"checkpoint at size {size}"
-        try:
-            body, _ = verify_note(note, verifiers)
-            cp = parse_checkpoint(body)
-        except NoteError as exc:
-            report.fail(f"{where}: {exc}")
+        cp = _signed(note, verifiers, where, report)
+        if cp is None:
             return
         if cp.origin != origin or cp.size != size or cp.root != root:
             report.fail(f"{where}: signed body does not match the stored checkpoint")
@@ -147,11 +161,8 @@ def check_trusted(tree: MemoryTree, note: str, verifiers: list[Verifier], origin
     consistent with it. Dropping the newest entries (rollback) or rebuilding another
     history of the same size fails here, even with every stored checkpoint re-signed."""
     where = "trusted checkpoint"
-    try:
-        body, _ = verify_note(note, verifiers)
-        cp = parse_checkpoint(body)
-    except NoteError as exc:
-        report.fail(f"{where}: {exc}")
+    cp = _signed(note, verifiers, where, report)
+    if cp is None:
         return
     if cp.origin != origin:
         report.fail(f"{where}: is of the log {cp.origin!r}, not {origin!r}")
