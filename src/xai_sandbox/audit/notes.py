@@ -21,6 +21,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -29,7 +30,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from xai_sandbox.errors import InvalidInputError
 
 __all__ = ["Checkpoint", "KeyStore", "NoteError", "Signer", "Verifier", "checkpoint_body",
-           "parse_checkpoint", "parse_verifier", "sign_note", "verify_note"]
+           "follow_rotation", "parse_checkpoint", "parse_verifier", "rotation_entry",
+           "sign_note", "verify_note"]
 
 _ED25519 = b"\x01"
 _DASH = "\u2014 "
@@ -174,6 +176,42 @@ def parse_checkpoint(body: str) -> Checkpoint:
     if len(root) != 32 or not origin:
         raise NoteError("checkpoint", "needs an origin and a 32-byte root", body)
     return Checkpoint(origin, int(size_text), root)
+
+
+# What the previous key signs when it hands over to the next (domain-separated).
+_ROTATION = b"xai-sandbox key rotation v1\n"
+
+
+def rotation_entry(previous: Signer, new: Verifier) -> dict[str, Any]:
+    """The log entry of a key rotation: the new verifier key, endorsed by the previous
+    signing key, so a verifier that trusts the old key can follow the chain."""
+    endorsement = previous.private.sign(_ROTATION + new.encode().encode())
+    return {"kind": "key_rotated", "new_verifier": new.encode(),
+            "previous_key_id": previous.verifier.key_id,
+            "endorsement": base64.b64encode(endorsement).decode()}
+
+
+def follow_rotation(entry: Any, trusted: list[Verifier]) -> Verifier:
+    """The new verifier of a ``key_rotated`` entry, if a key in ``trusted`` endorsed it;
+    raises :class:`NoteError` naming what fails."""
+    if not isinstance(entry, dict) or set(entry) != {"kind", "new_verifier",
+                                                     "previous_key_id", "endorsement"}:
+        raise NoteError("key_rotated", "must hold new_verifier, previous_key_id and "
+                        "endorsement", entry)
+    new = parse_verifier(str(entry["new_verifier"]))
+    previous = [v for v in trusted if v.key_id == entry["previous_key_id"]]
+    if not previous:
+        raise NoteError("key_rotated", "is endorsed by a key that is not trusted",
+                        entry["previous_key_id"])
+    try:
+        signature = base64.b64decode(str(entry["endorsement"]), validate=True)
+    except binascii.Error as exc:
+        raise NoteError("key_rotated", "endorsement must be base64", entry["endorsement"]
+                        ) from exc
+    if not previous[0].verify(_ROTATION + new.encode().encode(), signature):
+        raise NoteError("key_rotated", "endorsement is not the previous key's signature of "
+                        "the new key", new.key_id)
+    return new
 
 
 class KeyStore:

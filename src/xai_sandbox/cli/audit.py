@@ -126,8 +126,12 @@ def audit_pubkey() -> None:
 
 @audit.command("rotate-key")
 def audit_rotate_key() -> None:
-    """Start signing with a new key; the old one stays trusted for old checkpoints."""
-    print(open_store().keys.rotate().verifier.encode())
+    """Start signing with a new key; the old one stays trusted for old checkpoints. The
+    rotation is a log entry endorsed by the old key, so `verify --pubkey OLD` follows it."""
+    try:
+        print(open_store().log.rotate_key().verifier.encode())
+    except XaiSandboxError as exc:
+        raise fail(exc) from exc
 
 
 @audit.command("export-witness")

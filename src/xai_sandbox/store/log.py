@@ -20,7 +20,7 @@ import xai_sandbox.store.tables as t
 from xai_sandbox.audit import log
 from xai_sandbox.audit.log import Receipt
 from xai_sandbox.audit.merkle import ProofError, consistency_proof, inclusion_proof, root_hash
-from xai_sandbox.audit.notes import KeyStore, Verifier
+from xai_sandbox.audit.notes import KeyStore, Signer, Verifier, rotation_entry
 from xai_sandbox.errors import InvalidInputError
 
 __all__ = ["AuditLog", "SqlNodes", "append_entries"]
@@ -92,6 +92,19 @@ class AuditLog:
                ) -> list[int]:
         """Append (record id, entry) pairs inside ``conn``'s transaction; their indexes."""
         return append_entries(conn, entries)
+
+    def rotate_key(self) -> Signer:
+        """Sign with a new key from now on. The rotation is itself an entry of the log,
+        endorsed by the previous key, and the next checkpoint is signed with the new key:
+        a verifier that pins the old key follows the chain to the new one."""
+        with self._signing:
+            previous = self.keys.signer()
+            signer = self.keys.rotate()
+            with self.writer.begin() as conn:
+                append_entries(conn, [(f"keys:{signer.verifier.key_id}",
+                                       rotation_entry(previous, signer.verifier))])
+        self.checkpoint()
+        return signer
 
     # ------------------------------------------------------------------ reads
     def size(self, conn: Connection | None = None) -> int:

@@ -35,7 +35,7 @@ from sqlalchemy import Connection, Engine, func, literal, select
 import xai_sandbox.store.tables as t
 from xai_sandbox.audit.canonical import canonical_json
 from xai_sandbox.audit.merkle import MemoryTree
-from xai_sandbox.audit.notes import Verifier
+from xai_sandbox.audit.notes import NoteError, Verifier, follow_rotation
 from xai_sandbox.audit.verify import (
     Progress,
     VerifyReport,
@@ -99,6 +99,7 @@ class _Scan:
     facets: list[tuple[str, str, Any]] = field(default_factory=list)
     decided: list[str] = field(default_factory=list)  # reviews with a logged decision
     logged: dict[str, int] = field(default_factory=dict)  # table: records found by entry
+    rotations: list[tuple[int, Any]] = field(default_factory=list)  # key_rotated entries
 
 
 def _state(row: Any, body: bytes) -> dict[str, Any] | None:
@@ -157,6 +158,9 @@ class _RecordChecks:
             if state is None:
                 return f"{where}: body is not a state entry of its kind and record"
             found.states.append((row.idx, state))
+            return None
+        if row.kind == "key_rotated":  # no record: the chain is checked after the scan
+            found.rotations.append((row.idx, json.loads(body)))
             return None
         builder = ENTRY_BUILDERS.get(row.kind)
         if builder is None or KIND_TABLE[row.kind] != row.record_id.partition(":")[0]:
@@ -260,6 +264,10 @@ def verify_log(engine: Engine, verifiers: list[Verifier], origin: str,
         check_nodes(tree, _stored_nodes(conn), report)
         if not report.ok:
             return report
+        verifiers = _follow_rotations(verifiers, [r for p in parts for r in p.rotations],
+                                      report)
+        if not report.ok:
+            return report
         check_checkpoints(tree, _stored_checkpoints(conn), verifiers, origin, report)
         if report.ok and trusted is not None:
             check_trusted(tree, trusted, verifiers, origin, report)
@@ -278,6 +286,22 @@ def verify_log(engine: Engine, verifiers: list[Verifier], origin: str,
         if report.ok:
             _check_payloads(conn, report)
     return report
+
+
+def _follow_rotations(verifiers: list[Verifier], rotations: list[tuple[int, Any]],
+                      report: VerifyReport) -> list[Verifier]:
+    """The trusted keys, extended along the logged key rotations that a trusted key
+    endorsed (in log order); a rotation no trusted key endorsed is a problem."""
+    trusted = list(verifiers)
+    for idx, entry in rotations:
+        try:
+            new = follow_rotation(entry, trusted)
+        except NoteError as exc:
+            report.fail(f"entry {idx} (key_rotated): {exc}")
+            return trusted
+        if new not in trusted:
+            trusted.append(new)
+    return trusted
 
 
 def _check_payloads(conn: Connection, report: VerifyReport) -> None:
