@@ -39,8 +39,16 @@ chown -R "$(podman run --rm --entrypoint id "${XAI_PG_IMAGE:-localhost/xai-postg
 port() { $PY -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
 export XAI_API_1_PORT=$(port) XAI_API_2_PORT=$(port) XAI_DB_PORT=$(port)
 export XAI_JOB_LEASE_SECONDS=5
-"${compose[@]}" up -d >/dev/null 2>&1
+up_log=$(mktemp)
+"${compose[@]}" up -d > "$up_log" 2>&1 || { grep -v syslog "$up_log"; exit 1; }
+rm -f "$up_log"
 [ -z "${XAI_STACK_DEBUG:-}" ] || { echo "stack $project is up; press enter to tear it down"; read -r _; }
-$PY tools/stack_test.py --project "$project" \
-  --api "http://127.0.0.1:$XAI_API_1_PORT" --api "http://127.0.0.1:$XAI_API_2_PORT"
+if ! $PY tools/stack_test.py --project "$project" \
+    --api "http://127.0.0.1:$XAI_API_1_PORT" --api "http://127.0.0.1:$XAI_API_2_PORT"; then
+  for c in $(podman ps -a --filter "name=$project" --format '{{.Names}}'); do
+    echo "== $c: $(podman inspect --format '{{.State.Status}} {{.State.ExitCode}}' "$c")"
+    podman logs --tail 20 "$c" 2>&1 | grep -v "^WARNING: Location"
+  done
+  exit 1
+fi
 echo "image-test passed in $(( $(date +%s) - started )) s"
