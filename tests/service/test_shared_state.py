@@ -111,8 +111,8 @@ def test_the_subject_rate_limit_holds_across_two_api_processes(tmp_path: Path,
         for proc, _ in servers:
             _stop(proc)
     codes = [a.status_code for a in answers]
-    # Six in the bucket (plus at most one refilled while the reads ran), not six per process.
-    assert 6 <= codes.count(200) <= 7, codes
+    # Six in the bucket (plus a refill or two on a slow machine), not six per process.
+    assert 6 <= codes.count(200) <= 8, codes
     assert codes[:6] == [200] * 6
     refused = [a for a in answers if a.status_code == 429]
     assert refused and all(int(a.headers["retry-after"]) >= 1 for a in refused)
@@ -175,7 +175,9 @@ def test_shared_buckets_never_give_out_more_than_the_capacity(tmp_path: Path,
         for s in stores:
             s.close()
     assert len(waits) == 60
-    assert 20 <= waits.count(0.0) <= 21  # 60 takes at once on two engines: one bucket
+    # 60 takes at once on two engines draw on one bucket of 20 (a token refills every 3 s),
+    # not on a bucket per engine (40).
+    assert 20 <= waits.count(0.0) <= 22
     assert other == 0.0
     assert len(names) == 2 and all(len(n) == 64 and "subject" not in n for n in names)
 
