@@ -64,7 +64,13 @@ class JobPool:
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             unfinished = list(self._in_flight.values())
-        released = [job.id for job in unfinished if self.jobs.release(job)]
+        released = []
+        for job in unfinished:
+            try:
+                if self.jobs.release(job):
+                    released.append(job.id)
+            except Exception:  # the database is away: the job's lease runs out instead
+                log.exception("putting job %s back failed", job.id)
         if released:
             log.warning("shutting down: %d job(s) put back in the queue", len(released))
         return released
