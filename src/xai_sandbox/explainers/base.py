@@ -27,15 +27,20 @@ import torch
 from xai_sandbox.errors import (
     ExplanationError,
     InvalidInputError,
-    InvalidTargetError,
     NotDifferentiableError,
     UnknownMethodError,
     UnsupportedModelError,
 )
+from xai_sandbox.explainers.arguments import (
+    custom_groups,
+    place,
+    resolve_baselines,
+    resolve_target,
+)
 from xai_sandbox.explainers.explanation import Explanation, library_versions
+from xai_sandbox.models.accelerator import Batcher, autocast, point_bytes, precision_name
 from xai_sandbox.models.adapters import InputKind, ModelAdapter, wrap
 from xai_sandbox.models.registry import RegisteredModel
-from xai_sandbox.models.schema import FeatureSchema
 
 __all__ = ["EXPLAINERS", "OUTPUT_SPACES", "REGISTRY", "Explainer", "Problem", "Result",
            "available_methods", "explain", "get_explainer", "random_generators",
@@ -96,6 +101,9 @@ class Problem:
     samples draws only from them, never from numpy's or torch's global generators; a
     sub-problem made with ``dataclasses.replace`` shares them, so the draws of a wrapper
     and its base method follow one stream.
+
+    ``batcher`` sizes the method's passes to the memory budget of the device the adapter
+    is on and records them; ``precision`` is the autocast dtype (``None``: float32).
     """
 
     adapter: ModelAdapter
@@ -113,6 +121,9 @@ class Problem:
                                      repr=False)
     torch_generator: torch.Generator = field(default_factory=_fresh_torch_generator,
                                              compare=False, repr=False)
+    batcher: Batcher = field(default_factory=lambda: Batcher.for_device(torch.device("cpu")),
+                             compare=False, repr=False)
+    precision: torch.dtype | None = None
 
     @property
     def n(self) -> int:
@@ -133,6 +144,29 @@ class Problem:
     def baseline_rows(self) -> np.ndarray:
         """Baselines broadcast to one per input row."""
         return np.broadcast_to(self.baselines, self.inputs.shape).copy()
+
+    def point_bytes(self) -> int:
+        """Bytes one input row costs in a forward and backward pass of the model (the
+        saved activations and their gradients), measured once per model and input shape
+        (:func:`~xai_sandbox.models.accelerator.point_bytes`)."""
+        row = self.inputs[:1]
+        fallback = max(1, 16 * row.nbytes)
+        forward = getattr(self.adapter, "forward_tensor", None)
+        if forward is None:
+            return fallback
+        device, precision = self.batcher.device, self.precision
+
+        def probe(k: int) -> None:
+            x = self.tensor(np.repeat(row, k, axis=0))
+            if x.is_floating_point():
+                x.requires_grad_(True)
+            with torch.enable_grad(), autocast(device, precision):
+                out = forward(x)
+            if x.requires_grad:
+                torch.autograd.grad(out.float().sum(), x)
+
+        key = (row.shape[1:], str(row.dtype), str(device), precision_name(precision))
+        return point_bytes(self.adapter, key, probe, device, fallback)
 
     def players(self) -> tuple[tuple[tuple[int, ...], ...], tuple[str, ...] | None]:
         """The 'players' of a feature-level method: feature groups, else single columns."""
@@ -182,6 +216,9 @@ class Explainer(ABC):
         explanation's ``seed``); one that does not sample gives the same values for
         every seed. One that samples draws from ``problem.rng`` or
         ``problem.torch_generator`` only.
+    autocasts:
+        Whether the method runs its passes in ``problem.precision`` (``dtype=`` of
+        :func:`explain`) and checks its sums in float32; others refuse ``dtype``.
     """
 
     name: ClassVar[str]
@@ -190,6 +227,7 @@ class Explainer(ABC):
     input_kinds: ClassVar[tuple[InputKind, ...]] = ("tabular", "image", "tokens")
     reads: ClassVar[frozenset[str]] = frozenset()
     samples: ClassVar[bool] = False
+    autocasts: ClassVar[bool] = False
     family: ClassVar[Family] = "array"
     needs: ClassVar[str | None] = None
     # The constructor parameters the caller gave by name (set by get_explainer).
@@ -208,6 +246,10 @@ class Explainer(ABC):
         """Whether this instance draws random numbers (wrappers: whether they or their
         base method do)."""
         return self.samples
+
+    def mixed_precision(self) -> bool:
+        """Whether this instance accepts ``dtype=`` (wrappers: whether their base does)."""
+        return self.autocasts
 
     def unused(self, problem: Problem) -> dict[str, str]:
         """The arguments the caller gave that this run would not use, each with why.
@@ -354,44 +396,12 @@ def available_methods(family: Family | None = None) -> list[tuple[str, str, str]
             if family is None or cls.family == family]
 
 
-def _resolve_target(target: Any, prediction: np.ndarray, model: RegisteredModel | None,
-                    parameter: str = "target") -> np.ndarray:
-    n, k = prediction.shape
-    if target is None:
-        return (np.argmax(prediction, axis=1) if k > 1 else np.zeros(n)).astype(np.int64)
-    if isinstance(target, str):
-        if model is None:
-            raise InvalidTargetError(parameter, "a class name needs a registered model", target)
-        target = model.class_index(target)
-    arr = np.asarray(target)
-    if arr.dtype.kind not in "iu" or arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != n):
-        raise InvalidTargetError(parameter, f"must be an integer class index in [0, {k}) or one "
-                                 f"per row ({n})", target)
-    if ((arr < 0) | (arr >= k)).any():
-        raise InvalidTargetError(parameter, f"must be in [0, {k}) for a model with {k} outputs",
-                                 target)
-    return np.broadcast_to(arr, (n,)).astype(np.int64)
-
-
-def _resolve_baselines(adapter: ModelAdapter, inputs: np.ndarray, baselines: Any,
-                       model: RegisteredModel | None) -> np.ndarray:
-    if baselines is None and model is not None and model.reference is not None:
-        baselines = model.reference
-    if baselines is None:
-        return np.zeros((1, *inputs.shape[1:]), dtype=inputs.dtype)
-    if isinstance(baselines, int | float) and not isinstance(baselines, bool):
-        return np.full((1, *inputs.shape[1:]), baselines, dtype=inputs.dtype)
-    base = adapter.validate_inputs(baselines, "baselines")
-    if base.shape[0] not in (1, inputs.shape[0]):
-        raise InvalidInputError("baselines", f"must have 1 or {inputs.shape[0]} rows",
-                                f"{base.shape[0]} rows")
-    return base
-
-
 def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
             baselines: Any = None, background: Any = None, random_state: int | None = None,
             feature_names: Sequence[str] | None = None, group_features: bool | None = None,
-            groups: Mapping[str, Sequence[str]] | None = None, **params: Any) -> Explanation:
+            groups: Mapping[str, Sequence[str]] | None = None, device: Any = None,
+            dtype: Any = None, memory_budget: int | None = None, **params: Any
+            ) -> Explanation:
     """Explain ``model``'s outputs on ``inputs`` with a registered method.
 
     Parameters
@@ -427,6 +437,17 @@ def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
         Coarser groups to explain instead, ``{"liquidity": ["checking_status", "savings"],
         ...}``: each name maps to features of the schema (or to column names without a
         schema); together they must cover every feature once.
+    device:
+        Where a torch model runs: ``None`` (where it is), ``"auto"`` (a GPU when torch
+        sees one), ``"cpu"``, ``"cuda"``, ``"cuda:N"``. The caller's model is never
+        moved: a copy is made once per device. Results come back as numpy either way.
+    dtype:
+        ``"float16"`` or ``"bfloat16"``: autocast passes, sums and the completeness check
+        in float32, failing rows rerun in float32 (methods with ``mixed_precision``).
+    memory_budget:
+        Bytes one pass may use (default: 80% of free CUDA memory, or the CPU budget of
+        ``XAI_SANDBOX_CPU_MEMORY_BUDGET_MB``). The explanation's ``device``, ``dtype``
+        and ``batching`` parameters record what ran.
     **params:
         Parameters of the method (``n_steps``, ``layer``, ``n_samples``, ...).
 
@@ -477,11 +498,13 @@ def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
         raise InvalidInputError("random_state", "must be a non-negative integer or None",
                                 random_state)
     explainer.check(adapter)
+    adapter, batcher, precision = place(adapter, device, dtype, memory_budget,
+                                        explainer.mixed_precision(), explainer.name)
     if adapter.output_space not in OUTPUT_SPACES:
         raise UnsupportedModelError("model.output_space", f"must be one of "
                                     f"{sorted(OUTPUT_SPACES)}", adapter.output_space)
     X = adapter.validate_inputs(inputs)
-    base = _resolve_baselines(adapter, X, baselines, registered)
+    base = resolve_baselines(adapter, X, baselines, registered)
     if background is None and registered is not None:
         background = registered.background
     bg = None if background is None else adapter.validate_inputs(background, "background")
@@ -500,16 +523,16 @@ def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
     if grouping and schema is not None:
         group_cols, group_names = schema.groups, schema.names
     if groups is not None:
-        group_cols, group_names = _custom_groups(groups, schema, names)
+        group_cols, group_names = custom_groups(groups, schema, names)
 
     prediction = adapter.predict(X)
-    resolved = _resolve_target(target, prediction, registered)
+    resolved = resolve_target(target, prediction, registered)
     rng, torch_generator = random_generators(random_state)
     problem = Problem(adapter=adapter, inputs=X, target=resolved, prediction=prediction,
                       baselines=base, background=bg, column_names=names,
                       groups=group_cols, group_names=group_names,
                       random_state=random_state, given=given, rng=rng,
-                      torch_generator=torch_generator)
+                      torch_generator=torch_generator, batcher=batcher, precision=precision)
     unused = explainer.unused(problem)
     if unused:
         name = sorted(unused)[0]
@@ -518,7 +541,9 @@ def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
         raise InvalidInputError(name, unused[name], value.get(rest) if rest and isinstance(
             value, Mapping) else value)
     started = time.perf_counter()
-    result = explainer.run(problem)
+    # Gradients are taken even under a caller's torch.inference_mode() or no_grad().
+    with torch.inference_mode(False), torch.enable_grad():
+        result = explainer.run(problem)
     wall = time.perf_counter() - started
     # Every built-in method names its space; None (a plug-in's) means the model's own.
     space = result.output_space if result.output_space is not None else adapter.output_space
@@ -532,7 +557,8 @@ def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
         target=resolved,
         prediction=result.prediction if result.prediction is not None else prediction,
         output_space=space,
-        parameters={**explainer.params(), **result.extra},
+        parameters={**explainer.params(), **result.extra, "device": str(batcher.device),
+                    "dtype": precision_name(precision), "batching": batcher.record()},
         library_versions=library_versions(),
         wall_time_s=wall,
         baseline=result.baseline,
@@ -550,37 +576,3 @@ def explain(model: Any, inputs: Any, *, method: str, target: Any = None,
             and explanation.feature_names == names:
         explanation = explanation.grouped(group_cols, group_names)
     return explanation
-
-
-def _custom_groups(groups: Mapping[str, Sequence[str]], schema: FeatureSchema | None,
-                   columns: tuple[str, ...] | None
-                   ) -> tuple[tuple[tuple[int, ...], ...], tuple[str, ...]]:
-    """Column indices of each named group of features (or of columns)."""
-    if not isinstance(groups, Mapping) or not groups:
-        raise InvalidInputError("groups", "must be a non-empty mapping of name to features",
-                                groups)
-    if schema is not None:
-        members = dict(zip(schema.names, schema.groups, strict=True))
-    elif columns is not None:
-        members = {c: (i,) for i, c in enumerate(columns)}
-    else:
-        raise InvalidInputError("groups", "needs a schema or feature_names to resolve names",
-                                sorted(groups))
-    seen: list[str] = []
-    out = []
-    for name, items in groups.items():
-        if isinstance(items, str) or not isinstance(items, Sequence) or not items:
-            raise InvalidInputError(f"groups[{name!r}]", "must be a non-empty list of names",
-                                    items)
-        unknown = [i for i in items if i not in members]
-        if unknown:
-            raise InvalidInputError(f"groups[{name!r}]", f"must name features of "
-                                    f"{sorted(members)}", unknown)
-        seen.extend(items)
-        out.append(tuple(c for item in items for c in members[item]))
-    if sorted(seen) != sorted(members):
-        missing = sorted(set(members) - set(seen))
-        repeated = sorted({s for s in seen if seen.count(s) > 1})
-        raise InvalidInputError("groups", "must cover every feature exactly once",
-                                {"missing": missing, "repeated": repeated})
-    return tuple(out), tuple(str(k) for k in groups)

@@ -91,7 +91,7 @@ class GradCam(_CamBase):
         x = problem.grad_tensor(problem.inputs)
         with model_errors(problem.inputs.shape):
             cam = LayerGradCam(problem.adapter.forward_tensor, layer).attribute(
-                x, target=torch.as_tensor(problem.target), relu_attributions=True)
+                x, target=torch.as_tensor(problem.target, device=x.device), relu_attributions=True)
         _check_maps(name, cam)
         out = _upsample(cam.detach(), tuple(x.shape[-2:]), self.upsample)  # type: ignore[arg-type]
         return Result(values=out.double().cpu().numpy(),
@@ -119,7 +119,7 @@ class GradCamPlusPlus(_CamBase):
         name, _ = _layer(module, self.layer)
         x = problem.tensor(problem.inputs)
         with HookSandbox(module, [name]) as box:
-            out = box.run(x, torch.as_tensor(problem.target))
+            out = box.run(x, torch.as_tensor(problem.target, device=x.device))
             record = box.records()[name]
         _check_maps(name, record.activation)
         if record.gradient is None:
@@ -127,7 +127,7 @@ class GradCamPlusPlus(_CamBase):
                                     "reached it)", name)
         cam = grad_cam_plus_plus_map(record.activation, record.gradient)
         values = _upsample(cam, tuple(x.shape[-2:]), self.upsample)  # type: ignore[arg-type]
-        score = out.double()[torch.arange(problem.n), torch.as_tensor(problem.target)]
+        score = out.double().cpu()[torch.arange(problem.n), torch.as_tensor(problem.target)]
         return Result(values=values.cpu().numpy(), output_space=problem.adapter.output_space,
                       extra={"layer": name,
                              "exp_score_factor": [float(np.exp(min(s, 700.0)))

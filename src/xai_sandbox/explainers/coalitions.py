@@ -19,21 +19,25 @@ from xai_sandbox.models.adapters import ModelAdapter
 
 __all__ = ["coalition_values", "coalition_values_rows", "shapley_from_values"]
 
-# Elements of model input (rows x columns) per call when evaluating coalitions.
+# Elements of model input (rows x columns) per call when evaluating coalitions on a CPU,
+# past which a CPU gains nothing; the memory budget may allow fewer (the Shapley methods
+# pass ``elements`` from it).
 BATCH_ELEMENTS = 1 << 22
 
 
 def coalition_values(adapter: ModelAdapter, x: np.ndarray, background: np.ndarray,
-                     owner: np.ndarray, coalitions: np.ndarray, target: int) -> np.ndarray:
+                     owner: np.ndarray, coalitions: np.ndarray, target: int, *,
+                     elements: int = BATCH_ELEMENTS) -> np.ndarray:
     """v(S) for each coalition: mean output with S's columns from ``x``, the rest from
     each background row.
 
     ``owner[j]`` is the player of column j; ``coalitions`` are bit masks over players
     (bit p set: player p takes its columns from ``x``). Composite rows are built with
-    ``where``, so the full coalition is exactly ``x``.
+    ``where``, so the full coalition is exactly ``x``. A model call carries at most
+    ``elements`` input elements (one coalition's composites at least).
     """
     B, d = background.shape
-    per = max(1, BATCH_ELEMENTS // max(1, B * d))
+    per = max(1, elements // max(1, B * d))
     out = np.empty(coalitions.shape[0])
     to_tensor = getattr(adapter, "to_tensor", None)
     if adapter.differentiable and to_tensor is not None:
@@ -54,7 +58,8 @@ def coalition_values(adapter: ModelAdapter, x: np.ndarray, background: np.ndarra
                 # exact), and cheaper on the CPU than torch.where.
                 comp = take[:, None, :].to(xt) * xt[None] + skip[:, None, :].to(bt) * bt[None]
                 scores = adapter.forward_tensor(comp.reshape(-1, d))[:, target]
-                out[start : start + per] = scores.reshape(len(take), B).mean(dim=1).double().numpy()
+                out[start : start + per] = (
+                    scores.reshape(len(take), B).mean(dim=1).double().cpu().numpy())
         return out
     for start in range(0, coalitions.shape[0], per):
         ids_np = coalitions[start : start + per]
@@ -114,22 +119,22 @@ def shapley_from_values(v: np.ndarray, d: int) -> np.ndarray:
 
 
 def coalition_values_rows(adapter: ModelAdapter, X: np.ndarray, background: np.ndarray,
-                          owner: np.ndarray, coalitions: np.ndarray, targets: np.ndarray
-                          ) -> np.ndarray:
+                          owner: np.ndarray, coalitions: np.ndarray, targets: np.ndarray,
+                          *, elements: int = BATCH_ELEMENTS) -> np.ndarray:
     """v(S) of every coalition for every row of ``X``: shape (rows, coalitions).
 
     The same game as :func:`coalition_values`, with the composites of several rows in one
     model call where one row's are few (a small game, or a small background): a call then
-    carries about ``BATCH_ELEMENTS`` inputs, and the model's own batching and threads do
+    carries about ``elements`` inputs, and the model's own batching and threads do
     the rest. A row whose composites alone exceed that is evaluated on its own, in chunks.
     """
     n, (B, d), m = X.shape[0], background.shape, coalitions.shape[0]
     out = np.empty((n, m))
-    rows_per_call = BATCH_ELEMENTS // max(1, m * B * d)
+    rows_per_call = elements // max(1, m * B * d)
     if rows_per_call < 2:
         for r in range(n):
             out[r] = coalition_values(adapter, X[r], background, owner, coalitions,
-                                      int(targets[r]))
+                                      int(targets[r]), elements=elements)
         return out
     to_tensor = getattr(adapter, "to_tensor", None)
     if adapter.differentiable and to_tensor is not None:
@@ -149,7 +154,7 @@ def coalition_values_rows(adapter: ModelAdapter, X: np.ndarray, background: np.n
                     torch.arange(len(xt)), :,
                     torch.as_tensor(targets[start : start + len(xt)], dtype=torch.int64)]
                 out[start : start + len(xt)] = (
-                    scores.reshape(len(xt), m, B).mean(dim=2).double().numpy())
+                    scores.reshape(len(xt), m, B).mean(dim=2).double().cpu().numpy())
         return out
     take_np = ((coalitions[:, None] >> owner[None, :]) & 1).astype(bool)
     for start in range(0, n, rows_per_call):

@@ -37,7 +37,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def _target(problem: Problem) -> torch.Tensor:
-    return torch.as_tensor(problem.target, dtype=torch.long)
+    return torch.as_tensor(problem.target, dtype=torch.long, device=problem.batcher.device)
 
 
 @register_explainer

@@ -29,6 +29,7 @@ import torch
 
 from xai_sandbox.errors import InvalidInputError
 from xai_sandbox.explainers.base import Explainer, Problem, Result, register_explainer
+from xai_sandbox.models.accelerator import Batcher, autocast
 from xai_sandbox.models.adapters import model_errors
 
 __all__ = ["IntegratedGradients", "auto_chunk", "gauss_legendre",
@@ -48,12 +49,29 @@ def gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def auto_chunk(sample_numel: int, total: int) -> int:
-    """Points per forward/backward pass for samples of ``sample_numel`` elements."""
+    """Points per forward/backward pass past which a CPU gains nothing, for samples of
+    ``sample_numel`` elements (the memory budget may allow fewer)."""
     return max(1, min(total, _CHUNK_ELEMENTS // max(1, sample_numel)))
 
 
+@dataclass
+class Passes:
+    """How the points of a path are evaluated: ``batcher`` sizes the passes (unless
+    ``internal_batch_size`` fixes them) from ``per_point`` bytes; ``precision`` is the
+    autocast dtype of the forward and backward passes (``None``: float32)."""
+
+    batcher: Batcher
+    per_point: int
+    internal_batch_size: int | None = None
+    precision: torch.dtype | None = None
+
+    def size(self, numel: int, total: int) -> int:
+        return self.internal_batch_size or self.batcher.size(
+            self.per_point, total, cpu_cap=auto_chunk(numel, total))
+
+
 def _path_gradients(forward: Forward, x: torch.Tensor, b: torch.Tensor, target: torch.Tensor,
-                    rows: torch.Tensor, alphas: torch.Tensor, chunk: int,
+                    rows: torch.Tensor, alphas: torch.Tensor, passes: Passes,
                     weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of the target output at the points b[r] + alpha (x[r] - b[r]).
 
@@ -68,18 +86,23 @@ def _path_gradients(forward: Forward, x: torch.Tensor, b: torch.Tensor, target: 
     outputs = torch.empty(total, dtype=x.dtype, device=x.device)
     diff = x - b
     view = (-1,) + (1,) * len(shape)
-    for start in range(0, total, chunk):
-        sl = slice(start, min(start + chunk, total))
-        row = rows[sl]
-        points = (b[row] + alphas[sl].view(view) * diff[row]).requires_grad_(True)
-        out = forward(points)
+    def step(start: int, stop: int) -> None:
+        row = rows[start:stop]
+        points = (b[row] + alphas[start:stop].view(view) * diff[row]).requires_grad_(True)
+        with autocast(x.device, passes.precision):
+            out = forward(points)
         picked = out.gather(1, target[row][:, None]).squeeze(1)
+        if passes.precision is not None:
+            picked = picked.float()
         (g,) = torch.autograd.grad(picked.sum(), points)
-        outputs[sl] = picked.detach()
+        g = g.to(x.dtype)
+        outputs[start:stop] = picked.detach().to(x.dtype)
         if weights is not None:
-            grads.index_add_(0, row, g * weights[sl].view(view))
+            grads.index_add_(0, row, g * weights[start:stop].view(view))
         else:
-            grads[sl] = g
+            grads[start:stop] = g
+
+    passes.batcher.run(total, passes.size(int(np.prod(shape)), total), step)
     return grads, outputs
 
 
@@ -90,20 +113,31 @@ class IGResult:
     f_input: torch.Tensor
     f_baseline: torch.Tensor
     passes: np.ndarray  # model evaluations (forward + backward) per row
+    # Rows whose reduced-precision completeness error exceeded the tolerance and that
+    # were computed again in float32.
+    fallback_rows: tuple[int, ...] = ()
 
 
 def integrated_gradients(forward: Forward, inputs: torch.Tensor, baselines: torch.Tensor,
                          target: torch.Tensor, *, n_steps: int | Literal["auto"] = 50,
                          tolerance: float = 0.01, max_steps: int = 256,
-                         internal_batch_size: int | None = None) -> IGResult:
+                         internal_batch_size: int | None = None,
+                         passes: Passes | None = None) -> IGResult:
     """Integrated Gradients of ``forward``'s ``target`` outputs, for a whole batch.
 
     ``n_steps`` Gauss-Legendre points, or ``"auto"`` for adaptive Simpson panels
     until the completeness error is below ``tolerance`` (relative) or ``max_steps`` is hit.
+    ``passes`` sizes the passes to a memory budget (default: the CPU budget, with a
+    point costed at 16 times its input) and may set an autocast precision. With one, f(x)
+    and f(b) are computed in float32, and the rows whose completeness error exceeds
+    ``tolerance`` are integrated again in float32 (``IGResult.fallback_rows``).
     """
+    if passes is None:
+        numel = int(np.prod(inputs.shape[1:]))
+        passes = Passes(Batcher.for_device(inputs.device),
+                        16 * numel * inputs.element_size(), internal_batch_size)
     b = baselines.expand_as(inputs).to(inputs.dtype)
     n = inputs.shape[0]
-    numel = int(np.prod(inputs.shape[1:]))
     target = target.to(inputs.device)
 
     if n_steps != "auto":
@@ -111,25 +145,47 @@ def integrated_gradients(forward: Forward, inputs: torch.Tensor, baselines: torc
         alphas = torch.as_tensor(a_np, dtype=inputs.dtype, device=inputs.device)
         weights = torch.as_tensor(w_np, dtype=inputs.dtype, device=inputs.device)
         m = len(a_np)
-        chunk = internal_batch_size or auto_chunk(numel, n * m)
         rows = torch.arange(n, device=inputs.device).repeat_interleave(m)
         total_grad, _ = _path_gradients(forward, inputs, b, target, rows, alphas.repeat(n),
-                                        chunk, weights.repeat(n))
+                                        passes, weights.repeat(n))
         attributions = (inputs - b) * total_grad
-        with torch.no_grad():
-            both = forward(torch.cat([inputs, b]))
-        ends = both.gather(1, torch.cat([target, target])[:, None]).squeeze(1)
-        f_x, f_b = ends[:n], ends[n:]
-        passes = np.full(n, len(a_np), dtype=np.int64)
+        f_x, f_b = _ends(forward, inputs, b, target)
+        counts = np.full(n, len(a_np), dtype=np.int64)
     else:
-        attributions, f_x, f_b, passes = _adaptive(forward, inputs, b, target, tolerance,
-                                                   max_steps, internal_batch_size)
+        attributions, f_x, f_b, counts = _adaptive(forward, inputs, b, target, tolerance,
+                                                   max_steps, passes)
+        if passes.precision is not None:
+            f_x, f_b = _ends(forward, inputs, b, target)
     delta = attributions.reshape(n, -1).sum(dim=1) - (f_x - f_b)
-    return IGResult(attributions.detach(), delta.detach(), f_x, f_b, passes)
+    fallback: tuple[int, ...] = ()
+    if passes.precision is not None:
+        bad = (delta.abs() > tolerance * (f_x - f_b).abs().clamp_min(1e-12)).nonzero()
+        fallback = tuple(int(r) for r in bad.flatten().tolist())
+        if fallback:
+            redo = torch.as_tensor(fallback, device=inputs.device)
+            again = integrated_gradients(
+                forward, inputs[redo], b[redo], target[redo], n_steps=n_steps,
+                tolerance=tolerance, max_steps=max_steps,
+                passes=Passes(passes.batcher, passes.per_point, passes.internal_batch_size))
+            attributions, delta = attributions.clone(), delta.clone()
+            attributions[redo], delta[redo] = again.attributions, again.delta
+            counts = counts.copy()
+            counts[list(fallback)] += again.passes
+    return IGResult(attributions.detach(), delta.detach(), f_x, f_b, counts, fallback)
+
+
+def _ends(forward: Forward, x: torch.Tensor, b: torch.Tensor, target: torch.Tensor
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """f(x) and f(b) of the target outputs, in the model's own precision."""
+    n = x.shape[0]
+    with torch.no_grad():
+        both = forward(torch.cat([x, b]))
+    ends = both.gather(1, torch.cat([target, target])[:, None]).squeeze(1).to(x.dtype)
+    return ends[:n], ends[n:]
 
 
 def _adaptive(forward: Forward, x: torch.Tensor, b: torch.Tensor, target: torch.Tensor,
-              tolerance: float, max_steps: int, internal_batch_size: int | None
+              tolerance: float, max_steps: int, passes: Passes
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
     """Adaptive composite Simpson for every row at once.
 
@@ -140,7 +196,6 @@ def _adaptive(forward: Forward, x: torch.Tensor, b: torch.Tensor, target: torch.
     panels holding half of its absolute error (at most 8).
     """
     n = x.shape[0]
-    numel = int(np.prod(x.shape[1:]))
     diff = x - b
     flat_diff = diff.reshape(n, -1)
     # Round 0: nine equally spaced nodes (four panels) per row; node 9r is alpha 0 and
@@ -160,8 +215,7 @@ def _adaptive(forward: Forward, x: torch.Tensor, b: torch.Tensor, target: torch.
     while new_rows.size:
         r_t = torch.as_tensor(new_rows, device=x.device)
         a_t = torch.as_tensor(new_alphas, dtype=x.dtype, device=x.device)
-        chunk = internal_batch_size or auto_chunk(numel, len(new_rows))
-        g, o = _path_gradients(forward, x, b, target, r_t, a_t, chunk, None)
+        g, o = _path_gradients(forward, x, b, target, r_t, a_t, passes, None)
         grads.append(g)
         rows = np.concatenate([rows, new_rows])
         alphas = np.concatenate([alphas, new_alphas])
@@ -226,18 +280,23 @@ class IntegratedGradients(Explainer):
         ``tolerance``; or a number of Gauss-Legendre points (Captum's rule, which on ReLU
         networks can leave errors of several per cent at 50 points).
     tolerance:
-        Relative completeness error at which ``"auto"`` stops (only with ``"auto"`` on
-        tabular or image inputs; refused otherwise, since it would not be used).
+        Relative completeness error at which ``"auto"`` stops, and above which a row
+        computed with ``dtype=float16|bfloat16`` is computed again in float32 (only with
+        ``"auto"`` or a ``dtype`` on tabular or image inputs; refused otherwise, since it
+        would not be used).
     max_steps:
         Upper bound on the points of ``"auto"`` (the same condition).
     internal_batch_size:
-        Points per pass; ``None`` picks it from the input size.
+        Points per pass; ``None`` picks it from the memory budget and what one point
+        costs (measured once per model and input shape), halving a pass that runs out of
+        memory.
     """
 
     name = "integrated_gradients"
     summary = "path integral of gradients from a baseline; completeness delta reported"
     requires = "gradients"
     reads = frozenset({"baselines"})
+    autocasts = True
 
     def __init__(self, n_steps: int | Literal["auto"] = "auto", tolerance: float = 0.01,
                  max_steps: int = 256, internal_batch_size: int | None = None) -> None:
@@ -261,13 +320,16 @@ class IntegratedGradients(Explainer):
                                     self.internal_batch_size)
 
     def unused(self, problem: Problem) -> dict[str, str]:
-        adaptive = self.n_steps == "auto" and problem.adapter.input_kind != "tokens"
+        tokens = problem.adapter.input_kind == "tokens"
+        adaptive = self.n_steps == "auto" and not tokens
         why = ("only the adaptive rule (n_steps='auto' on tabular or image inputs) uses it; "
-               "token inputs take 50 fixed points for 'auto'"
-               if problem.adapter.input_kind == "tokens" else
+               "token inputs take 50 fixed points for 'auto'" if tokens else
                f"only the adaptive rule (n_steps='auto') uses it, not n_steps={self.n_steps!r}")
+        guarded = problem.precision is not None and not tokens
         return {**super().unused(problem),
-                **self._unless(adaptive, ("tolerance", "max_steps"), why)}
+                **self._unless(adaptive or guarded, ("tolerance",), why
+                               + ("" if tokens else ", or a dtype of float16/bfloat16")),
+                **self._unless(adaptive, ("max_steps",), why)}
 
     def run(self, problem: Problem) -> Result:
         self._validate()
@@ -278,14 +340,19 @@ class IntegratedGradients(Explainer):
         t = torch.as_tensor(problem.target)
         if problem.adapter.input_kind == "tokens":
             return self._tokens(problem, x, b, t)
+        passes = Passes(problem.batcher, problem.point_bytes(), self.internal_batch_size,
+                        problem.precision)
         with model_errors(problem.inputs.shape):
             res = integrated_gradients(forward, x, b, t, n_steps=self.n_steps,
                                        tolerance=self.tolerance, max_steps=self.max_steps,
-                                       internal_batch_size=self.internal_batch_size)
-        extra = {"method_rule": "gauss_legendre" if self.n_steps != "auto"
-                 else "adaptive_simpson",
-                 "passes_per_row": ([int(p) for p in res.passes] if self.n_steps == "auto"
-                                    else int(res.passes[0]))}
+                                       passes=passes)
+        extra: dict[str, object] = {
+            "method_rule": "gauss_legendre" if self.n_steps != "auto" else "adaptive_simpson",
+            "passes_per_row": ([int(p) for p in res.passes]
+                               if self.n_steps == "auto" or res.fallback_rows
+                               else int(res.passes[0]))}
+        if problem.precision is not None:
+            extra["precision_fallback_rows"] = list(res.fallback_rows)
         return Result(values=res.attributions.double().cpu().numpy(),
                       expected_value=res.f_baseline.double().cpu().numpy(),
                       delta=res.delta.double().cpu().numpy(),
@@ -297,20 +364,27 @@ class IntegratedGradients(Explainer):
         """Token ids: layer IG on the embedding output (Captum), summed per token."""
         from captum.attr import LayerIntegratedGradients
 
+        if problem.precision is not None:
+            raise InvalidInputError("dtype", "token ids are integrated by Captum's "
+                                    "LayerIntegratedGradients in float32; mixed precision "
+                                    "is for tabular and image inputs here (text models: "
+                                    "xai_sandbox.text)", str(problem.precision))
         # Interpolating embeddings has no adaptive rule here: "auto" means 50 points.
         steps = 50 if self.n_steps == "auto" else int(self.n_steps)
         emb = problem.adapter.embedding_module()  # type: ignore[attr-defined]
         lig = LayerIntegratedGradients(problem.adapter.forward_tensor, emb)
+        size = self.internal_batch_size or problem.batcher.size(
+            problem.point_bytes(), problem.n * steps,
+            cpu_cap=auto_chunk(int(np.prod(x.shape[1:])) * 64, problem.n * steps))
         with model_errors(problem.inputs.shape):
-            attr, delta = lig.attribute(x, baselines=b.expand_as(x), target=t,
-                                        n_steps=steps,
-                                        internal_batch_size=self.internal_batch_size,
-                                        return_convergence_delta=True)
+            attr, delta = problem.batcher.call(size, lambda s: lig.attribute(
+                x, baselines=b.expand_as(x), target=t.to(x.device), n_steps=steps,
+                internal_batch_size=s, return_convergence_delta=True))
             with torch.no_grad():
                 f_b = problem.adapter.forward_tensor(b.expand_as(x))
-        rows = torch.arange(problem.n)
+        rows = torch.arange(problem.n, device=f_b.device)
         return Result(values=attr.detach().sum(dim=-1).double().cpu().numpy(),
-                      expected_value=f_b[rows, t].double().cpu().numpy(),
+                      expected_value=f_b[rows, t.to(f_b.device)].double().cpu().numpy(),
                       delta=delta.detach().double().cpu().numpy(), baseline=problem.baselines,
                       output_space=problem.adapter.output_space,
                       extra={"method_rule": "gauss_legendre", "passes_per_row": steps,

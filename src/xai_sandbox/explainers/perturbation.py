@@ -132,18 +132,23 @@ class OcclusionExplainer(Explainer):
         b = problem.tensor(problem.baseline_rows())
         target = torch.as_tensor(problem.target)
         forward = problem.adapter.forward_tensor
+        # Perturbations per pass (each one a copy of the batch) within the memory budget.
+        rows_per_pass = problem.batcher.size(problem.point_bytes() * problem.n, 1 << 16,
+                                             cpu_cap=max(1, (1 << 22) // x.numel()))
         with model_errors(problem.inputs.shape), torch.no_grad():
             if problem.adapter.input_kind == "image":
                 c = x.shape[1]
-                attr = Occlusion(forward).attribute(
-                    x, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
-                    baselines=b, target=target)
-                return Result(values=attr.double().numpy(), baseline=problem.baselines,
+                attr = problem.batcher.call(rows_per_pass, lambda per: Occlusion(
+                    forward).attribute(x, sliding_window_shapes=(c, window, window),
+                                       strides=(c, stride, stride), baselines=b,
+                                       target=target.to(x.device), perturbations_per_eval=per))
+                return Result(values=attr.double().cpu().numpy(), baseline=problem.baselines,
                               output_space=problem.adapter.output_space)
             mask, names = feature_mask(problem, window)
-            attr = FeatureAblation(forward).attribute(x, baselines=b, target=target,
-                                                      feature_mask=mask.to(x.device))
-        values = attr.double().numpy()
+            attr = problem.batcher.call(rows_per_pass, lambda per: FeatureAblation(
+                forward).attribute(x, baselines=b, target=target.to(x.device),
+                                   feature_mask=mask.to(x.device), perturbations_per_eval=per))
+        values = attr.double().cpu().numpy()
         if problem.groups is not None:
             # Each column of a group carries the group's value: keep one per group.
             values = values[:, [g[0] for g in problem.groups]]
@@ -218,6 +223,6 @@ class LimeExplainer(Explainer):
                     baselines=problem.tensor(b_rows[i : i + 1]),
                     target=int(problem.target[i]), feature_mask=mask,
                     n_samples=n_samples, return_input_shape=image, show_progress=False)
-                rows.append(attr.detach().double().numpy()[0])
+                rows.append(attr.detach().double().cpu().numpy()[0])
         return Result(values=np.stack(rows), baseline=problem.baselines, feature_names=names,
                       output_space=problem.adapter.output_space)

@@ -130,6 +130,22 @@ class _CoalitionGame(Explainer):
         return out
 
 
+def _elements(problem: Problem) -> int:
+    """Input elements per model call within the memory budget (on a CPU at most
+    ``BATCH_ELEMENTS``)."""
+    d = max(1, int(np.prod(problem.inputs.shape[1:])))
+    return d * problem.batcher.size(problem.point_bytes(), 1 << 40,
+                                    cpu_cap=max(1, BATCH_ELEMENTS // d))
+
+
+def _values(problem: Problem, x: np.ndarray, bg: np.ndarray, owner: np.ndarray,
+            coalitions: np.ndarray, target: int) -> np.ndarray:
+    """v(S) of ``coalitions`` for row ``x``, in passes sized to the memory budget and
+    halved on an out-of-memory error."""
+    return problem.batcher.call(_elements(problem), lambda e: coalition_values(
+        problem.adapter, x, bg, owner, coalitions, target, elements=e))
+
+
 @register_explainer
 class ExactShapley(_CoalitionGame):
     """Exact interventional Shapley values by enumerating every coalition.
@@ -158,8 +174,8 @@ class ExactShapley(_CoalitionGame):
         bg = _background(problem)
         # Every row's game at once: small games share model calls (coalition_values_rows).
         with model_errors(problem.inputs.shape):
-            v = coalition_values_rows(problem.adapter, problem.inputs, bg, owner, masks,
-                                      problem.target)
+            v = problem.batcher.call(_elements(problem), lambda e: coalition_values_rows(
+                problem.adapter, problem.inputs, bg, owner, masks, problem.target, elements=e))
         values, expected = shapley_from_values(v, d), v[:, 0].copy()
         delta = _additivity(problem, values, expected)
         return Result(values=values, expected_value=expected, delta=delta, feature_names=names,
@@ -207,7 +223,7 @@ class KernelShap(_CoalitionGame):
 
             def game(z: np.ndarray) -> np.ndarray:
                 ids = (z > 0.5).astype(np.int64) @ bits
-                return coalition_values(problem.adapter, x, bg, owner, ids, t)
+                return _values(problem, x, bg, owner, ids, t)
 
             explainer = shap.KernelExplainer(game, np.zeros((1, d)))
             with _numpy_global_stream(problem.rng):
@@ -315,7 +331,7 @@ class OwenShapley(_CoalitionGame):
 
         def solve(r: int) -> tuple[np.ndarray, float]:
             x, t = problem.inputs[r], int(problem.target[r])
-            v_whole = coalition_values(problem.adapter, x, bg, owner, whole, t)
+            v_whole = _values(problem, x, bg, owner, whole, t)
             between = shapley_from_values(v_whole, m)
             values = np.empty(d)
             for k, members in enumerate(unions):
@@ -331,7 +347,7 @@ class OwenShapley(_CoalitionGame):
                 part_bits = (((parts[:, None] >> np.arange(g)) & 1)
                              * (1 << np.array(members, dtype=np.int64))).sum(axis=1)
                 masks = whole[rest][:, None] | part_bits[None, :]
-                v = coalition_values(problem.adapter, x, bg, owner, masks.reshape(-1), t)
+                v = _values(problem, x, bg, owner, masks.reshape(-1), t)
                 inner = np.empty(1 << g)
                 inner[1:-1] = weight @ v.reshape(masks.shape)
                 inner[0] = weight @ v_whole[rest]
@@ -404,19 +420,19 @@ class PermutationShap(_CoalitionGame):
         def solve(r: int) -> tuple[np.ndarray, float]:
             x, t = problem.inputs[r], int(problem.target[r])
             contributions = np.empty((n, d))
-            per = max(1, BATCH_ELEMENTS // max(1, (d + 1) * bg.shape[0] * d))
+            per = max(1, _elements(problem) // max(1, (d + 1) * bg.shape[0] * d))
             drawn = np.array(list(orders(d, n)), dtype=np.int64)
             # Order k's coalitions: its first 0, 1, ..., d players, as bit masks.
             prefix = np.zeros((n, d + 1), dtype=np.int64)
             prefix[:, 1:] = np.cumsum(1 << drawn, axis=1)
             for start in range(0, n, per):
                 block = prefix[start:start + per]
-                v = coalition_values(problem.adapter, x, bg, owner, block.reshape(-1), t)
+                v = _values(problem, x, bg, owner, block.reshape(-1), t)
                 v = v.reshape(block.shape)
                 rows = np.arange(block.shape[0])[:, None]
                 contributions[start + rows, drawn[start:start + per]] = np.diff(v, axis=1)
             errors[r] = contributions.std(axis=0, ddof=1) / math.sqrt(n)
-            empty = coalition_values(problem.adapter, x, bg, owner, np.zeros(1, np.int64), t)
+            empty = _values(problem, x, bg, owner, np.zeros(1, np.int64), t)
             return contributions.mean(axis=0), float(empty[0])
 
         values, expected, delta = _solve_rows(problem, d, solve)

@@ -57,6 +57,9 @@ class _Wrapper(Explainer):
     def stochastic(self) -> bool:
         return self.samples or self._base().stochastic()
 
+    def mixed_precision(self) -> bool:
+        return self._base().mixed_precision()
+
     def unused(self, problem: Problem) -> dict[str, str]:
         """What neither this method nor its base would use; the base's own parameters
         are named ``base_params.<name>``."""
@@ -83,7 +86,9 @@ class SmoothGrad(_Wrapper):
     base_method:
         Any registered gradient method (``saliency``, ``integrated_gradients``, ...).
     n_samples:
-        Noisy copies per input; all are explained in one batched call of the base method.
+        Noisy copies per input. A base method that batches its own passes (Integrated
+        Gradients) gets them all in one call; another is called on as many noisy rows
+        per pass as the memory budget allows.
     noise_level:
         Standard deviation of the Gaussian noise as a fraction of each input's value range.
     base_params:
@@ -122,8 +127,24 @@ class SmoothGrad(_Wrapper):
                      else np.tile(problem.baselines, (S,) + (1,) * (X.ndim - 1)))
         sub = dataclasses.replace(problem, inputs=noisy, target=np.tile(problem.target, S),
                                   prediction=problem.adapter.predict(noisy), baselines=baselines)
-        res = base.run(sub)
-        values = res.values.reshape(S, n, *res.values.shape[1:]).mean(axis=0)
+        if base.name == "integrated_gradients":   # it sizes its own passes
+            parts = [base.run(sub)]
+        else:
+            parts = []
+            size = problem.batcher.size(problem.point_bytes(), S * n,
+                                        cpu_cap=max(1, (1 << 20) // X[0].size))
+
+            def step(start: int, stop: int) -> None:
+                part = dataclasses.replace(
+                    sub, inputs=noisy[start:stop], target=sub.target[start:stop],
+                    prediction=sub.prediction[start:stop],
+                    baselines=baselines if baselines.shape[0] == 1 else baselines[start:stop])
+                parts.append(base.run(part))
+
+            problem.batcher.run(S * n, size, step)
+        stacked = np.concatenate([p.values for p in parts])
+        values = stacked.reshape(S, n, *stacked.shape[1:]).mean(axis=0)
+        res = parts[0]
         return Result(values=values, feature_names=res.feature_names,
                       output_space=res.output_space or problem.adapter.output_space,
                       extra={"base": {"method": base.name, **base.params()}})

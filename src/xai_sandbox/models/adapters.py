@@ -8,6 +8,7 @@ weights. :func:`wrap` picks the adapter for a model.
 from __future__ import annotations
 
 import contextlib
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from xai_sandbox.errors import InvalidInputError, NotDifferentiableError, UnsupportedModelError
+from xai_sandbox.models.accelerator import is_out_of_memory, unwrapped
 from xai_sandbox.models.fingerprint import fingerprint_estimator, fingerprint_module
 
 __all__ = ["InputKind", "ModelAdapter", "SklearnAdapter", "TorchAdapter", "wrap"]
@@ -30,7 +32,7 @@ def model_errors(shape: tuple[int, ...]) -> Iterator[None]:
     try:
         yield
     except (RuntimeError, ValueError, IndexError, TypeError) as exc:
-        if isinstance(exc, InvalidInputError | UnsupportedModelError):
+        if isinstance(exc, InvalidInputError | UnsupportedModelError) or is_out_of_memory(exc):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidInputError(
@@ -120,7 +122,11 @@ class TorchAdapter(ModelAdapter):
     Parameters
     ----------
     module:
-        The model, in eval mode. It is never modified.
+        The model, in eval mode. It is never modified. A ``torch.compile``'d module or one
+        in ``DataParallel`` runs as it is; ``DistributedDataParallel`` runs its
+        ``.module`` (explaining needs no gradient reduction). Layer names, parameters and
+        the fingerprint are the wrapped module's, so a compiled model and its original
+        name their layers alike and share a fingerprint.
     input_kind:
         ``"tabular"``, ``"image"`` or ``"tokens"``.
     sample_shape:
@@ -147,6 +153,10 @@ class TorchAdapter(ModelAdapter):
         self.output_space = output_space
         self.batch_size = batch_size
         self._check()
+        self.base_module = unwrapped(module)
+        self._runs = self.module if isinstance(self.module, torch.nn.DataParallel) or (
+            hasattr(self.module, "_orig_mod")) else self.base_module
+        self._moved: dict[str, TorchAdapter] = {}
 
     def _check(self) -> None:
         if not isinstance(self.module, torch.nn.Module):
@@ -158,7 +168,7 @@ class TorchAdapter(ModelAdapter):
             raise InvalidInputError("embedding_layer", "token models need the embedding layer's "
                                     "name", None)
         if self.embedding_layer is not None:
-            names = dict(self.module.named_modules())
+            names = dict(unwrapped(self.module).named_modules())
             if self.embedding_layer not in names:
                 raise InvalidInputError("embedding_layer", "must name a submodule of the model",
                                         self.embedding_layer)
@@ -167,27 +177,46 @@ class TorchAdapter(ModelAdapter):
 
     @property
     def device(self) -> torch.device:
-        for p in self.module.parameters():
+        for p in self.base_module.parameters():
             return p.device
         return torch.device("cpu")
 
     @property
     def dtype(self) -> torch.dtype:
-        for p in self.module.parameters():
+        for p in self.base_module.parameters():
             if p.is_floating_point():
                 return p.dtype
         return torch.float32
 
     def torch_module(self) -> torch.nn.Module:
-        if self.module.training:
+        """The model's own module (a compiled or wrapped model's :attr:`base_module`),
+        whose layer names the methods use; :meth:`forward_tensor` runs the wrapper."""
+        if self.base_module.training:
             raise InvalidInputError("model", "must be in eval mode for explanation "
                                     "(call model.eval())", "training mode")
-        return self.module
+        return self.base_module
+
+    def on(self, device: torch.device) -> TorchAdapter:
+        """This adapter on ``device``: itself where the model already is, else an adapter
+        over a copy of the model moved there (made once per device; the caller's model is
+        never moved). A compiled wrapper is not copied: the copy runs uncompiled."""
+        if device == self.device or (device.type == self.device.type == "cuda"
+                                     and device.index is None):
+            return self
+        key = str(device)
+        if key not in self._moved:
+            moved = TorchAdapter(copy.deepcopy(self.base_module).to(device),
+                                 input_kind=self.input_kind, sample_shape=self.sample_shape,
+                                 embedding_layer=self.embedding_layer,
+                                 output_space=self.output_space, batch_size=self.batch_size)
+            moved.source_sha256 = self.fingerprint()  # the same model, elsewhere
+            self._moved[key] = moved
+        return self._moved[key]
 
     def embedding_module(self) -> torch.nn.Module:
         if self.embedding_layer is None:
             raise InvalidInputError("embedding_layer", "is not set on this adapter", None)
-        layer: torch.nn.Module = dict(self.module.named_modules())[self.embedding_layer]
+        layer: torch.nn.Module = dict(self.base_module.named_modules())[self.embedding_layer]
         return layer
 
     def to_tensor(self, X: np.ndarray) -> torch.Tensor:
@@ -196,7 +225,13 @@ class TorchAdapter(ModelAdapter):
         return torch.as_tensor(X, dtype=self.dtype, device=self.device)
 
     def forward_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.module(x)
+        runs = self._runs
+        if runs is not self.base_module and hasattr(runs, "_orig_mod") and _hooked(
+                self.base_module):
+            # A compiled graph does not run hooks added after it was compiled (dynamo
+            # skips their guards): a method that hooks layers runs the module eagerly.
+            runs = self.base_module
+        out: torch.Tensor = runs(x)
         if out.ndim == 1:
             out = out[:, None]
         if out.ndim != 2:
@@ -215,7 +250,13 @@ class TorchAdapter(ModelAdapter):
         return torch.cat(outs).numpy()
 
     def fingerprint(self) -> str:
-        return self.source_sha256 or fingerprint_module(self.module)
+        return self.source_sha256 or fingerprint_module(self.base_module)
+
+
+def _hooked(module: torch.nn.Module) -> bool:
+    """Whether any submodule of ``module`` has a forward or backward hook."""
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+               or m._backward_pre_hooks for m in module.modules())
 
 
 def _is_tree_ensemble(est: Any) -> bool:
