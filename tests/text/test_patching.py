@@ -292,3 +292,53 @@ def test_an_untrained_llama_runs_every_component(tok) -> None:
     # Only position 2 ("bank" / "loan") differs before block 0.
     assert np.abs(r.scores["resid_pre"][0, [0, 1, 3, 4, 5, 6, 7]]).max() <= 1e-3
     assert r.scores["resid_pre"][0, 2] == pytest.approx(1.0, abs=1e-3)
+
+
+# ---------------------------------------------------------------------------- memory budget
+def test_auto_batches_fit_the_memory_budget_and_equal_one_by_one(copier, monkeypatch
+                                                                 ) -> None:
+    kwargs = {"target": "bank", "foil": "loan", "add_special_tokens": False,
+              "sites": ("resid_pre", "head")}
+    reference = patch_one_by_one(copier, CLEAN, CORRUPT, **kwargs)
+    n_sites = sum(v.size for v in reference.scores.values())
+    roomy = patch(copier, CLEAN, CORRUPT, **kwargs)
+    assert roomy.n_forwards == 1 and roomy.batch_size == n_sites
+    forwards = []
+    for megabytes in ("0.01", "0.3", "1", "3"):          # smaller budgets, more forwards
+        monkeypatch.setenv("XAI_SANDBOX_CPU_MEMORY_BUDGET_MB", megabytes)
+        tight = patch(copier, CLEAN, CORRUPT, **kwargs)
+        assert tight.batch_size is not None
+        assert tight.n_forwards == -(-n_sites // tight.batch_size)
+        forwards.append(tight.n_forwards)
+        for c in kwargs["sites"]:
+            assert np.abs(tight.scores[c] - reference.scores[c]).max() <= 1e-6
+    assert forwards == sorted(forwards, reverse=True)
+    assert forwards[0] == n_sites       # a budget below one site still runs, one by one
+    assert any(1 < f < n_sites for f in forwards)
+    for c in kwargs["sites"]:
+        assert np.abs(roomy.scores[c] - reference.scores[c]).max() <= 1e-6
+
+
+def test_a_forward_out_of_memory_is_halved_until_it_fits(copier) -> None:
+    refused: list[int] = []
+
+    def oom_above_three(module, args, kwargs):  # type: ignore[no-untyped-def]
+        ids = args[0] if args else kwargs["input_ids"]
+        if ids.shape[0] > 3:
+            refused.append(int(ids.shape[0]))
+            raise torch.OutOfMemoryError(f"CUDA out of memory: {ids.shape[0]} rows")
+
+    kwargs = {"target": "bank", "foil": "loan", "add_special_tokens": False,
+              "sites": ("resid_post",)}
+    reference = patch_one_by_one(copier, CLEAN, CORRUPT, **kwargs)
+    handle = copier.module.register_forward_pre_hook(oom_above_three, with_kwargs=True)
+    try:
+        result = patch(copier, CLEAN, CORRUPT, batch_size=16, **kwargs)
+    finally:
+        handle.remove()
+    n_sites = reference.scores["resid_post"].size
+    assert refused == [n_sites, n_sites // 2]   # the pass that failed, halved, twice
+    assert result.batch_size == n_sites // 4
+    assert result.n_forwards == -(-n_sites // (n_sites // 4))
+    np.testing.assert_allclose(result.scores["resid_post"], reference.scores["resid_post"],
+                               rtol=0, atol=1e-6)

@@ -307,7 +307,7 @@ class ActivationPatching(TextMethod):
     needs = "transformer blocks"
 
     def __init__(self, corrupted: str, foil: Any, sites: Any = None, mode: str = "denoise",
-                 batch_size: int = 32, add_special_tokens: bool = True,
+                 batch_size: int | str = "auto", add_special_tokens: bool = True,
                  min_gap: float = 1e-4, component: str = "resid_pre") -> None:
         self.corrupted = corrupted
         self.foil = foil

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from xai_sandbox.errors import InvalidInputError
+from xai_sandbox.models.accelerator import Batcher, point_bytes
 from xai_sandbox.models.sandbox import Transform
 from xai_sandbox.text.model import TextModel
 from xai_sandbox.text.patching.pair import (
@@ -58,13 +59,20 @@ def _head_slice(site: Site, width: int, n_heads: int) -> slice:
 
 
 # ---------------------------------------------------------------------------- engines
-def _run_batched(pair: Pair, sites: Sequence[Site], batch_size: int) -> tuple[np.ndarray, int]:
-    """Up to ``batch_size`` sites per forward: row ``b`` of the batch patches site ``b``."""
+def _run_batched(pair: Pair, sites: Sequence[Site], batch_size: int | str
+                 ) -> tuple[np.ndarray, int, int]:
+    """Up to ``batch_size`` sites per forward (``"auto"``: as many as the memory budget
+    holds): row ``b`` of the batch patches site ``b``; a forward that runs out of memory
+    is retried with half the sites. Returns the patched metrics, the forwards and the
+    largest batch."""
     n_heads = pair.model.blocks.n_heads
     patched = np.empty(len(sites))
-    forwards = 0
-    for start in range(0, len(sites), batch_size):
-        chunk = sites[start:start + batch_size]
+    batcher = Batcher.for_device(pair.model.device)
+    size = batch_size if isinstance(batch_size, int) else batcher.size(
+        _site_bytes(pair), len(sites))
+
+    def step(start: int, stop: int) -> None:
+        chunk = sites[start:stop]
         by_point: dict[tuple[str, int], list[tuple[int, Site]]] = {}
         for row, site in enumerate(chunk):
             by_point.setdefault((POINT[site.component], site.layer), []).append((row, site))
@@ -82,9 +90,25 @@ def _run_batched(pair: Pair, sites: Sequence[Site], batch_size: int) -> tuple[np
 
         transforms = {key: overwrite(key, entries) for key, entries in by_point.items()}
         values = pair.forward(len(chunk), transforms)
-        patched[start:start + len(chunk)] = values.double().cpu().numpy()
-        forwards += 1
-    return patched, forwards
+        patched[start:stop] = values.double().cpu().numpy()
+
+    batcher.run(len(sites), size, step)
+    return patched, len(batcher.passes), max(batcher.passes, default=0)
+
+
+def _site_bytes(pair: Pair) -> int:
+    """What one more row of a patched forward costs: the activations a forward of the
+    prompt keeps (measured once per model and prompt length; see ``point_bytes``)."""
+    ids, mask = pair.base.input_ids, pair.base.attention_mask
+    device = ids.device
+
+    def probe(k: int) -> None:
+        with torch.enable_grad():
+            pair.model.forward(ids.expand(k, -1), mask.expand(k, -1), **pair.extra)
+
+    width = 4 * int(ids.shape[1]) * max(1, pair.model.blocks.n_layers) * 1024
+    return point_bytes(pair.model.module, ("patch", int(ids.shape[1]), str(device)), probe,
+                       device, width)
 
 
 def _run_one_by_one(pair: Pair, sites: Sequence[Site]) -> tuple[np.ndarray, int]:
@@ -107,27 +131,30 @@ def _run_one_by_one(pair: Pair, sites: Sequence[Site]) -> tuple[np.ndarray, int]
     return patched, len(sites)
 
 
-def check_batch_size(batch_size: int | None) -> None:
-    if batch_size is not None and (isinstance(batch_size, bool)
-                                   or not isinstance(batch_size, int) or batch_size < 1):
-        raise InvalidInputError("batch_size", "must be a positive integer", batch_size)
+def check_batch_size(batch_size: int | str | None) -> None:
+    if batch_size is not None and batch_size != "auto" and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise InvalidInputError("batch_size", "must be a positive integer, 'auto' or None",
+                                batch_size)
 
 
-def run_sites(pair: Pair, sites: Sequence[Site], batch_size: int | None) -> SiteScores:
+def run_sites(pair: Pair, sites: Sequence[Site], batch_size: int | str | None
+              ) -> SiteScores:
     _check_sites(pair.model, sites, int(pair.clean.input_ids.shape[1]))
+    largest: int | None = None if batch_size is None else 0
     if pair.degenerate:
         patched, forwards = np.full(len(sites), pair.m_corr), 0
     elif batch_size is None:
         patched, forwards = _run_one_by_one(pair, sites)
     else:
-        patched, forwards = _run_batched(pair, sites, batch_size)
+        patched, forwards, largest = _run_batched(pair, sites, batch_size)
     return SiteScores(tuple(sites), pair.score(patched), patched, pair.m_clean, pair.m_corr,
-                      pair.degenerate, forwards)
+                      pair.degenerate, forwards, largest)
 
 
 def patch_sites(model: TextModel, clean: str, corrupted: str, sites: Sequence[Site], *,
                 target: int | str, foil: int | str, mode: Mode = "denoise",
-                batch_size: int | None = 32, add_special_tokens: bool = True,
+                batch_size: int | str | None = "auto", add_special_tokens: bool = True,
                 min_gap: float = 1e-4) -> SiteScores:
     """Patch arbitrary sites (several positions at once, say) and score each.
 
@@ -138,8 +165,9 @@ def patch_sites(model: TextModel, clean: str, corrupted: str, sites: Sequence[Si
     sites:
         The sites; a site may span several positions (all patched in the same run).
     batch_size:
-        Sites per forward pass; ``None`` runs one forward per site with the reference engine
-        of :func:`patch_one_by_one`.
+        Sites per forward pass: ``"auto"`` (as many as the memory budget holds, halved on
+        an out-of-memory error), a number, or ``None`` for one forward per site with the
+        reference engine of :func:`patch_one_by_one`.
     add_special_tokens:
         Passed to :meth:`TextModel.encode`.
     min_gap:

@@ -145,7 +145,7 @@ def _check_components(sites: Any) -> tuple[str, ...]:
 
 
 def _patch(model: TextModel, clean: str, corrupted: str, target: Any, foil: Any, sites: Any,
-           mode: str, batch_size: int | None, add_special_tokens: bool, min_gap: float
+           mode: str, batch_size: int | str | None, add_special_tokens: bool, min_gap: float
            ) -> PatchingResult:
     start = time.perf_counter()
     components = _check_components(sites)
@@ -170,14 +170,14 @@ def _patch(model: TextModel, clean: str, corrupted: str, target: Any, foil: Any,
     return PatchingResult(
         scores, tuple(pair.clean.tokens(model)), tuple(pair.corrupted.tokens(model)),
         pair.target, pair.foil, pair.mode, result.m_clean, result.m_corr, result.degenerate,
-        result.n_forwards, batch_size, _output_name(model, pair.target),
+        result.n_forwards, result.batch_size, _output_name(model, pair.target),
         _output_name(model, pair.foil), time.perf_counter() - start)
 
 
 def patch(model: TextModel, clean: str, corrupted: str, *, target: int | str,
           foil: int | str, sites: Sequence[Component] | Component = DEFAULT_SITES,
-          mode: Mode = "denoise", batch_size: int = 32, add_special_tokens: bool = True,
-          min_gap: float = 1e-4) -> PatchingResult:
+          mode: Mode = "denoise", batch_size: int | str = "auto",
+          add_special_tokens: bool = True, min_gap: float = 1e-4) -> PatchingResult:
     """Patch every (layer, position[, head]) site of the given components.
 
     Parameters
@@ -198,7 +198,10 @@ def patch(model: TextModel, clean: str, corrupted: str, *, target: int | str,
         ``(m_patched - m_corr) / (m_clean - m_corr)``; ``"noise"``: corrupted activations
         into the clean run, score ``(m_clean - m_patched) / (m_clean - m_corr)``.
     batch_size:
-        Sites per forward pass (each row of the batch patches one site).
+        Sites per forward pass (each row of the batch patches one site): ``"auto"`` (the
+        default) takes as many as the memory budget holds (free CUDA memory, or
+        ``XAI_SANDBOX_CPU_MEMORY_BUDGET_MB`` on the CPU) and halves a pass that runs out
+        of memory; the result's ``batch_size`` is the largest pass that ran.
     add_special_tokens:
         Passed to :meth:`TextModel.encode`.
     min_gap:

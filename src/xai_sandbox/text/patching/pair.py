@@ -55,6 +55,7 @@ class SiteScores:
     m_corr: float
     degenerate: bool
     n_forwards: int
+    batch_size: int | None = None   # the most sites one forward held (None: one by one)
 
 
 # ---------------------------------------------------------------------------- metric
